@@ -1,0 +1,27 @@
+#!/bin/bash
+# Install what droot, its tests and its benchmarks need on a fresh Debian machine
+# (as root), and the project itself into ./.venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# docker.io: build test images, the `NAME[:TAG]` source; docker-registry: the `docker://`
+# source; busybox-static: test images without internet; rsync: --mode rsync; runit:
+# a real supervisor for the run tests; the rest are the peers that bench/ compares against.
+PACKAGES=(docker.io docker-registry busybox-static rsync zstd pigz libarchive-tools runit
+          iproute2 bubblewrap runc crun systemd-container hyperfine debootstrap)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

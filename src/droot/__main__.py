@@ -1,0 +1,5 @@
+import sys
+
+from droot.cli import main
+
+sys.exit(main())

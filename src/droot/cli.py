@@ -1,0 +1,101 @@
+"""Command-line entry point: parse the arguments, then import only the stage that runs.
+
+`droot run` starts on every restart of every app, so this module imports nothing
+beyond argparse, and builds the options of the one command that was asked for.
+Each stage keeps its commands in a light `cli` module of its own: for a command
+NAME it defines `NAME_arguments(parser)` (the flags) and `NAME(args)` (which
+imports the implementation and returns the exit status).
+"""
+
+import argparse
+import os
+import sys
+
+from droot import __version__
+from droot.errors import DrootError, UsageError
+
+# command -> (stage module, exit status when droot itself fails, one-line summary)
+COMMANDS = {
+    "export": ("droot.image.cli", 1, "write an image's flattened root filesystem as a tar stream"),
+    "push": ("droot.ship.cli", 1, "export, compress and upload an image to a store in one stream"),
+    "pull": ("droot.ship.cli", 1, "download, verify and deploy an archive in one stream"),
+    "deploy": ("droot.deploy.cli", 1, "make the archive on stdin the new release at --root"),
+    "rollback": ("droot.deploy.cli", 1, "switch --root back to the previous release"),
+    "releases": ("droot.deploy.cli", 1, "list the releases of --root, the current one marked"),
+    "rm": ("droot.deploy.cli", 1, "remove --root and all its releases"),
+    "run": ("droot.run.cli", 125, "run a command (or the image's own) inside --root"),
+    "umount": ("droot.run.cli", 1, "undo mounts that an older run left under --root"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one `droot: …` line, not a usage dump."""
+
+    usage_exit_status = 2
+
+    def error(self, message):
+        command = self.prog.removeprefix("droot").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see '{self.prog} --help')", self.usage_exit_status)
+
+
+def build_parser(command: str | None) -> Parser:
+    """The top-level parser, with the full options of `command` only (or none)."""
+    parser = Parser(prog="droot",
+                    description="Chroot-based application containers: build with Docker, export, "
+                    "ship through object storage, deploy atomically, run with chroot.")
+    parser.add_argument("--version", action="version", version=f"droot {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show a traceback on errors (also DROOT_DEBUG=1)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, failure_status, summary) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=summary, description=summary)
+        # SUPPRESS keeps a `--debug` given before the command from being reset here.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show a traceback on errors (also DROOT_DEBUG=1)")
+        sub.usage_exit_status = 125 if failure_status == 125 else 2
+        if name == command:
+            stage = __import__(module_name, fromlist=["_"])
+            getattr(stage, f"{name}_arguments")(sub)
+            sub.set_defaults(handler=getattr(stage, name), failure_status=failure_status)
+    return parser
+
+
+def requested_command(argv: list[str]) -> str | None:
+    """The first argument that names a command (flags may come before it)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = requested_command(argv)
+    debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
+    failure_status = COMMANDS[command][1] if command else 1
+    try:
+        args = build_parser(command).parse_args(argv)
+        debug = debug or args.debug
+        return args.handler(args) or 0
+    except DrootError as error:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        print(f"droot: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("droot: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`droot export IMAGE | head`): not droot's failure to report.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as error:  # a bug: still one line, the traceback on request
+        if debug:
+            import traceback
+            traceback.print_exc()
+        print(f"droot: internal error: {type(error).__name__}: {error} "
+              "(rerun with --debug for a traceback, and please report it)", file=sys.stderr)
+        return failure_status

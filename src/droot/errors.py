@@ -1,0 +1,32 @@
+"""Error types. Each is reported as one line on stderr (`droot: …`) with its exit status."""
+
+
+class DrootError(Exception):
+    """A failure to report to the operator: the message says what was wrong and what to do."""
+
+    exit_status = 1
+
+    def __init__(self, message: str, exit_status: int | None = None):
+        super().__init__(message)
+        if exit_status is not None:
+            self.exit_status = exit_status
+
+
+class UsageError(DrootError):
+    """The command line itself is wrong (a malformed flag value, a missing argument)."""
+
+    exit_status = 2
+
+
+class RunError(DrootError):
+    """`droot run` failed before it could exec the command (docker run's convention)."""
+
+    exit_status = 125
+
+
+class CommandNotExecutable(RunError):
+    exit_status = 126
+
+
+class CommandNotFound(RunError):
+    exit_status = 127

@@ -1,0 +1,70 @@
+"""The image config that travels inside the archive, beside the root filesystem.
+
+`droot export` writes both files at the root of the stream; `droot run` reads them.
+
+- `/.drootenv`: the image's environment, one `KEY=VALUE` a line, the original droot's
+  format (a value may hold `=`, spaces and quotes; it ends at the newline).
+- `/.droot.json`: what `droot run` needs when no command is given, and where the
+  image came from::
+
+      {"version": 1, "entrypoint": ["/app"] | null, "cmd": ["--flag"] | null,
+       "working_dir": "/srv", "user": "app:app", "env": ["K=V", ...],
+       "source": "docker-archive:app.tar", "digest": "sha256:…"}
+
+  `env` repeats the environment exactly (even a value with a newline, which
+  `/.drootenv` cannot carry); `droot run` uses `/.drootenv`, which operators may edit.
+
+This module is imported by `droot run`: standard library only, and only `json`.
+"""
+
+import json
+
+ENV_FILE = ".drootenv"
+CONFIG_FILE = ".droot.json"
+FORMAT_VERSION = 1
+
+
+def format_env(env: list[str]) -> bytes:
+    """`/.drootenv` for an image's `Env` list (`KEY=VALUE` strings). Lines with a newline
+    in the value cannot be written in this format and are left to `/.droot.json`."""
+    return "".join(f"{item}\n" for item in env if "\n" not in item).encode()
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """The variables of a `/.drootenv` file: split at the first `=`, keep the rest exactly.
+    Blank lines and lines without `=` (or with an empty name) are ignored."""
+    env = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name:
+            env[name] = value
+    return env
+
+
+def format_config(*, entrypoint, cmd, working_dir, user, env, source, digest) -> bytes:
+    return json.dumps({
+        "version": FORMAT_VERSION,
+        "entrypoint": entrypoint or None,
+        "cmd": cmd or None,
+        "working_dir": working_dir or "",
+        "user": user or "",
+        "env": list(env or []),
+        "source": source,
+        "digest": digest,
+    }, indent=2).encode() + b"\n"
+
+
+def parse_config(text: str) -> dict:
+    """The `/.droot.json` fields, with defaults for what an older file lacks."""
+    config = json.loads(text)
+    if not isinstance(config, dict):
+        raise ValueError("not a JSON object")
+    return {
+        "entrypoint": config.get("entrypoint") or [],
+        "cmd": config.get("cmd") or [],
+        "working_dir": config.get("working_dir") or "",
+        "user": config.get("user") or "",
+        "env": config.get("env") or [],
+        "source": config.get("source") or "",
+        "digest": config.get("digest") or "",
+    }

@@ -1,0 +1,215 @@
+"""Fixtures shared by every stage's tests: the droot console script, busybox roots,
+and the real services (Docker engine, an S3-compatible server, a registry).
+
+Every service a fixture starts is a separate process on loopback, stopped when the
+session ends; nothing here touches the host outside temporary directories.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BUSYBOX = "/bin/busybox"
+VENV_BIN = Path(sys.prefix) / "bin"
+DROOT = str(VENV_BIN / "droot")
+
+
+def droot(*args, check=False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed `droot` console script, as users do; output captured as text."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 300)
+    return subprocess.run([DROOT, *map(str, args)], check=check, **kwargs)
+
+
+def make_busybox_root(path: Path) -> Path:
+    """A minimal root filesystem: static busybox with its applets, passwd and group files."""
+    (path / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        link = path / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    for directory in ("etc", "tmp", "root", "proc", "sys", "dev"):
+        (path / directory).mkdir(exist_ok=True)
+    (path / "tmp").chmod(0o1777)
+    (path / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "app:x:1000:1000:app user:/home/app:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (path / "etc" / "group").write_text(
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n")
+    (path / "home" / "app").mkdir(parents=True, exist_ok=True)
+    os.chown(path / "home" / "app", 1000, 1000)
+    return path
+
+
+@pytest.fixture
+def busybox_root(tmp_path) -> Path:
+    return make_busybox_root(tmp_path / "root")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
+
+
+def stop(process: subprocess.Popen):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- the Docker engine -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client of a running engine; starts dockerd if none answers."""
+    import docker
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception:
+        subprocess.run([str(Path(__file__).parent.parent / "scripts" / "start-dockerd.sh")],
+                       check=True)
+        client = docker.from_env()
+        client.ping()
+    yield client
+    client.close()
+
+
+def docker_build(client, context: Path, tag: str) -> str:
+    """Build the Dockerfile in `context` as `tag`; returns the image ID."""
+    image, _ = client.images.build(path=str(context), tag=tag, rm=True, forcerm=True)
+    return image.id
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client, tmp_path_factory) -> str:
+    """`droot-test/busybox:latest`: FROM scratch with busybox, an ENV, a USER-less CMD."""
+    context = tmp_path_factory.mktemp("busybox-image")
+    make_busybox_root(context / "rootfs")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\n"
+        "COPY rootfs/ /\n"
+        'ENV PATH=/bin GREETING="hello from droot"\n'
+        "WORKDIR /\n"
+        'CMD ["/bin/sh", "-c", "echo $GREETING"]\n')
+    tag = "droot-test/busybox:latest"
+    docker_build(docker_client, context, tag)
+    yield tag
+    try:
+        docker_client.images.remove(tag, force=True)
+    except Exception:
+        pass
+
+
+# --- an S3-compatible server -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A moto S3 server in its own process on loopback. Yields its endpoint URL, and sets
+    the standard AWS environment (endpoint, dummy credentials, region) for the session."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    process = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process, "moto_server")
+        endpoint = f"http://127.0.0.1:{port}"
+        saved = {k: os.environ.get(k) for k in (*AWS_ENV, "AWS_ENDPOINT_URL")}
+        os.environ.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
+        try:
+            yield endpoint
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        stop(process)
+        log.close()
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh bucket on the S3 server (named after the test)."""
+    import uuid
+
+    import boto3
+    name = f"droot-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name
+
+
+# --- a registry ---------------------------------------------------------------------------
+
+def start_registry(directory: Path, htpasswd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Debian's docker-registry on a free loopback port, storing under `directory`.
+    With `htpasswd`, it asks for basic auth. Returns the process and `127.0.0.1:PORT`."""
+    port = free_port()
+    auth = ""
+    if htpasswd:
+        auth = f"auth:\n  htpasswd:\n    realm: droot-test\n    path: {htpasswd}\n"
+    config = directory / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {directory / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + auth)
+    log = open(directory / "registry.log", "w")
+    process = subprocess.Popen(["docker-registry", "serve", str(config)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_for_port(port, process, "docker-registry")
+    except Exception:
+        stop(process)
+        raise
+    return process, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """An open registry on loopback; yields `127.0.0.1:PORT` (Docker pushes to loopback
+    registries over plain HTTP without configuration)."""
+    process, address = start_registry(tmp_path_factory.mktemp("registry"))
+    yield address
+    stop(process)
