@@ -25,6 +25,9 @@ COMMANDS = {
     "rm": ("droot.deploy.cli", 1, "remove --root and all its releases"),
     "run": ("droot.run.cli", 125, "run a command (or the image's own) inside --root"),
     "umount": ("droot.run.cli", 1, "undo mounts that an older run left under --root"),
+    "exec": ("droot.ops.cli", 125, "run a command inside a running app's environment"),
+    "ps": ("droot.ops.cli", 1, "list the apps running from droot roots on this host"),
+    "unit": ("droot.ops.cli", 1, "print a systemd service unit that runs an app"),
 }
 
 

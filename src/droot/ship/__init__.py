@@ -1,0 +1,1 @@
+"""SHIP: stores (s3, path, http, stdio), compression, checksums and progress."""

@@ -1,0 +1,96 @@
+"""Archive compression: gzip, zstd or none on the way out; detected from the first bytes
+on the way in, so `droot deploy` takes whatever `aws s3 cp … -` hands it."""
+
+import gzip
+import io
+
+from droot.errors import UsageError
+
+KINDS = ("gzip", "zstd", "none")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Fast levels: archives are compressed once per build but on the critical path of a deploy.
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise UsageError(f"unknown compression {kind!r}: use one of {', '.join(KINDS)}")
+    return kind
+
+
+class _Unclosing(io.RawIOBase):
+    """A writer over `out` whose close() leaves `out` open (the caller owns it)."""
+
+    def __init__(self, out):
+        self._out = out
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        return self._out.write(data)
+
+
+def compressing_writer(out, kind: str):
+    """A binary writer that compresses into `out`. Closing it finishes the compressed
+    stream (gzip trailer, zstd frame end) but leaves `out` open."""
+    check_kind(kind)
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=_Unclosing(out), mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+    if kind == "zstd":
+        import zstandard
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+        return compressor.stream_writer(out, closefd=False)
+    return _Unclosing(out)
+
+
+class _Prefixed(io.RawIOBase):
+    """A reader that yields `head` and then the rest of `stream` (the bytes sniffed off it)."""
+
+    def __init__(self, head: bytes, stream):
+        self._head = head
+        self._stream = stream
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def sniff(stream) -> tuple[str, io.BufferedReader]:
+    """The compression of `stream` from its magic bytes, and a reader of the whole stream."""
+    head = b""
+    while len(head) < 4:
+        data = stream.read(4 - len(head))
+        if not data:
+            break
+        head += data
+    if head.startswith(GZIP_MAGIC):
+        kind = "gzip"
+    elif head.startswith(ZSTD_MAGIC):
+        kind = "zstd"
+    else:
+        kind = "none"
+    return kind, io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
+
+
+def decompressing_reader(stream):
+    """A binary reader of the decompressed contents of `stream` (gzip, zstd or plain),
+    and the kind that was detected."""
+    kind, whole = sniff(stream)
+    if kind == "gzip":
+        return kind, gzip.GzipFile(fileobj=whole, mode="rb")
+    if kind == "zstd":
+        import zstandard
+        return kind, zstandard.ZstdDecompressor().stream_reader(whole, read_across_frames=True)
+    return kind, whole
