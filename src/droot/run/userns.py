@@ -1,0 +1,132 @@
+"""`droot run --userns USER|FIRST:COUNT`: root inside is an unprivileged uid on the host.
+
+Uids and gids 0…COUNT-1 inside map to FIRST…FIRST+COUNT-1 on the host, taken from the
+user's first range in /etc/subuid and /etc/subgid (shadow-utils' format, `NAME:FIRST:COUNT`)
+or given directly. A process that breaks out of the chroot is then a nobody on the host.
+
+droot enters the user namespace late, after it has made every mount as real root and before
+chroot(2) (the kernel refuses CLONE_NEWUSER to a chrooted process). So the mounts belong to
+the host's user namespace: the app cannot unmount, remount or add any, even as root inside.
+A process cannot write its own uid_map in any useful way, so a short-lived helper forked
+just before the unshare writes it from the host's user namespace; droot waits for it and
+continues with the same PID. Files keep their on-disk owners: what root inside creates
+belongs to FIRST on the host, and host-owned files (uid 0 on disk) show as `nobody` inside,
+readable and executable as their modes allow but not writable by root inside.
+
+Standard library only, imported by `droot run` only with --userns.
+"""
+
+import os
+
+from droot.errors import RunError, UsageError
+
+SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
+
+
+class IdRange:
+    def __init__(self, first: int, count: int):
+        self.first, self.count = first, count
+
+    def __repr__(self):
+        return f"{self.first}:{self.count}"
+
+    def map_line(self) -> str:
+        return f"0 {self.first} {self.count}\n"
+
+
+def subordinate_range(path: str, user: str) -> IdRange | None:
+    """The first range of `user` (a name, or its uid as a number) in a subuid/subgid file."""
+    names = {user}
+    try:
+        import pwd
+        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+        names |= {entry.pw_name, str(entry.pw_uid)}
+    except (KeyError, ImportError):
+        pass
+    try:
+        with open(path) as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        fields = line.strip().split(":")
+        if len(fields) == 3 and fields[0] in names and fields[1].isdigit() and \
+                fields[2].isdigit() and int(fields[2]) > 0:
+            return IdRange(int(fields[1]), int(fields[2]))
+    return None
+
+
+def parse(value: str, subuid: str = SUBUID, subgid: str = SUBGID) -> tuple[IdRange, IdRange]:
+    """(uid range, gid range) for the value of --userns."""
+    first, colon, count = value.partition(":")
+    if colon:
+        if not (first.isdigit() and count.isdigit() and int(count) > 0):
+            raise UsageError(f"--userns {value!r}: use a user with ranges in {subuid} and "
+                             f"{subgid}, or FIRST:COUNT (e.g. 100000:65536)", 125)
+        uids = gids = IdRange(int(first), int(count))
+    else:
+        uids, gids = subordinate_range(subuid, value), subordinate_range(subgid, value)
+        for ids, path in ((uids, subuid), (gids, subgid)):
+            if ids is None:
+                raise RunError(f"--userns {value}: no subordinate range for {value!r} in "
+                               f"{path} (add one, e.g. '{value}:100000:65536', or give "
+                               "FIRST:COUNT)")
+    for ids in (uids, gids):
+        if ids.first == 0:
+            raise UsageError(f"--userns {value}: the range starts at host id 0, which would "
+                             "make root inside root on the host", 125)
+        if ids.first + ids.count > 2**32 - 1:
+            raise UsageError(f"--userns {value}: the range ends past the largest id", 125)
+    return uids, gids
+
+
+def check_covers(uids: IdRange, gids: IdRange, uid: int, gid: int, groups=()):
+    """The app's user and groups must exist inside the namespace."""
+    for kind, ids, values in (("uid", uids, [uid]), ("gid", gids, [gid, *groups])):
+        for value in values:
+            if not 0 <= value < ids.count:
+                raise RunError(f"--userns: {kind} {value} is outside the mapped range "
+                               f"(0-{ids.count - 1} inside)")
+
+
+def enter(uids: IdRange, gids: IdRange):
+    """Move this process into a new user namespace with uids/gids mapped as given; it keeps
+    its PID and becomes root (all capabilities) inside, none over the host's objects."""
+    from droot.run.isolation import CLONE_NEWUSER, unshare
+    proc_dir = os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY)  # this process, any /proc
+    ready_read, ready_write = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        status = 1
+        try:
+            os.close(ready_write)
+            if os.read(ready_read, 1) == b"u":  # the parent has unshared
+                _write_at(proc_dir, "uid_map", uids.map_line())
+                _write_at(proc_dir, "gid_map", gids.map_line())
+                status = 0
+        except OSError as error:
+            os.write(2, f"droot: --userns: cannot write the id maps: {error.strerror}\n"
+                     .encode())
+        finally:
+            os._exit(status)
+    os.close(ready_read)
+    try:
+        unshare(CLONE_NEWUSER, "--userns")
+        os.write(ready_write, b"u")
+    finally:
+        os.close(ready_write)
+        os.close(proc_dir)
+        _, status = os.waitpid(helper, 0)
+    if status != 0:
+        raise RunError("--userns: the uid/gid maps could not be written (see above)")
+    # Capabilities in the new namespace hold for effective uid 0: become it.
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _write_at(directory: int, name: str, text: str):
+    fd = os.open(name, os.O_WRONLY, dir_fd=directory)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
