@@ -1,0 +1,260 @@
+"""Image files on disk: `docker save` archives (docker-archive:PATH[:REF]) and OCI image
+layout directories (oci:PATH[:TAG]). Layers are read in place, never copied: a layer
+inside a docker-archive is a byte range of the archive file."""
+
+import io
+import json
+import os
+import posixpath
+
+from droot.errors import DrootError
+from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingReader,
+                               choose_manifest, image_config, manifest_layers, uncompressed,
+                               verified_json)
+from droot.image.tarstream import (CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK,
+                                   TarFormatError, TarReader, normalise)
+
+OCI_REF_NAME = "org.opencontainers.image.ref.name"
+
+
+class Section(io.RawIOBase):
+    """The byte range [start, start + size) of a file, as a seekable raw stream."""
+
+    def __init__(self, path: str, start: int, size: int):
+        self._file = open(path, "rb", buffering=0)
+        self._start = start
+        self._end = start + size
+        self._position = start
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), self._end - self._position)
+        if n <= 0:
+            return 0
+        n = os.preadv(self._file.fileno(), [memoryview(buffer)[:n]], self._position)
+        self._position += n
+        return n
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: self._start, io.SEEK_CUR: self._position, io.SEEK_END: self._end}[whence]
+        self._position = min(max(base + offset, self._start), self._end)
+        return self._position - self._start
+
+    def tell(self):
+        return self._position - self._start
+
+    def close(self):
+        self._file.close()
+        super().close()
+
+
+def layer_stream(path: str, start: int, size: int, digest: str | None, compressed_digest: bool,
+                 what: str, verify: bool):
+    """The uncompressed tar of a layer stored at [start, start + size) of `path`;
+    `digest` covers the stored bytes (compressed_digest) or the uncompressed tar."""
+    raw = io.BufferedReader(Section(path, start, size), buffer_size=READ_BUFFER)
+    if verify and digest and compressed_digest:
+        raw = io.BufferedReader(VerifyingRaw(VerifyingReader(raw, digest, what)),
+                                buffer_size=READ_BUFFER)
+    stream = uncompressed(raw)
+    if verify and digest and not compressed_digest:
+        stream = VerifyingReader(stream, digest, what)
+    return stream
+
+
+class VerifyingRaw(io.RawIOBase):
+    """A VerifyingReader as a raw stream (so it can be buffered and decompressed)."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._reader.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        self._reader.close()
+        super().close()
+
+
+# --- docker save archives ----------------------------------------------------------------
+
+def split_reference(reference: str) -> tuple[str, str | None]:
+    """PATH[:REF] (a path that exists as given wins over a split at its last colon)."""
+    if os.path.exists(reference) or ":" not in reference:
+        return reference, None
+    path, _, ref = reference.rpartition(":")
+    return path, ref or None
+
+
+def open_docker_archive(reference: str) -> Image:
+    path, wanted = split_reference(reference)
+    members = index_archive(path)
+    what = f"docker-archive:{path}"
+    if "manifest.json" not in members:
+        raise DrootError(f"{path} is not a docker-archive (no manifest.json; make one with "
+                         "docker save)")
+    manifests = json.loads(read_member(path, members, "manifest.json") or b"null")
+    if not isinstance(manifests, list) or not manifests:
+        raise DrootError(f"{path}: manifest.json lists no image")
+    if wanted is None:
+        if len(manifests) > 1:
+            tags = ", ".join(tag for m in manifests for tag in m.get("RepoTags") or [])
+            raise DrootError(f"{path} holds {len(manifests)} images: name one as "
+                             f"docker-archive:{path}:TAG ({tags})")
+        manifest = manifests[0]
+    else:
+        matches = [m for m in manifests if wanted in (m.get("RepoTags") or [])
+                   or wanted in [t.rpartition(":")[0] for t in m.get("RepoTags") or []]]
+        if not matches:
+            raise DrootError(f"{path} has no image tagged {wanted!r}")
+        manifest = matches[0]
+    config_name = manifest.get("Config")
+    layer_names = manifest.get("Layers")
+    if not isinstance(config_name, str) or not isinstance(layer_names, list):
+        raise DrootError(f"{path}: manifest.json is not a docker save manifest")
+    config_bytes = read_member(path, members, config_name)
+    import hashlib
+    digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    document = verified_json(config_bytes, None, f"{what}: {config_name}")
+    config = image_config(document, digest, f"{what}: {config_name}")
+    diff_ids = ((document.get("rootfs") or {}).get("diff_ids")) or []
+    if len(diff_ids) != len(layer_names):
+        raise DrootError(f"{what}: the config lists {len(diff_ids)} layers, the manifest "
+                         f"{len(layer_names)}")
+    layers = []
+    for number, (name, diff_id) in enumerate(zip(layer_names, diff_ids), 1):
+        start, size = member_range(path, members, name)
+        layer_what = f"{what}: layer {number}/{len(layer_names)} ({name})"
+        layers.append(Layer(layer_what, lambda verify, start=start, size=size, diff_id=diff_id,
+                            layer_what=layer_what: layer_stream(path, start, size, diff_id, False,
+                                                                layer_what, verify)))
+    return Image(config, layers)
+
+
+def index_archive(path: str) -> dict:
+    """member name -> (data offset, size) for files, or ("link", target) for links."""
+    try:
+        file = open(path, "rb", buffering=READ_BUFFER)
+    except OSError as error:
+        raise DrootError(f"cannot read {path}: {error.strerror}") from None
+    members = {}
+    with file:
+        if os.path.isdir(path):
+            raise DrootError(f"{path} is a directory, not a docker-archive (for an OCI layout "
+                             f"use oci:{path})")
+        reader = TarReader(file, path)
+        try:
+            for entry in reader:
+                if entry.type in (REGULAR, OLD_REGULAR, CONTIGUOUS):
+                    members[entry.path] = (file.tell(), entry.size)
+                elif entry.type == SYMLINK:
+                    members[entry.path] = ("link", normalise(posixpath.join(
+                        posixpath.dirname(entry.path), entry.linkname)))
+                elif entry.type == HARDLINK:
+                    members[entry.path] = ("link", normalise(entry.linkname))
+        except TarFormatError as error:
+            raise DrootError(f"{path} is not a docker-archive ({error})") from None
+    return members
+
+
+def member_range(path: str, members: dict, name: str) -> tuple[int, int]:
+    name = normalise(name)
+    for _ in range(16):  # links between members (docker save links repeated layers)
+        found = members.get(name)
+        if found is None:
+            raise DrootError(f"{path} is not a complete docker-archive ({name} is missing)")
+        if found[0] != "link":
+            return found
+        name = found[1]
+    raise DrootError(f"{path}: too many links for member {name}")
+
+
+def read_member(path: str, members: dict, name: str) -> bytes:
+    start, size = member_range(path, members, name)
+    if size > 64 << 20:
+        raise DrootError(f"{path}: {name} is too large for a manifest or config")
+    with open(path, "rb") as file:
+        data = os.pread(file.fileno(), size, start)
+    if len(data) != size:
+        raise DrootError(f"{path} is truncated")
+    return data
+
+
+# --- OCI image layouts -------------------------------------------------------------------
+
+def open_oci_layout(reference: str) -> Image:
+    path, tag = split_reference(reference)
+    what = f"oci:{path}"
+    if not os.path.isdir(path):
+        raise DrootError(f"{path} is not an OCI image layout directory"
+                         + (" (for a docker save archive use docker-archive:)" if os.path.isfile(path) else ""))
+    try:
+        with open(os.path.join(path, "index.json"), "rb") as file:
+            index = verified_json(file.read(), None, f"{what}: index.json")
+    except FileNotFoundError:
+        raise DrootError(f"{path} is not an OCI image layout (no index.json)") from None
+    descriptors = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(descriptors, list) or not descriptors:
+        raise DrootError(f"{what}: index.json lists no image")
+    if tag is not None:
+        matches = [d for d in descriptors if (d.get("annotations") or {}).get(OCI_REF_NAME) == tag]
+        if not matches:
+            raise DrootError(f"{what} has no image tagged {tag!r}")
+        descriptor = matches[0]
+    elif len(descriptors) == 1:
+        descriptor = descriptors[0]
+    else:
+        names = ", ".join(str((d.get("annotations") or {}).get(OCI_REF_NAME)) for d in descriptors)
+        raise DrootError(f"{what} holds {len(descriptors)} images: name one as oci:{path}:TAG ({names})")
+    for _ in range(8):  # nested indexes
+        document = verified_json(read_blob(path, descriptor), descriptor.get("digest"),
+                                 f"{what}: manifest {descriptor.get('digest')}")
+        media_type = descriptor.get("mediaType") or document.get("mediaType")
+        if media_type in INDEX_TYPES or ("manifests" in document and "layers" not in document):
+            descriptor = choose_manifest(document, what)
+            continue
+        break
+    else:
+        raise DrootError(f"{what}: indexes nested too deeply")
+    config_descriptor, layer_descriptors = manifest_layers(document, what)
+    config = image_config(verified_json(read_blob(path, config_descriptor),
+                                        config_descriptor["digest"], f"{what}: config"),
+                          config_descriptor["digest"], f"{what}: config")
+    layers = []
+    for number, descriptor in enumerate(layer_descriptors, 1):
+        blob = blob_path(path, descriptor)
+        try:
+            size = os.stat(blob).st_size
+        except OSError:
+            raise DrootError(f"{what}: layer blob {descriptor.get('digest')} is missing") from None
+        layer_what = f"{what}: layer {number}/{len(layer_descriptors)} ({descriptor['digest']})"
+        layers.append(Layer(layer_what, lambda verify, blob=blob, size=size, digest=descriptor["digest"],
+                            layer_what=layer_what: layer_stream(blob, 0, size, digest, True,
+                                                                layer_what, verify)))
+    return Image(config, layers)
+
+
+def blob_path(path: str, descriptor: dict) -> str:
+    digest = descriptor.get("digest") or ""
+    algorithm, _, encoded = digest.partition(":")
+    if not algorithm.isalnum() or not encoded.isalnum():
+        raise DrootError(f"oci:{path}: bad digest {digest!r}")
+    return os.path.join(path, "blobs", algorithm, encoded)
+
+
+def read_blob(path: str, descriptor: dict) -> bytes:
+    try:
+        with open(blob_path(path, descriptor), "rb") as file:
+            return file.read(64 << 20)
+    except OSError:
+        raise DrootError(f"oci:{path}: blob {descriptor.get('digest')} is missing") from None

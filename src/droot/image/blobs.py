@@ -1,0 +1,163 @@
+"""What the daemonless sources share: images as a config plus layers, blob digests
+checked while streaming, compressed layers (gzip, zstd or plain, told by their bytes),
+manifests and indexes resolved to this host's platform."""
+
+import hashlib
+import io
+import json
+import platform
+from dataclasses import dataclass, field
+
+from droot.errors import DrootError
+from droot.image.export import ImageConfig
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_BUFFER = 1 << 20
+
+# media types
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+
+
+class DigestMismatch(DrootError):
+    pass
+
+
+class VerifyingReader:
+    """Reads `stream` and, at its end, checks the bytes against `digest` ("sha256:…")."""
+
+    def __init__(self, stream, digest: str, what: str):
+        algorithm, _, self._expected = digest.partition(":")
+        if algorithm not in ("sha256", "sha512") or not self._expected:
+            raise DrootError(f"{what}: unsupported digest {digest!r}")
+        self._hash = hashlib.new(algorithm)
+        self._stream = stream
+        self._what = what
+        self._digest = digest
+
+    def read(self, n=-1):
+        data = self._stream.read(n)
+        if data:
+            self._hash.update(data)
+        elif n != 0:
+            self.check()
+        return data
+
+    def check(self):
+        if self._hash.hexdigest() != self._expected:
+            raise DigestMismatch(f"{self._what}: digest mismatch (expected {self._digest}, got "
+                                 f"{self._hash.name}:{self._hash.hexdigest()}): the image is "
+                                 "corrupt or was tampered with")
+
+    def seekable(self):
+        return False
+
+    def close(self):
+        self._stream.close()
+
+
+def uncompressed(stream):
+    """A reader of the uncompressed contents of buffered `stream` (gzip, zstd or plain)."""
+    head = stream.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+        from droot.ship.compression import decompressing_reader
+        return ForwardOnly(decompressing_reader(stream)[1])
+    return stream
+
+
+class ForwardOnly:
+    """A decompressing reader that does not claim to seek (some gzip readers claim to,
+    then fail), so skipping an entry's data reads through it."""
+
+    def __init__(self, stream):
+        self.read = stream.read
+        self.close = stream.close
+
+    def seekable(self):
+        return False
+
+
+def verified_json(data: bytes, digest: str | None, what: str):
+    if digest:
+        reader = VerifyingReader(io.BytesIO(data), digest, what)
+        reader.read()
+        reader.read()
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise DrootError(f"{what} is not valid JSON") from None
+
+
+@dataclass
+class Layer:
+    """One layer: `opener(verify)` returns a binary stream of its uncompressed tar."""
+    name: str
+    opener: object
+
+    def open(self, verify: bool):
+        return self.opener(verify)
+
+
+@dataclass
+class Image:
+    config: ImageConfig
+    layers: list
+    resources: list = field(default_factory=list)
+
+    def close(self):
+        for resource in self.resources:
+            resource.close()
+
+
+def image_config(document: dict, digest: str, what: str) -> ImageConfig:
+    if not isinstance(document, dict):
+        raise DrootError(f"{what} is not an image config")
+    return ImageConfig.from_docker(document.get("config") or document.get("Config"), digest)
+
+
+def host_platform() -> tuple[str, str, str]:
+    """(os, architecture, variant) of this host in OCI terms."""
+    machine = platform.machine().lower()
+    architecture, variant = {
+        "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", ""),
+        "arm64": ("arm64", ""), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
+        "i386": ("386", ""), "i686": ("386", ""), "ppc64le": ("ppc64le", ""),
+        "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
+    }.get(machine, (machine, ""))
+    return "linux", architecture, variant
+
+
+def choose_manifest(index: dict, what: str) -> dict:
+    """The descriptor of an index's manifest for this host's platform."""
+    os_name, architecture, variant = host_platform()
+    candidates = []
+    for descriptor in index.get("manifests") or []:
+        platform_ = descriptor.get("platform") or {}
+        if platform_.get("os") == os_name and platform_.get("architecture") == architecture:
+            exact = not variant or platform_.get("variant") in (None, "", variant)
+            candidates.append((not exact, descriptor))
+    if not candidates:
+        offered = sorted({f"{(d.get('platform') or {}).get('os')}/"
+                          f"{(d.get('platform') or {}).get('architecture')}"
+                          for d in index.get("manifests") or []})
+        raise DrootError(f"{what} has no image for {os_name}/{architecture} "
+                         f"(it has: {', '.join(offered) or 'nothing'})")
+    return min(candidates, key=lambda candidate: candidate[0])[1]
+
+
+def manifest_layers(manifest: dict, what: str) -> tuple[dict, list]:
+    """(config descriptor, layer descriptors) of an image manifest."""
+    config = manifest.get("config")
+    layers = manifest.get("layers")
+    if not isinstance(config, dict) or not isinstance(layers, list) or "digest" not in config:
+        raise DrootError(f"{what} is not an image manifest")
+    for layer in layers:
+        if layer.get("urls") and "nondistributable" in (layer.get("mediaType") or ""):
+            raise DrootError(f"{what} has a foreign layer ({layer.get('digest')}), which droot "
+                             "does not fetch")
+    return config, layers

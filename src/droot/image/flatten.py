@@ -1,0 +1,207 @@
+"""Flatten image layers into one root filesystem stream, as the OCI image spec applies
+them: each layer's entries replace the same paths below; `.wh.NAME` deletes NAME (and
+all under it) from the layers below; `.wh..wh..opq` in a directory hides everything the
+layers below had in it; a non-directory hides whatever the layers below had beneath
+its path. Every path that survives is written once, from the layer that wins.
+
+Two passes with bounded memory, nothing buffered or spooled:
+1. headers of the layers above the bottom one, top down: for each path, the highest
+   layer that mentions it (`top`) and the highest layer that cuts off everything below
+   it (`cut`: a whiteout, an opaque marker, a non-directory). About 100-150 bytes per
+   entry of those layers; the bottom layer, usually the big one, costs nothing.
+2. data of every layer, bottom up: an entry is copied through (header blocks verbatim,
+   xattrs and all) unless a higher layer shadows it.
+A hardlink whose target a higher layer replaced or deleted must keep the content the
+target had: that version is found by reading its layer again (rare: e.g. a package
+upgrade replacing one name of a hardlinked file), and the link becomes a regular file
+with it. A single-layer image needs neither the first pass nor any of this.
+"""
+
+import gzip
+import sys
+import tarfile
+import zlib
+
+from droot.errors import DrootError
+from droot.image.tarstream import (DIRECTORY, HARDLINK, OPAQUE_MARKER, WHITEOUT_PREFIX,
+                                   TarFormatError, TarReader, header_for, normalise)
+
+ROOT_DROOT_FILES = frozenset((".drootenv", ".droot.json"))
+
+
+class Shadows:
+    """What the layers above a given one hide (filled from pass 1)."""
+
+    def __init__(self):
+        self.top = {}  # path -> highest layer with an entry or a whiteout for it
+        self.cut = {}  # path -> highest layer that hides everything below it from lower layers
+
+    def add(self, entry, layer: int):
+        path = entry.path
+        directory, _, base = path.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            if base == OPAQUE_MARKER:
+                self.cut.setdefault(directory, layer)
+            else:
+                target = f"{directory}/{base[4:]}" if directory else base[4:]
+                self.top.setdefault(target, layer)
+                self.cut.setdefault(target, layer)
+            return
+        self.top.setdefault(path, layer)  # layers are added top down: the first is the highest
+        if entry.type != DIRECTORY:
+            self.cut.setdefault(path, layer)
+
+    def hidden(self, path: str, layer: int) -> bool:
+        """Whether a higher layer than `layer` replaces or removes `path`."""
+        if self.top.get(path, -1) > layer:
+            return True
+        cut = self.cut
+        if not cut:
+            return False
+        if cut.get("", -1) > layer:
+            return True
+        end = path.rfind("/")
+        while end > 0:
+            if cut.get(path[:end], -1) > layer:
+                return True
+            end = path.rfind("/", 0, end)
+        return False
+
+
+def is_marker(path: str) -> bool:
+    return path.rpartition("/")[2].startswith(WHITEOUT_PREFIX)
+
+
+def flatten(layers, output):
+    """Write the merged entries of `layers` (bottom first) to `output` (a TarOutput)."""
+    count = len(layers)
+    shadows = Shadows()
+    progress = output.progress
+    for index in range(count - 1, 0, -1):
+        if progress is not None:
+            progress.note = f"layer {index + 1}/{count}: reading headers"
+        with reading(layers[index], verify=False) as reader:
+            for entry in reader:
+                shadows.add(entry, index)
+    carried = {}
+    for index, layer in enumerate(layers):
+        if progress is not None:
+            progress.note = f"layer {index + 1}/{count}"
+        with reading(layer, verify=True) as reader:
+            copy_layer(reader, index, layers, shadows, output, carried)
+            reader.drain()  # to the end of the stream, so its digest is checked
+
+
+def copy_layer(reader, index, layers, shadows, output, carried):
+    write = output.write
+    hidden = shadows.hidden
+    for entry in reader:
+        path = entry.path
+        if is_marker(path) or path in ROOT_DROOT_FILES or hidden(path, index):
+            continue
+        if entry.type == HARDLINK:
+            target = normalise(entry.linkname)
+            if hidden(target, index):
+                carry_link(entry, target, index, layers, shadows, output, carried)
+                continue
+        write(entry.header)
+        reader.copy_data(write)
+
+
+def carry_link(link, target, index, layers, shadows, output, carried):
+    """Write `link` (in layer `index`) with the content its target had at that layer,
+    now that a higher layer replaced or deleted the target."""
+    key = (target, index)
+    info = link.tarinfo()
+    if key in carried:  # another link to the same file already carries its content
+        info.linkname = carried[key]
+        output.write(header_for(info))
+        return
+    layer_index, before = index, link.index
+    while True:
+        found = find_version(layers, target, layer_index, before)
+        if found is None:
+            print(f"droot: warning: {layers[index].name}: hardlink {link.path} to {target}, "
+                  "which does not exist there, left out", file=sys.stderr)
+            return
+        layer_index, before = found
+        with reading(layers[layer_index], verify=False) as reader:
+            entry = next(entry for entry in reader if entry.index == before)
+            if entry.type != HARDLINK:
+                info = entry.tarinfo()
+                info.name = link.path
+                info.type = tarfile.REGTYPE
+                output.write(header_for(info))
+                reader.copy_data(output.write)
+                break
+        target = normalise(entry.linkname)  # a link to a link: follow it
+        if not shadows.hidden(target, layer_index):
+            info.linkname = target  # that file is in the output as it was
+            output.write(header_for(info))
+            break
+    carried[key] = link.path
+
+
+def find_version(layers, target: str, index: int, before: int):
+    """(layer, entry index) of the version of `target` that a hardlink at position
+    `before` of layer `index` refers to, or None if the target did not exist there."""
+    for layer_index in range(index, -1, -1):
+        found = None
+        removed = False
+        with reading(layers[layer_index], verify=False) as reader:
+            for entry in reader:
+                if layer_index == index and entry.index >= before:
+                    break
+                path = entry.path
+                if path == target:
+                    found = entry.index
+                elif target.startswith(path + "/") or path == "":
+                    directory, _, base = path.rpartition("/")
+                    if entry.type != DIRECTORY and not base.startswith(WHITEOUT_PREFIX):
+                        removed = True  # a non-directory where a parent of the target was
+                elif is_marker(path):
+                    directory, _, base = path.rpartition("/")
+                    gone = f"{directory}/{base[4:]}" if directory else base[4:]
+                    if base == OPAQUE_MARKER:
+                        removed |= target.startswith(directory + "/") if directory else True
+                    else:
+                        removed |= target == gone or target.startswith(gone + "/")
+        if found is not None:
+            return layer_index, found
+        if removed:
+            return None
+    return None
+
+
+class reading:
+    """A TarReader over a layer's uncompressed stream; errors become one clear line."""
+
+    def __init__(self, layer, verify: bool):
+        self.layer = layer
+        self.verify = verify
+
+    def __enter__(self):
+        try:
+            self.stream = self.layer.open(verify=self.verify)
+        except OSError as error:
+            raise DrootError(f"cannot read {self.layer.name}: {error}") from None
+        except Exception as error:
+            if is_decompression_error(error):
+                raise DrootError(f"{self.layer.name} is corrupt ({error})") from None
+            raise
+        return TarReader(self.stream, self.layer.name)
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.stream.close()
+        if exc_type is None:
+            return False
+        if issubclass(exc_type, TarFormatError):
+            raise DrootError(str(exc)) from None
+        if is_decompression_error(exc):
+            raise DrootError(f"{self.layer.name} is corrupt or truncated ({exc})") from None
+        return False
+
+
+def is_decompression_error(error) -> bool:
+    return (isinstance(error, (zlib.error, EOFError, gzip.BadGzipFile))
+            or type(error).__module__.split(".")[0] in ("zstandard", "isal"))

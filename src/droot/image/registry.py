@@ -1,0 +1,209 @@
+"""A registry as an image source (docker://HOST[:PORT]/REPO[:TAG|@DIGEST]): the
+distribution API v2 over HTTPS, or plain HTTP for loopback hosts and with --plain-http
+(DROOT_PLAIN_HTTP=1). No daemon, nothing written to disk: each layer blob is streamed,
+decompressed and checked against its digest as it is read; a layer that must be read
+twice (see flatten.py) is downloaded twice.
+
+Credentials, first found: DROOT_REGISTRY_USER and DROOT_REGISTRY_PASSWORD, then the
+`auths` of Docker's config.json ($DOCKER_CONFIG or ~/.docker; credential helpers are not
+consulted). They are sent as basic auth or exchanged for a bearer token, as the
+registry's WWW-Authenticate challenge asks.
+"""
+
+import base64
+import io
+import ipaddress
+import json
+import os
+import re
+
+from droot.errors import DrootError
+from droot.image.blobs import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, OCI_MANIFEST,
+                               READ_BUFFER, Image, Layer, VerifyingReader, choose_manifest,
+                               image_config, manifest_layers, uncompressed, verified_json)
+
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+TIMEOUT = (30, 300)  # connect, read (seconds)
+REFERENCE = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?"
+                       r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]+))?$")
+
+
+def parse_reference(reference: str) -> tuple[str, str, str]:
+    """(host, repository, tag or digest) of HOST[:PORT]/REPO[:TAG|@DIGEST]."""
+    match = REFERENCE.match(reference)
+    if not match or not ("." in match["host"] or ":" in match["host"] or match["host"] == "localhost"):
+        raise DrootError(f"docker://{reference}: expected docker://HOST[:PORT]/REPO[:TAG|@DIGEST]")
+    return match["host"], match["repo"], match["digest"] or match["tag"] or "latest"
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials(host: str) -> tuple[str, str] | None:
+    user, password = os.environ.get("DROOT_REGISTRY_USER"), os.environ.get("DROOT_REGISTRY_PASSWORD")
+    if user and password is not None:
+        return user, password
+    directory = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+    try:
+        with open(os.path.join(directory, "config.json")) as file:
+            auths = json.load(file).get("auths") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v2/"):
+        encoded = (auths.get(key) or {}).get("auth")
+        if encoded:
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+            return user, password
+    return None
+
+
+class Registry:
+    def __init__(self, host: str, repository: str):
+        import requests
+        self.host = host
+        self.repository = repository
+        plain = is_loopback(host) or os.environ.get("DROOT_PLAIN_HTTP", "") not in ("", "0")
+        self.base = f"{'http' if plain else 'https'}://{host}/v2/{repository}"
+        self.session = requests.Session()
+        self.credentials = credentials(host)
+        self.authorization = None
+
+    def close(self):
+        self.session.close()
+
+    def get(self, path: str, what: str, accept: str | None = None, stream: bool = False):
+        import requests
+        headers = {"Accept": accept} if accept else {}
+        try:
+            for attempt in range(2):
+                if self.authorization:
+                    headers["Authorization"] = self.authorization
+                response = self.session.get(f"{self.base}/{path}", headers=headers, stream=stream,
+                                            timeout=TIMEOUT)
+                if response.status_code != 401 or attempt:
+                    break
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                self.authenticate(challenge, what)
+        except requests.RequestException as error:
+            raise DrootError(f"cannot reach the registry {self.host}: {error}") from None
+        if response.status_code == 200:
+            return response
+        response.close()
+        if response.status_code == 401:
+            hint = ("the credentials were refused" if self.credentials else
+                    "it needs credentials: set DROOT_REGISTRY_USER/DROOT_REGISTRY_PASSWORD or docker login")
+            raise DrootError(f"{what}: access denied by the registry (401): {hint}")
+        if response.status_code == 404:
+            raise DrootError(f"{what}: not found in the registry (404)")
+        raise DrootError(f"{what}: the registry answered {response.status_code} {response.reason}")
+
+    def authenticate(self, challenge: str, what: str):
+        import requests
+        scheme, _, params = challenge.partition(" ")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        if scheme.lower() == "basic":
+            if not self.credentials:
+                return  # the retry fails with a clear 401
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            self.authorization = f"Basic {token}"
+            return
+        if scheme.lower() != "bearer" or "realm" not in fields:
+            raise DrootError(f"{what}: unsupported registry authentication {challenge!r}")
+        query = {"scope": fields.get("scope") or f"repository:{self.repository}:pull"}
+        if "service" in fields:
+            query["service"] = fields["service"]
+        try:
+            response = self.session.get(fields["realm"], params=query, auth=self.credentials,
+                                        timeout=TIMEOUT)
+        except requests.RequestException as error:
+            raise DrootError(f"cannot reach the registry's token service: {error}") from None
+        if response.status_code != 200:
+            raise DrootError(f"{what}: the registry's token service refused "
+                             f"({response.status_code}): check the credentials")
+        answer = response.json()
+        token = answer.get("token") or answer.get("access_token")
+        if not token:
+            raise DrootError(f"{what}: the registry's token service gave no token")
+        self.authorization = f"Bearer {token}"
+
+    def small(self, path: str, what: str, accept: str | None = None):
+        response = self.get(path, what, accept)
+        with response:
+            if len(response.content) > 64 << 20:
+                raise DrootError(f"{what} is too large")
+            return response.content, response.headers.get("Content-Type", "")
+
+    def blob_stream(self, digest: str, what: str, verify: bool):
+        response = self.get(f"blobs/{digest}", what, stream=True)
+        raw = io.BufferedReader(ResponseRaw(response, what), buffer_size=READ_BUFFER)
+        if verify:
+            from droot.image.archive import VerifyingRaw
+            raw = io.BufferedReader(VerifyingRaw(VerifyingReader(raw, digest, what)),
+                                    buffer_size=READ_BUFFER)
+        return uncompressed(raw)
+
+
+class ResponseRaw(io.RawIOBase):
+    """An HTTP response body as a raw stream; a broken download is one clear error."""
+
+    def __init__(self, response, what: str):
+        self._response = response
+        self._body = response.raw
+        self._what = what
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        try:
+            return self._body.readinto(buffer)
+        except Exception as error:
+            raise DrootError(f"{self._what}: download failed ({error})") from None
+
+    def close(self):
+        self._response.close()
+        super().close()
+
+
+def open_registry_image(reference: str) -> Image:
+    host, repository, ref = parse_reference(reference)
+    what = f"docker://{reference}"
+    registry = Registry(host, repository)
+    try:
+        digest = ref if ":" in ref else None
+        for _ in range(4):  # an index, then the manifest for this platform
+            body, content_type = registry.small(f"manifests/{ref}", what, ACCEPT)
+            document = verified_json(body, digest, f"{what}: manifest")
+            if not isinstance(document, dict):
+                raise DrootError(f"{what}: the manifest is not a JSON object")
+            media_type = document.get("mediaType") or content_type.split(";")[0].strip()
+            if media_type in INDEX_TYPES or ("manifests" in document and "layers" not in document):
+                ref = digest = choose_manifest(document, what)["digest"]
+                continue
+            break
+        else:
+            raise DrootError(f"{what}: indexes nested too deeply")
+        if document.get("schemaVersion") == 1:
+            raise DrootError(f"{what}: schema 1 manifests are not supported")
+        config_descriptor, layer_descriptors = manifest_layers(document, what)
+        config_digest = config_descriptor["digest"]
+        body, _ = registry.small(f"blobs/{config_digest}", f"{what}: config")
+        config = image_config(verified_json(body, config_digest, f"{what}: config"),
+                              config_digest, f"{what}: config")
+        layers = []
+        for number, descriptor in enumerate(layer_descriptors, 1):
+            layer_what = f"{what}: layer {number}/{len(layer_descriptors)} ({descriptor['digest']})"
+            layers.append(Layer(layer_what, lambda verify, digest=descriptor["digest"],
+                                layer_what=layer_what: registry.blob_stream(digest, layer_what, verify)))
+        return Image(config, layers, [registry])
+    except BaseException:
+        registry.close()
+        raise
