@@ -1,12 +1,13 @@
 #!/bin/bash
 # Build a large, realistic test image for the benchmarks: a Debian root filesystem
 # (debootstrap --variant=minbase plus python3, perl, git and a few more packages, from the
-# Debian mirror this machine's apt uses: about 450 MB and 20,000 entries), imported into
+# Debian mirror this machine's apt uses: about 500 MB and 20,000 entries), imported into
 # the Docker engine as one layer.
 #
 # Usage: bench/make-debian-image.sh [TAG]        (default TAG: droot-bench/debian:latest)
 #   Prints the tag on stdout when done. Idempotent: the root filesystem is cached as
-#   /var/tmp/droot-bench/debian-rootfs.tar (built once; delete it to rebuild), and the
+#   /var/tmp/droot-bench/debian-rootfs-SUITE-HASH.tar (built once per suite and package
+#   list; delete it to rebuild), and the
 #   image is only imported when the engine does not have TAG yet.
 #   Env: DROOT_BENCH_CACHE (cache dir), DROOT_BENCH_SUITE (default bookworm),
 #        DROOT_BENCH_MIRROR (default: the first deb URI of /etc/apt's sources),
@@ -16,8 +17,8 @@ set -euo pipefail
 tag=${1:-droot-bench/debian:latest}
 cache=${DROOT_BENCH_CACHE:-/var/tmp/droot-bench}
 suite=${DROOT_BENCH_SUITE:-bookworm}
-packages=${DROOT_BENCH_PACKAGES:-python3,perl,git,openssh-client,curl,locales,iproute2,vim-tiny,less}
-rootfs_tar=$cache/debian-rootfs.tar
+packages=${DROOT_BENCH_PACKAGES:-python3,python3-pip,perl,perl-doc,git,openssh-client,curl,locales,iproute2,vim-tiny,less,manpages,manpages-dev}
+rootfs_tar=$cache/debian-rootfs-$suite-$(echo "$packages" | md5sum | cut -c1-8).tar
 
 mirror() {
     if [ -n "${DROOT_BENCH_MIRROR:-}" ]; then echo "$DROOT_BENCH_MIRROR"; return; fi
