@@ -7,7 +7,6 @@ NAME it defines `NAME_arguments(parser)` (the flags) and `NAME(args)` (which
 imports the implementation and returns the exit status).
 """
 
-import argparse
 import os
 import sys
 
@@ -31,22 +30,32 @@ COMMANDS = {
 }
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one `droot: …` line, not a usage dump."""
+def parser_type():
+    """argparse, imported only when a command line needs it: `droot run` reads its plain
+    command lines without it (see droot.run.cli), as argparse would cost more than the run."""
+    import argparse
 
-    usage_exit_status = 2
+    class Parser(argparse.ArgumentParser):
+        """argparse that reports a usage error as one `droot: …` line, not a usage dump."""
 
-    def error(self, message):
-        command = self.prog.removeprefix("droot").strip()
-        where = f"{command}: " if command else ""
-        raise UsageError(f"{where}{message} (see '{self.prog} --help')", self.usage_exit_status)
+        usage_exit_status = 2
+
+        def error(self, message):
+            command = self.prog.removeprefix("droot").strip()
+            where = f"{command}: " if command else ""
+            raise UsageError(f"{where}{message} (see '{self.prog} --help')",
+                             self.usage_exit_status)
+
+    return Parser
 
 
-def build_parser(command: str | None) -> Parser:
+def build_parser(command: str | None):
     """The top-level parser, with the full options of `command` only (or none)."""
-    parser = Parser(prog="droot",
-                    description="Chroot-based application containers: build with Docker, export, "
-                    "ship through object storage, deploy atomically, run with chroot.")
+    import argparse
+    parser = parser_type()(
+        prog="droot",
+        description="Chroot-based application containers: build with Docker, export, "
+        "ship through object storage, deploy atomically, run with chroot.")
     parser.add_argument("--version", action="version", version=f"droot {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show a traceback on errors (also DROOT_DEBUG=1)")
@@ -78,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
     failure_status = COMMANDS[command][1] if command else 1
     try:
-        args = build_parser(command).parse_args(argv)
+        args = None
+        if command == "run":
+            from droot.run.cli import parse_run_quickly
+            args = parse_run_quickly(argv)
+        if args is None:
+            args = build_parser(command).parse_args(argv)
         debug = debug or args.debug
         return args.handler(args) or 0
     except DrootError as error:

@@ -14,10 +14,9 @@
   `env` repeats the environment exactly (even a value with a newline, which
   `/.drootenv` cannot carry); `droot run` uses `/.drootenv`, which operators may edit.
 
-This module is imported by `droot run`: standard library only, and only `json`.
+This module is imported by `droot run`: standard library only, and `json` (with the `re`
+it imports) only where a function needs it.
 """
-
-import json
 
 ENV_FILE = ".drootenv"
 CONFIG_FILE = ".droot.json"
@@ -42,6 +41,7 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 def format_config(*, entrypoint, cmd, working_dir, user, env, source, digest) -> bytes:
+    import json
     return json.dumps({
         "version": FORMAT_VERSION,
         "entrypoint": entrypoint or None,
@@ -56,6 +56,7 @@ def format_config(*, entrypoint, cmd, working_dir, user, env, source, digest) ->
 
 def parse_config(text: str) -> dict:
     """The `/.droot.json` fields, with defaults for what an older file lacks."""
+    import json
     config = json.loads(text)
     if not isinstance(config, dict):
         raise ValueError("not a JSON object")

@@ -1,0 +1,119 @@
+"""The app's environment and command: what runs, with which variables, and the exec.
+
+The environment is clean, not the host's: a default PATH and the user's HOME, then the
+image's /.drootenv, then `--env-file`, then `-e`, later ones winning; TERM and
+systemd's socket-activation variables are passed through.
+"""
+
+import os
+
+from droot.errors import CommandNotExecutable, CommandNotFound, RunError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+IMAGE_ENV = "/.drootenv"
+IMAGE_CONFIG = "/.droot.json"
+
+
+def parse_env_option(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or "\0" in item:
+        raise RunError(f"malformed --env {item!r}: expected NAME=VALUE")
+    return name, value
+
+
+def read_env_file(path: str) -> list[tuple[str, str]]:
+    """An `--env-file` on the host: NAME=VALUE lines; blank lines and # comments skipped."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            lines = file.read().splitlines()
+    except OSError as error:
+        raise RunError(f"cannot read --env-file {path}: {error.strerror}") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name:
+            raise RunError(f"malformed line {number} of --env-file {path}: expected NAME=VALUE")
+        pairs.append((name, value))
+    return pairs
+
+
+def listen_fds() -> int:
+    """How many sockets systemd passed (fds 3, 4, …) when they are meant for this process;
+    droot execs in place, so they reach the app with the same LISTEN_PID."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return 0
+    count = os.environ.get("LISTEN_FDS", "")
+    return int(count) if count.isdigit() else 0
+
+
+def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int) -> dict:
+    """The app's variables (inside the root): defaults, the image's file, then `settings`."""
+    env = {"PATH": DEFAULT_PATH, "HOME": home}
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    try:
+        with open(IMAGE_ENV, encoding="utf-8", errors="surrogateescape") as file:
+            text = file.read()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        from droot.imageconfig import parse_env
+        env.update(parse_env(text))
+    env.update(settings)
+    if passed_fds:
+        env["LISTEN_FDS"] = str(passed_fds)
+        env["LISTEN_PID"] = str(os.getpid())
+        if "LISTEN_FDNAMES" in os.environ:
+            env["LISTEN_FDNAMES"] = os.environ["LISTEN_FDNAMES"]
+    return env
+
+
+def image_config() -> dict:
+    """The image's entrypoint, cmd, working dir and user, from /.droot.json (inside the
+    root); empty when the archive carries none."""
+    try:
+        with open(IMAGE_CONFIG, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return {}
+    from droot.imageconfig import parse_config
+    try:
+        return parse_config(text)
+    except ValueError as error:
+        raise RunError(f"the image's {IMAGE_CONFIG} is not valid: {error}") from None
+
+
+def find_executable(name: str, search_path: str) -> str:
+    """The file to exec for `name`, searched in PATH inside the root like execvp(3):
+    127 when nothing is found, 126 when what is found cannot be executed."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(directory or ".", name) for directory in search_path.split(":")]
+    not_executable = None
+    for candidate in candidates:
+        if not os.path.exists(candidate):
+            continue
+        if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
+            not_executable = not_executable or candidate
+            continue
+        return candidate
+    if not_executable:
+        raise CommandNotExecutable(f"{not_executable} inside the root is not executable "
+                                   "(a directory, or no execute permission for the user)")
+    where = "" if "/" in name else f" in PATH={search_path}"
+    raise CommandNotFound(f"command {name!r} not found inside the root{where}")
+
+
+def execute(argv: list[str], env: dict) -> None:
+    """Replace droot with the app (same PID); returns only by raising."""
+    path = find_executable(argv[0], env.get("PATH", DEFAULT_PATH))
+    try:
+        os.execve(path, argv, env)
+    except FileNotFoundError:
+        raise CommandNotFound(f"cannot run {path}: its interpreter or a library it needs is "
+                              "missing inside the root") from None
+    except OSError as error:
+        raise CommandNotExecutable(f"cannot run {path}: {error.strerror}") from None
