@@ -267,6 +267,25 @@ class AppCgroups:
             except (FileNotFoundError, OSError):
                 pass
 
+    def wait_empty(self):
+        """Until no process is left in the cgroups: children the app left running keep them
+        (wait for those ever more patiently), and dying ones take a moment to leave."""
+        import time
+        delay = 0.002
+        while self.populated():
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def finish(self, stderr_fd: int = 2):
+        """Once the app is gone: report the limits the kernel enforced, remove the cgroups."""
+        hits = self.limit_hits()
+        if hits:
+            try:
+                os.write(stderr_fd, f"droot: {self.root}: {'; '.join(hits)}\n".encode())
+            except OSError:
+                pass
+        self.remove()
+
     def limit_hits(self) -> list[str]:
         """What the kernel enforced, in words (empty when no limit was reached)."""
         hits = []
@@ -380,7 +399,6 @@ def start_keeper(cgroups: AppCgroups, app_pid: int):
 
 def _keep(cgroups: AppCgroups, app_pid: int, stderr_fd: int):
     import select
-    import time
     try:
         pidfd = os.pidfd_open(app_pid)
     except OSError:
@@ -388,16 +406,9 @@ def _keep(cgroups: AppCgroups, app_pid: int, stderr_fd: int):
     if pidfd is not None:
         select.select([pidfd], [], [])
         os.close(pidfd)
-    # Children the app left running keep the cgroup; wait for them, ever more patiently.
-    delay = 0.01
-    while cgroups.populated() or (pidfd is None and os.path.exists(f"/proc/{app_pid}")):
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
-    hits = cgroups.limit_hits()
-    if hits:
-        message = f"droot: {cgroups.root}: {'; '.join(hits)}\n"
-        try:
-            os.write(stderr_fd, message.encode())
-        except OSError:
-            pass
-    cgroups.remove()
+    else:
+        import time
+        while os.path.exists(f"/proc/{app_pid}"):
+            time.sleep(0.1)
+    cgroups.wait_empty()
+    cgroups.finish(stderr_fd)

@@ -33,9 +33,12 @@ _SI_KERNEL = 0x80  # si_code of a signal the kernel sent, e.g. Ctrl-C to the ter
 _status_fd: int | None = None  # the init's end of the pipe to the relay
 
 
-def enter_pid_namespace():
+def enter_pid_namespace(cgroups=None):
     """Unshare the PID namespace and fork its init. In the relay this never returns (it
     exits as the app did); in the init (PID 1 of the namespace) it returns.
+
+    With limits, the init joins the app's `cgroups` (droot.run.cgroups.AppCgroups) and the
+    relay, which stays outside, does the keeper's work: report the limits hit, remove them.
 
     Both keep every forwarded signal blocked and take them with sigwaitinfo(2): none is
     lost while `droot run` is still setting up, and a blocked signal reaches even a PID 1
@@ -49,10 +52,15 @@ def enter_pid_namespace():
     if init == 0:
         os.close(read_end)
         _status_fd = write_end
+        if cgroups is not None:
+            cgroups.join()
         return
     os.close(write_end)
-    status = _wait_forwarding(init, reap_all=False)
+    status = wait_forwarding(init, reap_all=False)
     reported = os.read(read_end, 4)
+    if cgroups is not None:
+        cgroups.wait_empty()
+        cgroups.finish()
     # No report: the init itself died (killed from outside, OOM-killed): end as it did.
     end_like(struct.unpack("i", reported)[0] if len(reported) == 4 else status)
 
@@ -71,12 +79,12 @@ def fork_app():
     # The init holds nothing the app owns: no inherited descriptor beyond stdio and the pipe.
     os.closerange(3, _status_fd)
     os.closerange(_status_fd + 1, os.sysconf("SC_OPEN_MAX"))
-    status = _wait_forwarding(app, reap_all=True)
+    status = wait_forwarding(app, reap_all=True)
     os.write(_status_fd, struct.pack("i", status))
     os._exit(0)
 
 
-def _wait_forwarding(child: int, reap_all: bool) -> int:
+def wait_forwarding(child: int, reap_all: bool) -> int:
     """Forward signals to `child` until it exits; its wait status. With `reap_all`, also
     reap every other child (the orphans a PID 1 inherits)."""
     while True:
@@ -108,7 +116,8 @@ def end_like(status: int):
         number = os.WTERMSIG(status)
         import resource
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(number, signal.SIG_DFL)
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
         os._exit(128 + number)  # a signal whose default is not to terminate

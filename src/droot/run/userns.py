@@ -4,12 +4,12 @@ Uids and gids 0…COUNT-1 inside map to FIRST…FIRST+COUNT-1 on the host, taken
 user's first range in /etc/subuid and /etc/subgid (shadow-utils' format, `NAME:FIRST:COUNT`)
 or given directly. A process that breaks out of the chroot is then a nobody on the host.
 
-droot enters the user namespace late, after it has made every mount as real root and before
-chroot(2) (the kernel refuses CLONE_NEWUSER to a chrooted process). So the mounts belong to
-the host's user namespace: the app cannot unmount, remount or add any, even as root inside.
-A process cannot write its own uid_map in any useful way, so a short-lived helper forked
-just before the unshare writes it from the host's user namespace; droot waits for it and
-continues with the same PID. Files keep their on-disk owners: what root inside creates
+droot joins the user namespace late, after it has made every mount as real root, so the
+mounts belong to the host's user namespace: the app cannot unmount, remount or add any, even
+as root inside. The kernel refuses to *create* a user namespace for a chrooted process, and a
+process cannot usefully write its own maps; so before chroot a short-lived helper creates
+the namespace, droot (root on the host) writes the helper's maps and keeps a descriptor of
+it, and after the mounts droot joins it with setns(2), keeping its PID. Files keep their on-disk owners: what root inside creates
 belongs to FIRST on the host, and host-owned files (uid 0 on disk) show as `nobody` inside,
 readable and executable as their modes allow but not writable by root inside.
 
@@ -19,6 +19,7 @@ Standard library only, imported by `droot run` only with --userns.
 import os
 
 from droot.errors import RunError, UsageError
+from droot.run.isolation import CLONE_NEWUSER, setns, unshare
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 
@@ -36,12 +37,12 @@ class IdRange:
 
 def subordinate_range(path: str, user: str) -> IdRange | None:
     """The first range of `user` (a name, or its uid as a number) in a subuid/subgid file."""
+    import pwd
     names = {user}
     try:
-        import pwd
         entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
         names |= {entry.pw_name, str(entry.pw_uid)}
-    except (KeyError, ImportError):
+    except KeyError:
         pass
     try:
         with open(path) as file:
@@ -89,37 +90,60 @@ def check_covers(uids: IdRange, gids: IdRange, uid: int, gid: int, groups=()):
                                f"(0-{ids.count - 1} inside)")
 
 
-def enter(uids: IdRange, gids: IdRange):
-    """Move this process into a new user namespace with uids/gids mapped as given; it keeps
-    its PID and becomes root (all capabilities) inside, none over the host's objects."""
-    from droot.run.isolation import CLONE_NEWUSER, unshare
-    proc_dir = os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY)  # this process, any /proc
-    ready_read, ready_write = os.pipe()
+def create(uids: IdRange, gids: IdRange) -> int:
+    """A new user namespace with the maps written; returns a descriptor of it, for `enter`.
+
+    Call it before chroot(2): the kernel refuses to create a user namespace for a chrooted
+    process, but lets one join an existing namespace (setns) later. A short-lived helper
+    unshares the namespace and holds it while this process, root on the host, writes the
+    helper's maps and opens the namespace; the helper then exits."""
+    unshared_read, unshared_write = os.pipe()
+    release_read, release_write = os.pipe()
     helper = os.fork()
     if helper == 0:
         status = 1
         try:
-            os.close(ready_write)
-            if os.read(ready_read, 1) == b"u":  # the parent has unshared
-                _write_at(proc_dir, "uid_map", uids.map_line())
-                _write_at(proc_dir, "gid_map", gids.map_line())
-                status = 0
-        except OSError as error:
-            os.write(2, f"droot: --userns: cannot write the id maps: {error.strerror}\n"
-                     .encode())
+            os.close(unshared_read)
+            os.close(release_write)
+            unshare(CLONE_NEWUSER, "--userns")
+            os.write(unshared_write, b"u")
+            os.read(release_read, 1)  # until the parent holds the namespace
+            status = 0
+        except Exception as error:  # the parent reports it
+            os.write(unshared_write, str(error).encode()[:200])
         finally:
             os._exit(status)
-    os.close(ready_read)
+    os.close(unshared_write)
+    os.close(release_read)
     try:
-        unshare(CLONE_NEWUSER, "--userns")
-        os.write(ready_write, b"u")
+        answer = os.read(unshared_read, 256)
+        if answer != b"u":
+            raise RunError(answer.decode(errors="replace") or "--userns: the helper failed")
+        proc_dir = os.open(f"/proc/{helper}", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _write_at(proc_dir, "uid_map", uids.map_line())
+            _write_at(proc_dir, "gid_map", gids.map_line())
+            return os.open("ns/user", os.O_RDONLY, dir_fd=proc_dir)
+        except OSError as error:
+            raise RunError(f"--userns: cannot write the uid/gid maps: {error.strerror}") \
+                from None
+        finally:
+            os.close(proc_dir)
     finally:
-        os.close(ready_write)
-        os.close(proc_dir)
-        _, status = os.waitpid(helper, 0)
-    if status != 0:
-        raise RunError("--userns: the uid/gid maps could not be written (see above)")
-    # Capabilities in the new namespace hold for effective uid 0: become it.
+        os.close(unshared_read)
+        os.close(release_write)
+        os.waitpid(helper, 0)
+
+
+def enter(namespace: int):
+    """Join the user namespace `create` made (chrooted or not) and become root inside it:
+    all capabilities there, none over the host's objects. The PID stays the same."""
+    try:
+        setns(namespace, CLONE_NEWUSER)
+    except OSError as error:
+        raise RunError(f"--userns: cannot enter the user namespace: {error.strerror}") from None
+    finally:
+        os.close(namespace)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 

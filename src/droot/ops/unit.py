@@ -1,0 +1,100 @@
+"""`droot unit`: a systemd service unit that runs an app with `droot run`.
+
+- Type=exec: systemd reports the start as failed if droot cannot be executed, and the
+  main PID is droot's, which becomes the app's (droot execs it in place), so systemd's
+  SIGTERM reaches the app itself and the app's exit status is the service's result.
+- KillMode=mixed: SIGTERM to the app only (it decides how to stop its children), SIGKILL
+  to whatever is left in the unit's cgroup once it has exited or TimeoutStopSec passed.
+- Restart=on-failure, except for droot's own "cannot execute"/"not found" statuses
+  (126, 127), which no restart fixes.
+- --memory/--cpus/--pids-limit become MemoryMax=, CPUQuota= and TasksMax=: systemd owns the
+  unit's cgroup, and droot must not move the app out of it (systemd would lose track of it).
+
+Arguments are quoted by systemd's rules for ExecStart= (double quotes with C escapes,
+`%` doubled against specifier expansion, `$` doubled against variable expansion).
+"""
+
+import os
+import re
+
+from droot.run.cgroups import format_size
+
+# Flags taken out of the run line, with the shortest abbreviation argparse accepts for
+# each (`--cp` and `--pid` are other flags of their own).
+REMOVED_FLAGS = {"--memory": 3, "--cpus": 5, "--pids-limit": 6, "--description": 3}
+_BARE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def quote(word: str) -> str:
+    """One ExecStart= word that systemd reads back as exactly `word`."""
+    word = word.replace("%", "%%").replace("$", "$$")
+    if _BARE.fullmatch(word):
+        return word
+    out = []
+    for char in word:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7f:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def run_tokens(argv: list[str]) -> list[str]:
+    """The `droot run` arguments in a `droot unit` command line: what follows `unit`,
+    without the unit's own flags and the limits (they become systemd directives)."""
+    start = next(i for i, arg in enumerate(argv) if arg == "unit") + 1
+    tokens, rest = [], argv[start:]
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        if token == "--":
+            tokens.extend(rest[index:])
+            break
+        name = token.split("=", 1)[0]
+        if any(flag.startswith(name) and len(name) >= shortest
+               for flag, shortest in REMOVED_FLAGS.items()):
+            index += 1 if "=" in token else 2
+            continue
+        if token != "--debug":
+            tokens.append(token)
+        index += 1
+    return tokens
+
+
+def render(droot: str, tokens: list[str], root: str, description: str | None,
+           memory: int | None, cpus: float | None, pids: int | None) -> str:
+    exec_start = " ".join(quote(word) for word in [droot, "run", *tokens])
+    lines = [
+        "[Unit]",
+        f"Description={description or f'droot app {root}'}",
+        f"RequiresMountsFor={quote(root)}",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=exec",
+        f"ExecStart={exec_start}",
+        "KillMode=mixed",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=30",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "RestartPreventExitStatus=126 127",
+    ]
+    if memory is not None:
+        lines += [f"MemoryMax={format_size(memory)}", "MemorySwapMax=0"]
+    if cpus is not None:
+        lines.append(f"CPUQuota={round(cpus * 100)}%")
+    if pids is not None:
+        lines.append(f"TasksMax={pids}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def droot_path() -> str:
+    """The absolute path of the droot being run (a unit needs one)."""
+    import sys
+    return os.path.abspath(sys.argv[0])
