@@ -111,7 +111,7 @@ def copy_layer(reader, index, layers, shadows, output, carried):
 def carry_link(link, target, index, layers, shadows, output, carried):
     """Write `link` (in layer `index`) with the content its target had at that layer,
     now that a higher layer replaced or deleted the target."""
-    key = (target, index)
+    key = (target, index)  # `carried` also maps (layer, entry index) of a version to its link
     info = link.tarinfo()
     if key in carried:  # another link to the same file already carries its content
         info.linkname = carried[key]
@@ -125,6 +125,10 @@ def carry_link(link, target, index, layers, shadows, output, carried):
                   "which does not exist there, left out", file=sys.stderr)
             return
         layer_index, before = found
+        if found in carried:  # a link from another layer already carries this version
+            info.linkname = carried[found]
+            output.write(header_for(info))
+            break
         with reading(layers[layer_index], verify=False) as reader:
             entry = next(entry for entry in reader if entry.index == before)
             if entry.type != HARDLINK:
@@ -133,6 +137,7 @@ def carry_link(link, target, index, layers, shadows, output, carried):
                 info.type = tarfile.REGTYPE
                 output.write(header_for(info))
                 reader.copy_data(output.write)
+                carried[found] = link.path
                 break
         target = normalise(entry.linkname)  # a link to a link: follow it
         if not shadows.hidden(target, layer_index):

@@ -1,0 +1,167 @@
+"""Daemonless flattening of hand-made layers: the OCI whiteout rules and the corner cases
+Docker builds rarely produce, checked against what the Docker engine itself makes of the
+same layers (`docker load`, then droot's daemon export) and against explicit facts."""
+
+import io
+import json
+import subprocess
+import tarfile
+
+import pytest
+import zstandard
+from conftest import droot
+from exporthelp import (PREFIX, image_config, layer, listing, member, sha256, write_docker_archive,
+                        write_oci_layout)
+
+LONG = "long/" + "n" * 150
+XATTRS = {"SCHILY.xattr.user.note": "hello", "SCHILY.xattr.security.capability":
+          "\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"}
+
+ITEMS = [
+    (("etc", "dir"), ("etc/a", "file", b"a0"), ("etc/b", "file", b"b0"),
+          ("etc/sym", "symlink", "/etc/a"), ("etc/abs", "symlink", "/etc/b"),
+          ("opq", "dir"), ("opq/x", "file", b"x"), ("opq/sub", "dir"), ("opq/sub/y", "file", b"y"),
+          ("gone", "dir"), ("gone/z", "file", b"z"),
+          ("f2d", "file", b"file"), ("d2f", "dir"), ("d2f/inner", "file", b"inner"),
+          ("setuid", "file", {"data": b"su", "mode": 0o4755}),
+          ("setgid", "dir", {"mode": 0o2775}),
+          ("owned", "file", {"data": b"o", "uid": 1000, "gid": 50, "uname": "", "gname": ""}),
+          ("dev", "dir"), ("dev/null2", "chardev", (1, 3)), ("proc", "dir"), ("sys", "dir"),
+          ("xattr", "file", {"data": b"xa", "pax_headers": XATTRS}),
+          ("hl", "dir"), ("hl/target", "file", b"T0"), ("hl/link1", "hardlink", "hl/target"),
+          ("hl/keep", "file", b"K"), ("hl/keeplink", "hardlink", "hl/keep"),
+          ("long", "dir"), (LONG, "file", b"long name")),
+    (("etc", "dir"), ("etc/.wh.sym", "file"), ("etc/.wh.missing", "file"),
+          ("etc/b", "file", b"b1"),
+          ("opq", "dir"), ("opq/.wh..wh..opq", "file"), ("opq/new", "file", b"new"),
+          (".wh.gone", "file"),
+          ("f2d", "dir"), ("f2d/child", "file", b"child"), ("d2f", "file", b"now a file"),
+          ("hl", "dir"), ("hl/target", "file", b"T1"), ("hl/link2", "hardlink", "hl/keep")),
+    (("gone", "dir"), ("gone/again", "file", b"again"),
+          ("etc", "dir"), ("etc/alink", "hardlink", "etc/a"),
+          ("hl", "dir"), ("hl/.wh.keep", "file")),
+]
+LAYERS = [layer(*items) for items in ITEMS]
+# Docker applies each layer into a directory of its own, so it refuses a hardlink to a
+# file of a lower layer (its builds copy the file up instead): the engine comparison
+# leaves those two links out.
+CROSS_LAYER_LINKS = ("hl/link2", "etc/alink")
+ENGINE_LAYERS = [layer(*(item for item in items if item[0] not in CROSS_LAYER_LINKS))
+                 for items in ITEMS]
+
+
+@pytest.fixture(scope="module")
+def flattened(tmp_path_factory):
+    """droot's export of the layers from a docker-archive and from OCI layouts."""
+    work = tmp_path_factory.mktemp("export-flatten")
+    archive = write_docker_archive(work / "handmade.tar", LAYERS)
+    results = {}
+    sources = {"docker-archive": f"docker-archive:{archive}"}
+    for kinds in (["gzip", "zstd", "none"], ["zstd", "none", "gzip"]):
+        directory = write_oci_layout(work / "-".join(kinds), LAYERS, compression=kinds)
+        sources["oci " + "-".join(kinds)] = f"oci:{directory}"
+    for name, source in sources.items():
+        out = work / "out.tar"
+        result = droot("export", source, "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        results[name] = out.read_bytes()
+    return archive, results
+
+
+def test_whiteouts_opaque_dirs_and_type_changes(flattened):
+    data = flattened[1]["docker-archive"]
+    files = listing(data)
+    assert "etc/sym" not in files                      # whiteout of a symlink
+    assert "etc/missing" not in files                  # whiteout of nothing: harmless
+    assert member(data, "etc/b") == b"b1" and member(data, "etc/a") == b"a0"
+    assert files["etc/abs"][4] == "/etc/b"             # absolute symlinks stay as they are
+    assert "opq/x" not in files and "opq/sub" not in files and "opq/sub/y" not in files
+    assert member(data, "opq/new") == b"new" and files["opq"][0] == tarfile.DIRTYPE
+    assert "gone/z" not in files                       # deleted, then the dir made again
+    assert member(data, "gone/again") == b"again"
+    assert files["f2d"][0] == tarfile.DIRTYPE and member(data, "f2d/child") == b"child"
+    assert files["d2f"][0] == tarfile.REGTYPE and "d2f/inner" not in files
+    assert not any(".wh." in path for path in files)
+    assert len(files) == len(set(files))
+
+
+def test_modes_owners_devices_xattrs_long_names(flattened):
+    data = flattened[1]["docker-archive"]
+    files = listing(data)
+    assert files["setuid"][1] == "0o4755" and files["setgid"][1] == "0o2775"
+    assert files["owned"][2:4] == (1000, 50)
+    assert files["dev/null2"][0] == tarfile.CHRTYPE and files["dev/null2"][6] == (1, 3)
+    assert files["xattr"][7] == XATTRS
+    assert member(data, LONG) == b"long name"
+
+
+def test_hardlinks_to_lower_layers(flattened):
+    data = flattened[1]["docker-archive"]
+    files = listing(data)
+    # the target was replaced above: the link keeps the content it had
+    assert member(data, "hl/target") == b"T1" and member(data, "hl/link1") == b"T0"
+    # the target was deleted above: both links keep its content, as one file
+    assert "hl/keep" not in files
+    assert member(data, "hl/keeplink") == b"K" and member(data, "hl/link2") == b"K"
+    assert {files["hl/keeplink"][0], files["hl/link2"][0]} == {tarfile.REGTYPE, tarfile.LNKTYPE}
+    # a link to a lower file that stays: still a hardlink, and after its target
+    assert files["etc/alink"][0] == tarfile.LNKTYPE and files["etc/alink"][4] == "etc/a"
+    names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+    assert names.index("etc/a") < names.index("etc/alink")
+    # GNU tar extracts the whole stream (every link finds its target)
+    subprocess.run(["tar", "-t", "-f", "-"], input=data, check=True, capture_output=True)
+
+
+def test_gzip_zstd_and_plain_layers_flatten_alike(flattened):
+    results = flattened[1]
+    reference = listing(results["docker-archive"])
+    for name, data in results.items():
+        assert listing(data) == reference, name
+
+
+def test_same_filesystem_as_the_docker_engine_makes_of_the_layers(docker_client, tmp_path):
+    archive = write_docker_archive(tmp_path / "engine.tar", ENGINE_LAYERS)
+    ours = tmp_path / "ours.tar"
+    result = droot("export", f"docker-archive:{archive}", "-o", ours)
+    assert result.returncode == 0, result.stderr
+    loaded = subprocess.run(["docker", "load", "-q", "-i", archive], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    tag = f"{PREFIX}/handmade:latest"
+    try:
+        out = tmp_path / "daemon.tar"
+        result = droot("export", tag, "-o", out)
+        assert result.returncode == 0, result.stderr
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+    def comparable(data):
+        # hardlinks resolved to contents (which names share an inode is the exporter's
+        # choice); xattrs left out (docker export only carries security.capability)
+        entries = listing(data)
+        with tarfile.open(fileobj=io.BytesIO(data)) as stream:
+            for item in stream:
+                if item.islnk():
+                    path = item.name.rstrip("/")
+                    entries[path] = (tarfile.REGTYPE, entries[path][1], *entries[path][2:4], "",
+                                     sha256(stream.extractfile(item).read()), None)
+        return {path: entry[:7] for path, entry in entries.items()}
+
+    engine = comparable(out.read_bytes())
+    assert engine == comparable(ours.read_bytes())
+    assert "hl/link1" in engine and "gone/again" in engine and "opq/new" in engine
+
+
+def test_a_single_layer_streams_in_one_pass(tmp_path):
+    """A one-layer image keeps even a member list with duplicate-looking forms intact."""
+    data = layer(("./", "dir"), ("./app", "file", b"#!/bin/true\n"), ("./lib", "dir"))
+    config = image_config([sha256(data)], env=["K=v=w x"], Entrypoint=["/app"])
+    source = write_oci_layout(tmp_path / "oci", [data], config, ["zstd"])
+    out = tmp_path / "out.tar"
+    result = droot("export", f"oci:{source}:latest", "-o", out)
+    assert result.returncode == 0, result.stderr
+    exported = out.read_bytes()
+    assert member(exported, "./app") == b"#!/bin/true\n"
+    assert member(exported, ".drootenv") == b"K=v=w x\n"
+    assert json.loads(member(exported, ".droot.json"))["digest"] == sha256(config)
+    assert zstandard  # the layer above was zstd-compressed
