@@ -166,7 +166,11 @@ class TarReader:
                     raise TarFormatError(f"{self.what} is corrupt (an extension header without its entry)")
                 return None
             checksum = sum(block) - sum(block[148:156]) + 8 * 32
-            if parse_number(block[148:156]) != checksum:
+            try:
+                stored = parse_number(block[148:156])
+            except TarFormatError:
+                stored = None
+            if stored != checksum:
                 raise TarFormatError(f"{self.what} is corrupt (bad tar header checksum)"
                                      if self._index or blocks else f"{self.what} is not a tar archive")
             type_ = block[156]

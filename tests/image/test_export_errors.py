@@ -1,0 +1,233 @@
+"""Bad input to `droot export`: one clear line, a non-zero status, no traceback, no partial
+-o file (an existing one untouched), and no container left in the engine."""
+
+import base64
+import json
+import os
+import pty
+import signal
+import subprocess
+import tarfile
+import time
+import warnings
+
+import pytest
+from conftest import DROOT, docker_build, droot, start_registry, stop
+from exporthelp import PREFIX, layer, write_docker_archive, write_oci_layout
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # the stdlib's bcrypt (libxcrypt), for an htpasswd line
+
+
+@pytest.fixture(scope="module")
+def small_image(docker_client, tmp_path_factory):
+    """An image of its own, so the containers made from it are this module's alone."""
+    context = tmp_path_factory.mktemp("export-errors")
+    (context / "app").write_bytes(open("/bin/busybox", "rb").read())
+    (context / "Dockerfile").write_text('FROM scratch\nCOPY app /app\nCMD ["/app"]\n')
+    tag = f"{PREFIX}/errors:latest"
+    image_id = docker_build(docker_client, context, tag)
+    yield tag, image_id
+    docker_client.images.remove(tag, force=True)
+
+
+def containers_of(image_id: str) -> list[str]:
+    return subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image_id}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
+def assert_clean_failure(result, *words):
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("droot: ") and "Traceback" not in result.stderr
+    assert "internal error" not in lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def export_to_file(tmp_path, source, **kwargs):
+    """Export into a directory holding a precious file at the -o path."""
+    out = tmp_path / "out" / "image.tar"
+    out.parent.mkdir(exist_ok=True)
+    out.write_bytes(b"precious")
+    result = droot("export", source, "-o", out, **kwargs)
+    if result.returncode != 0:
+        assert out.read_bytes() == b"precious"
+        assert os.listdir(out.parent) == ["image.tar"]  # no partial file left beside it
+    return result
+
+
+def test_unknown_image(tmp_path, small_image):
+    result = export_to_file(tmp_path, f"{PREFIX}/no-such-image:latest")
+    assert_clean_failure(result, "no image", "no-such-image")
+
+
+def test_engine_not_reachable(tmp_path):
+    result = export_to_file(tmp_path, "anything", env={**os.environ,
+                                                       "DOCKER_HOST": "unix:///nonexistent"})
+    assert_clean_failure(result, "cannot reach the Docker engine", "unix:///nonexistent")
+
+
+def test_not_an_image(tmp_path):
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w") as archive:
+        archive.add(__file__, "some-file.py")
+    assert_clean_failure(export_to_file(tmp_path, f"docker-archive:{plain}"), "no manifest.json")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(os.urandom(4096))
+    assert_clean_failure(export_to_file(tmp_path, f"docker-archive:{junk}"), "not a tar archive")
+    assert_clean_failure(export_to_file(tmp_path, f"docker-archive:{tmp_path / 'missing.tar'}"),
+                         "cannot read")
+    assert_clean_failure(export_to_file(tmp_path, f"oci:{tmp_path}"), "no index.json")
+
+
+def test_truncated_and_corrupt_layers(tmp_path):
+    layers = [layer(("app", "file", os.urandom(200_000)), ("etc", "dir"))]
+    archive = write_docker_archive(tmp_path / "image.tar", layers)
+    data = archive.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:len(data) // 2])
+    assert_clean_failure(export_to_file(tmp_path, f"docker-archive:{cut}"))
+    # a byte flipped inside a file's content: only the layer digest can tell
+    layout = write_oci_layout(tmp_path / "oci", layers)
+    blob = max((tmp_path / "oci" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    content = bytearray(blob.read_bytes())
+    content[100_000] ^= 0xFF
+    blob.write_bytes(bytes(content))
+    assert_clean_failure(export_to_file(tmp_path, f"oci:{layout}"), "digest mismatch")
+    # a gzip layer cut short
+    gz = write_oci_layout(tmp_path / "gz", layers, compression=["gzip"])
+    blob = max((tmp_path / "gz" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    blob.write_bytes(blob.read_bytes()[:-5000])
+    assert_clean_failure(export_to_file(tmp_path, f"oci:{gz}"))
+
+
+def test_registry_not_found_and_tampered_blob(tmp_path, small_image):
+    process, address = start_registry(tmp_path)
+    try:
+        assert_clean_failure(export_to_file(tmp_path, f"docker://{address}/{PREFIX}/nothing:latest"),
+                             "not found", "404")
+        remote = f"{address}/{PREFIX}/errors:latest"
+        subprocess.run(["docker", "tag", small_image[0], remote], check=True)
+        try:
+            subprocess.run(["docker", "push", "-q", remote], check=True, capture_output=True)
+        finally:
+            subprocess.run(["docker", "rmi", remote], check=True, capture_output=True)
+        assert export_to_file(tmp_path, f"docker://{remote}").returncode == 0
+        # change the stored layer blob (the largest) behind the registry's back
+        blobs = list((tmp_path / "data").rglob("blobs/sha256/*/*/data"))
+        blob = max(blobs, key=lambda p: p.stat().st_size)
+        content = bytearray(blob.read_bytes())
+        content[-100] ^= 0xFF
+        blob.write_bytes(bytes(content))
+        result = export_to_file(tmp_path, f"docker://{remote}")
+        assert_clean_failure(result, f"docker://{remote}")
+        assert "digest mismatch" in result.stderr or "corrupt" in result.stderr
+    finally:
+        stop(process)
+
+
+def test_registry_basic_auth(tmp_path, small_image):
+    password_hash = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"droot:{password_hash}\n")
+    process, address = start_registry(tmp_path, htpasswd=htpasswd)
+    docker_config = tmp_path / "docker-config"  # docker login writes here, not to ~/.docker
+    docker_config.mkdir()
+    env = {**os.environ, "DOCKER_CONFIG": str(docker_config)}
+    try:
+        remote = f"{address}/{PREFIX}/auth:latest"
+        subprocess.run(["docker", "login", "-u", "droot", "--password-stdin", address],
+                       input="s3cret", text=True, env=env, check=True, capture_output=True)
+        subprocess.run(["docker", "tag", small_image[0], remote], check=True)
+        try:
+            subprocess.run(["docker", "push", "-q", remote], env=env, check=True, capture_output=True)
+        finally:
+            subprocess.run(["docker", "rmi", remote], check=True, capture_output=True)
+        anonymous = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "empty")}
+        assert_clean_failure(export_to_file(tmp_path, f"docker://{remote}", env=anonymous),
+                             "access denied", "401")
+        wrong = {**anonymous, "DROOT_REGISTRY_USER": "droot", "DROOT_REGISTRY_PASSWORD": "wrong"}
+        assert_clean_failure(export_to_file(tmp_path, f"docker://{remote}", env=wrong),
+                             "credentials were refused")
+        # the credentials of `docker login`, from Docker's config.json
+        assert json.loads((docker_config / "config.json").read_text())["auths"][address]["auth"] == \
+            base64.b64encode(b"droot:s3cret").decode()
+        result = export_to_file(tmp_path, f"docker://{remote}", env=env)
+        assert result.returncode == 0, result.stderr
+        right = {**anonymous, "DROOT_REGISTRY_USER": "droot", "DROOT_REGISTRY_PASSWORD": "s3cret"}
+        assert export_to_file(tmp_path, f"docker://{remote}", env=right).returncode == 0
+    finally:
+        stop(process)
+
+
+def test_refuses_to_write_to_a_terminal(small_image):
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run([DROOT, "export", small_image[0]], stdout=terminal,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert_clean_failure(result, "terminal")
+    assert containers_of(small_image[1]) == []
+
+
+def test_progress_on_a_terminal_only(small_image, tmp_path):
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run([DROOT, "export", small_image[0], "-o", tmp_path / "out.tar"],
+                                stderr=terminal, timeout=60)
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert result.returncode == 0
+    assert b"export: " in shown and b"MB" in shown and b"/s" in shown
+    quiet = droot("export", small_image[0], "-o", tmp_path / "out2.tar")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_no_container_left_after_a_closed_pipe(small_image):
+    reader = subprocess.Popen([DROOT, "export", small_image[0]], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.read(1024)
+    reader.stdout.close()  # the reader goes away mid-stream (`droot export IMAGE | head`)
+    assert reader.wait(60) != 0
+    assert b"Traceback" not in reader.stderr.read()
+    assert containers_of(small_image[1]) == []
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_no_container_left_when_interrupted(small_image, how):
+    process = subprocess.Popen([DROOT, "export", small_image[0]], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        # nobody reads the pipe: the export blocks with its container created
+        for _ in range(600):
+            if containers_of(small_image[1]):
+                break
+            time.sleep(0.05)
+        assert containers_of(small_image[1]), "the export never created its container"
+        process.send_signal(how)
+        status = process.wait(60)
+        assert status == (143 if how == signal.SIGTERM else 130)
+        stderr = process.stderr.read().decode()
+        assert "Traceback" not in stderr and len(stderr.splitlines()) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    assert containers_of(small_image[1]) == []
