@@ -13,30 +13,23 @@ from conftest import DROOT, droot, make_busybox_root  # noqa: E402,F401
 
 from droot.run import cgroups  # noqa: E402
 
-RUNNER = str(Path(__file__).with_name("ops_module_runner.py"))
-USE_DROOT = False  # until `droot run` takes the options: the modules' bare run flow
+def run_command(root, options=(), command=("/bin/true",)) -> list[str]:
+    """`droot run` (the installed console script) of `command` in `root` with `options`."""
+    return [DROOT, "run", "--root", str(root), *map(str, options), "--", *command]
 
 
-def run_command(root, options=(), command=("/bin/true",), use_droot=True) -> list[str]:
-    """The command line of an app run from `root` with `options`: `droot run` (the
-    installed console script), or the isolation modules' own bare run flow."""
-    if use_droot:
-        return [DROOT, "run", "--root", str(root), *map(str, options), "--", *command]
-    return [sys.executable, RUNNER, "--root", str(root), *map(str, options), "--", *command]
-
-
-def run_app(root, options=(), command=("/bin/true",), use_droot=True, **kwargs):
+def run_app(root, options=(), command=("/bin/true",), **kwargs):
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     kwargs.setdefault("timeout", 120)
-    return subprocess.run(run_command(root, options, command, use_droot), **kwargs)
+    return subprocess.run(run_command(root, options, command), **kwargs)
 
 
-def start_app(root, options=(), command=("/bin/sleep", "60"), use_droot=True, **kwargs):
+def start_app(root, options=(), command=("/bin/sleep", "60"), **kwargs):
     kwargs.setdefault("stdout", subprocess.PIPE)
     kwargs.setdefault("stderr", subprocess.PIPE)
     kwargs.setdefault("text", True)
-    return subprocess.Popen(run_command(root, options, command, use_droot), **kwargs)
+    return subprocess.Popen(run_command(root, options, command), **kwargs)
 
 
 def stop_app(process: subprocess.Popen):

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from opshelp import USE_DROOT, fresh_root, run_app, start_app, stop_app, wait_until
+from opshelp import fresh_root, run_app, start_app, stop_app, wait_until
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def root(tmp_path):
 
 def namespace_ids(root, options=()):
     script = "for n in pid net uts ipc; do echo $n $(readlink /proc/self/ns/$n); done"
-    result = run_app(root, options, ["/bin/sh", "-c", script], use_droot=USE_DROOT)
+    result = run_app(root, options, ["/bin/sh", "-c", script])
     assert result.returncode == 0, result.stderr
     return dict(line.split() for line in result.stdout.splitlines())
 
@@ -45,8 +45,7 @@ def test_each_option_unshares_exactly_its_namespace(root, options, changed):
 
 
 def test_pid_namespace_proc_shows_only_the_app(root):
-    result = run_app(root, ["--pid"], ["/bin/sh", "-c", "echo $$; ls /proc"],
-                     use_droot=USE_DROOT)
+    result = run_app(root, ["--pid"], ["/bin/sh", "-c", "echo $$; ls /proc"])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split()
     pids = sorted(int(name) for name in lines[1:] if name.isdigit())
@@ -57,16 +56,15 @@ def test_pid_namespace_proc_shows_only_the_app(root):
 
 
 def test_pid_exit_status_is_the_apps(root):
-    assert run_app(root, ["--pid"], ["/bin/sh", "-c", "exit 7"],
-                   use_droot=USE_DROOT).returncode == 7
+    assert run_app(root, ["--pid"], ["/bin/sh", "-c", "exit 7"]).returncode == 7
     # Killed by a signal: droot dies of the same signal, as the app would have.
-    result = run_app(root, ["--pid"], ["/bin/sh", "-c", "kill -TERM $$"], use_droot=USE_DROOT)
+    result = run_app(root, ["--pid"], ["/bin/sh", "-c", "kill -TERM $$"])
     assert result.returncode == -signal.SIGTERM
 
 
 def test_pid_forwards_signals_to_the_app(root):
     script = 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.1; done'
-    app = start_app(root, ["--pid"], ["/bin/sh", "-c", script], use_droot=USE_DROOT)
+    app = start_app(root, ["--pid"], ["/bin/sh", "-c", script])
     try:
         assert app.stdout.readline() == "ready\n"
         app.send_signal(signal.SIGTERM)  # to the process the supervisor started
@@ -80,7 +78,7 @@ def test_pid_forwards_signals_to_the_app(root):
 def test_pid_init_reaps_orphans(root):
     # The subshell exits at once, orphaning `sleep`: the init must reap it when it ends.
     script = "(sleep 0.2 &); sleep 1; ps -o pid,stat,comm"
-    result = run_app(root, ["--pid"], ["/bin/sh", "-c", script], use_droot=USE_DROOT)
+    result = run_app(root, ["--pid"], ["/bin/sh", "-c", script])
     assert result.returncode == 0, result.stderr
     states = [line.split()[1] for line in result.stdout.splitlines()[1:]]
     assert states and not any(state.startswith("Z") for state in states), result.stdout
@@ -88,7 +86,7 @@ def test_pid_init_reaps_orphans(root):
 
 def test_net_none_has_only_loopback_and_it_is_up(root):
     script = "cat /proc/net/dev; ip -o link show lo"
-    result = run_app(root, ["--net", "none"], ["/bin/sh", "-c", script], use_droot=USE_DROOT)
+    result = run_app(root, ["--net", "none"], ["/bin/sh", "-c", script])
     assert result.returncode == 0, result.stderr
     dev_lines = result.stdout.splitlines()[2:-1]  # /proc/net/dev after its two headers
     assert [line.split(":")[0].strip() for line in dev_lines] == ["lo"]
@@ -111,15 +109,15 @@ def test_net_none_cannot_reach_the_host(root):
         threading.Thread(target=answer, daemon=True).start()
         connect = ["/bin/sh", "-c", f"echo hi | nc 127.0.0.1 {port} && echo connected"]
         # Shared network (the default): the host's port answers, so the test can fail...
-        assert "connected" in run_app(root, [], connect, use_droot=USE_DROOT).stdout
+        assert "connected" in run_app(root, [], connect).stdout
         # ...and with --net none it does not.
-        result = run_app(root, ["--net", "none"], connect, use_droot=USE_DROOT)
+        result = run_app(root, ["--net", "none"], connect)
         assert "connected" not in result.stdout
 
 
 def test_hostname_is_set_inside_only(root):
     host_name = socket.gethostname()
-    result = run_app(root, ["--hostname", "droot-box"], ["/bin/hostname"], use_droot=USE_DROOT)
+    result = run_app(root, ["--hostname", "droot-box"], ["/bin/hostname"])
     assert result.stdout.strip() == "droot-box"
     assert socket.gethostname() == host_name
 
@@ -136,7 +134,7 @@ def test_ipc_namespace_hides_host_semaphores(root):
         script = ["/bin/sh", "-c", "cat /proc/sysvipc/sem"]
 
         def keys(options):
-            output = run_app(root, options, script, use_droot=USE_DROOT).stdout
+            output = run_app(root, options, script).stdout
             return [line.split()[0] for line in output.splitlines()[1:]]
         assert str(key) in keys([])
         assert str(key) not in keys(["--ipc"])

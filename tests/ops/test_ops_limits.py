@@ -9,7 +9,7 @@ import pytest
 
 from droot.errors import UsageError
 from droot.run import cgroups
-from opshelp import (USE_DROOT, app_cgroup_dirs, fresh_root, remove_cgroups, run_app,
+from opshelp import (app_cgroup_dirs, fresh_root, remove_cgroups, run_app,
                      start_app, stop_app, wait_until)
 
 # awk doubling a string to 128 MiB: ~256 MiB at its peak, in a fraction of a second.
@@ -28,8 +28,7 @@ def root(tmp_path):
 
 
 def test_limits_are_in_the_cgroup_files_and_the_app_in_the_cgroup(root):
-    app = start_app(root, ["--memory", "64M", "--cpus", "0.5", "--pids-limit", "30"],
-                    use_droot=USE_DROOT)
+    app = start_app(root, ["--memory", "64M", "--cpus", "0.5", "--pids-limit", "30"])
     try:
         def joined():
             found = app_cgroup_dirs(root)
@@ -52,15 +51,15 @@ def test_limits_are_in_the_cgroup_files_and_the_app_in_the_cgroup(root):
 
 
 def test_memory_past_the_limit_is_oom_killed_and_reported(root):
-    unlimited = run_app(root, [], ALLOCATE, use_droot=USE_DROOT)
+    unlimited = run_app(root, [], ALLOCATE)
     assert unlimited.returncode == 0 and unlimited.stdout.strip() == "134217728"
-    limited = run_app(root, ["--memory", "32M"], ALLOCATE, use_droot=USE_DROOT)
+    limited = run_app(root, ["--memory", "32M"], ALLOCATE)
     assert limited.returncode == -signal.SIGKILL
     assert f"droot: {root}: 1 process OOM-killed at the memory limit (32M)" in limited.stderr
 
 
 def test_memory_limit_under_pid_namespace_reports_too(root):
-    limited = run_app(root, ["--pid", "--memory", "32M"], ALLOCATE, use_droot=USE_DROOT)
+    limited = run_app(root, ["--pid", "--memory", "32M"], ALLOCATE)
     assert limited.returncode == -signal.SIGKILL
     assert "OOM-killed at the memory limit (32M)" in limited.stderr
 
@@ -71,9 +70,9 @@ FORK_BOMB = ["/bin/sh", "-c", "n=0; while [ $n -lt 60 ]; do sleep 1 & n=$((n+1))
 
 
 def test_fork_bomb_stops_at_the_pids_limit(root):
-    unlimited = run_app(root, [], FORK_BOMB, use_droot=USE_DROOT)
+    unlimited = run_app(root, [], FORK_BOMB)
     assert unlimited.stdout.split()[-1] == "60"
-    limited = run_app(root, ["--pids-limit", "20"], FORK_BOMB, use_droot=USE_DROOT)
+    limited = run_app(root, ["--pids-limit", "20"], FORK_BOMB)
     assert int(limited.stdout.split()[-1]) < 20
     assert "can't fork" in limited.stderr
     assert "refused at the pids limit (20)" in limited.stderr
@@ -81,12 +80,12 @@ def test_fork_bomb_stops_at_the_pids_limit(root):
 
 def test_cpu_limit_throttles_and_is_reported(root):
     spin = ["/bin/timeout", "1", "/bin/sh", "-c", "while :; do :; done"]
-    result = run_app(root, ["--cpus", "0.1"], spin, use_droot=USE_DROOT)
+    result = run_app(root, ["--cpus", "0.1"], spin)
     assert "periods at the CPU limit (0.1)" in result.stderr
 
 
 def test_cgroup_is_removed_when_the_app_is_killed(root):
-    app = start_app(root, ["--memory", "64M"], use_droot=USE_DROOT)
+    app = start_app(root, ["--memory", "64M"])
     wait_until(lambda: app_cgroup_dirs(root), "the app's cgroup")
     app.send_signal(signal.SIGKILL)
     app.communicate(timeout=60)  # ends when the keeper, holding stderr, is done
@@ -98,7 +97,7 @@ def test_stale_cgroups_are_swept_by_the_next_run(root):
     dead_pid = 2**22 + 12345  # above pid_max: no process has it
     stale = Path(v1["pids"]) / cgroups.PREFIX / cgroups.cgroup_name(str(root), dead_pid)
     stale.mkdir(parents=True)
-    assert run_app(root, ["--pids-limit", "10"], use_droot=USE_DROOT).returncode == 0
+    assert run_app(root, ["--pids-limit", "10"]).returncode == 0
     assert not stale.exists()
 
 
@@ -127,5 +126,5 @@ def test_cgroup_names_round_trip():
 
 def test_no_limit_no_cgroup(root):
     # A plain run (no limits) leaves the process in the cgroups it was started in.
-    result = run_app(root, [], ["/bin/cat", "/proc/self/cgroup"], use_droot=USE_DROOT)
+    result = run_app(root, [], ["/bin/cat", "/proc/self/cgroup"])
     assert f"/{cgroups.PREFIX}/" not in result.stdout

@@ -4,7 +4,7 @@ import pytest
 
 from droot.errors import RunError, UsageError
 from droot.run import userns
-from opshelp import USE_DROOT, fresh_root, run_app
+from opshelp import fresh_root, run_app
 
 RANGE = "231072:65536"  # explicit: the tests never edit the host's /etc/subuid
 
@@ -14,40 +14,32 @@ def root(tmp_path):
     return fresh_root(tmp_path)
 
 
-def test_file_created_by_root_inside_is_owned_by_the_mapped_uid(root, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir(mode=0o777)
-    data.chmod(0o1777)
-    script = "id -u; cat /proc/self/uid_map; touch /data/by-root; touch /tmp/in-root"
-    result = run_app(root, ["--userns", RANGE, "--bind", f"{data}:/data"],
-                     ["/bin/sh", "-c", script], use_droot=USE_DROOT)
+def test_file_created_by_root_inside_is_owned_by_the_mapped_uid(root):
+    script = "id -u; cat /proc/self/uid_map; touch /tmp/by-root"
+    result = run_app(root, ["--userns", RANGE], ["/bin/sh", "-c", script])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "0"  # root inside...
     assert lines[1].split() == ["0", "231072", "65536"]
-    for created in (data / "by-root", root / "tmp" / "in-root"):
-        status = created.stat()
-        assert (status.st_uid, status.st_gid) == (231072, 231072)  # ...nobody outside
+    status = (root / "tmp" / "by-root").stat()
+    assert (status.st_uid, status.st_gid) == (231072, 231072)  # ...nobody outside
 
 
 def test_root_inside_cannot_write_host_owned_files(root):
     write = ["/bin/sh", "-c", "echo evil >> /etc/passwd && echo written"]
     # Without a user namespace root inside writes the root's files (the test can fail)...
-    assert "written" in run_app(root, [], write, use_droot=USE_DROOT).stdout
+    assert "written" in run_app(root, [], write).stdout
     # ...with one, files owned by host uid 0 belong to nobody inside: read-only for "root".
-    result = run_app(root, ["--userns", RANGE], write, use_droot=USE_DROOT)
+    result = run_app(root, ["--userns", RANGE], write)
     assert "written" not in result.stdout
     assert (root / "etc" / "passwd").read_text().count("evil") == 1
 
 
-def test_users_inside_map_into_the_range(root, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    data.chmod(0o1777)
-    script = "su -s /bin/sh app -c 'touch /data/by-app'"
-    run_app(root, ["--userns", RANGE, "--bind", f"{data}:/data"], ["/bin/sh", "-c", script],
-            use_droot=USE_DROOT)
-    assert (data / "by-app").stat().st_uid == 231072 + 1000
+def test_users_inside_map_into_the_range(root):
+    result = run_app(root, ["--userns", RANGE, "-u", "app"],
+                     ["/bin/sh", "-c", "id -u; touch /tmp/by-app"])
+    assert result.stdout.strip() == "1000", result.stderr
+    assert (root / "tmp" / "by-app").stat().st_uid == 231072 + 1000
 
 
 def test_subordinate_ranges_are_read_from_the_files(tmp_path):
@@ -75,8 +67,8 @@ def test_bad_ranges_are_refused(value):
 def test_the_namespace_is_entered_after_the_mounts(root):
     # The mounts belong to the host's user namespace: even with every capability kept,
     # root inside cannot undo them; without the user namespace it can (the test can fail).
-    keep = ["--no-dropcaps"] if USE_DROOT else []
-    umount = ["/bin/sh", "-c", "umount /proc && echo gone"]
-    assert "gone" in run_app(root, keep, umount, use_droot=USE_DROOT).stdout
-    result = run_app(root, [*keep, "--userns", RANGE], umount, use_droot=USE_DROOT)
+    keep = ["--no-dropcaps"]
+    umount = ["/bin/sh", "-c", "umount /dev/shm && echo gone"]
+    assert "gone" in run_app(root, keep, umount).stdout
+    result = run_app(root, [*keep, "--userns", RANGE], umount)
     assert "gone" not in result.stdout

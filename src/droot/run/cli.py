@@ -35,6 +35,21 @@ RUN_OPTIONS = (
     (("--cap-drop",), "cap_drop", "append", "CAP", "drop this capability too, or ALL (repeatable)"),
     (("--allow-new-privs",), "allow_new_privs", "flag", None,
      "do not set no_new_privs: setuid binaries and file capabilities in the root take effect"),
+    # Opt-in isolation and limits (droot.run.isolation, imported only when one is given).
+    (("--pid",), "pid", "flag", None,
+     "own PID namespace and /proc, under a minimal init that forwards signals and reaps; "
+     "the only option that puts processes between the supervisor and the app (droot waits "
+     "and exits as the app did)"),
+    (("--net",), "net", "value", "none", "'none': own network namespace, loopback only "
+     "(default: the host's network)"),
+    (("--hostname",), "hostname", "value", "NAME", "own UTS namespace with this hostname"),
+    (("--ipc",), "ipc", "flag", None, "own IPC namespace (System V IPC, POSIX queues)"),
+    (("--userns",), "userns", "value", "USER|FIRST:COUNT",
+     "own user namespace: ids 0..COUNT-1 inside are FIRST.. on the host, from USER's ranges "
+     "in /etc/subuid and /etc/subgid or given"),
+    (("--memory",), "memory", "value", "SIZE", "memory limit, e.g. 256M (OOM kill past it)"),
+    (("--cpus",), "cpus", "value", "CPUS", "CPU quota in CPUs, e.g. 0.5 (throttled past it)"),
+    (("--pids-limit",), "pids_limit", "value", "N", "at most N processes and threads"),
 )
 
 DEFAULTS = {"value": None, "append": list, "flag": False}

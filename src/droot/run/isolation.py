@@ -1,9 +1,17 @@
-"""Opt-in namespaces for `droot run`: `--net none`, `--hostname NAME`, `--ipc` (and the
-unshare/setns calls that `--pid`, `--userns` and `droot exec` share).
+"""The opt-in isolation of `droot run`: namespaces (`--pid`, `--net none`, `--hostname NAME`,
+`--ipc`, `--userns`) and resource limits (`--memory`, `--cpus`, `--pids-limit`).
 
-By default droot shares the host's network, hostname, IPC and PIDs, as the original did;
-each option here unshares one more namespace of droot's own process (never clone(2): the
-PID stays the one the supervisor started).
+By default droot shares the host's network, hostname, IPC, PIDs and users and sets no
+limit, as the original did; each option here adds one piece around the same run. Except
+for --pid, none adds a process between the supervisor and the app: droot unshares more
+namespaces of its own process (never clone(2)) and still execs the app in place.
+
+`Isolation` holds the options and hooks them into the run (droot.run.runner), in order:
+
+    validate (before anything is made) → prepare_host (cgroups, the user namespace)
+    → [unshare(CLONE_NEWNS)] → enter_namespaces (net/uts/ipc, --pid's fork, the cgroups)
+    → [chroot, mounts, files, user lookup] → enter_user_namespace
+    → [capabilities, user, workdir] → before_exec (--pid: the init forks the app) → [exec]
 
 Standard library only, imported by `droot run` only when one of these options is given.
 """
@@ -13,6 +21,7 @@ import os
 import re
 
 from droot.errors import RunError, UsageError
+from droot.run import kernel
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -21,7 +30,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # for setns(2), which droot.run.kernel lacks
 
 # Linux <net/if.h> and <linux/sockios.h>
 _SIOCGIFFLAGS = 0x8913
@@ -31,9 +40,10 @@ _IFF_UP = 0x1
 
 def unshare(flags: int, what: str):
     """unshare(2); `what` names the option for the error line."""
-    if _libc.unshare(flags) != 0:
-        error = ctypes.get_errno()
-        raise RunError(f"{what}: cannot create the namespace: {os.strerror(error)}")
+    try:
+        kernel.unshare(flags)
+    except OSError as error:
+        raise RunError(f"{what}: cannot create the namespace: {error.strerror}") from None
 
 
 def setns(fd: int, nstype: int = 0):
@@ -94,3 +104,73 @@ def loopback_up():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         flags = struct.unpack(ifreq, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(ifreq, b"lo", 0)))[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(ifreq, b"lo", flags | _IFF_UP))
+
+
+OPTIONS = ("pid", "net", "hostname", "ipc", "userns", "memory", "cpus", "pids_limit")
+
+
+class Isolation:
+    """The opt-in namespaces and limits of one run (see the module doc for the order)."""
+
+    def __init__(self, options, root: str):
+        from droot.run import cgroups
+        self.root = root
+        self.pid = bool(options.pid)
+        self.net = parse_net(options.net) if options.net else "host"
+        self.hostname = parse_hostname(options.hostname) if options.hostname is not None \
+            else None
+        self.ipc = bool(options.ipc)
+        self.id_ranges = None
+        if options.userns:
+            from droot.run import userns
+            self.id_ranges = userns.parse(options.userns)
+        self.limits = cgroups.Limits(
+            memory=cgroups.parse_memory(options.memory) if options.memory else None,
+            cpus=cgroups.parse_cpus(options.cpus) if options.cpus else None,
+            pids=cgroups.parse_pids(options.pids_limit) if options.pids_limit else None)
+        self.cgroups = None
+        if self.limits.controllers():
+            # Named after the root as given (the link a deploy switches, not the release).
+            self.cgroups = cgroups.AppCgroups(os.path.abspath(options.root), os.getpid(),
+                                              self.limits)
+        self.user_namespace = None
+
+    def prepare_host(self):
+        """Before the mount namespace: the cgroups (with their limits) and the user namespace."""
+        if self.cgroups is not None:
+            from droot.run import cgroups
+            cgroups.sweep_stale()
+            self.cgroups.create()
+        if self.id_ranges is not None:
+            from droot.run import userns
+            try:
+                self.user_namespace = userns.create(*self.id_ranges)
+            except BaseException:
+                if self.cgroups is not None:
+                    self.cgroups.remove()
+                raise
+
+    def enter_namespaces(self):
+        """In droot's private mount namespace, before chroot: the other namespaces, then
+        --pid's relay/init split, and the app's place in its cgroups."""
+        enter(self.net, self.hostname, self.ipc)
+        if self.pid:
+            from droot.run import pidinit
+            pidinit.enter_pid_namespace(self.cgroups)  # returns in the namespace's init
+        elif self.cgroups is not None:
+            from droot.run import cgroups
+            cgroups.start_keeper(self.cgroups, os.getpid())
+            self.cgroups.join()
+
+    def enter_user_namespace(self, user):
+        """After the mounts and the files written as real root, before the user switch."""
+        if self.user_namespace is not None:
+            from droot.run import userns
+            userns.check_covers(*self.id_ranges, user.uid, user.gid, user.groups)
+            userns.enter(self.user_namespace)
+
+    def before_exec(self):
+        """Under --pid, the init forks the app here and stays to forward and reap."""
+        if self.pid:
+            from droot.run import pidinit
+            pidinit.fork_app()

@@ -1,8 +1,9 @@
 """`droot run`: one sequence of steps from the command line to the app's exec.
 
     validate (host side) → unshare(CLONE_NEWNS), all mounts private → chroot
-    → /proc, /dev, /sys, bind mounts → files, user, environment → capabilities,
-    no_new_privs → working dir → close descriptors → exec (same PID)
+    → /proc, /dev, /sys, bind mounts → files, user, environment → Landlock and
+    seccomp → capabilities, user, no_new_privs → working dir → close descriptors
+    → exec (same PID)
 
 Everything that can be wrong with the input is checked before the first mount. Every
 mount is made in droot's own mount namespace, so none is visible to the host and all of
@@ -13,7 +14,7 @@ clean-up either.
 import os
 
 from droot.errors import RunError
-from droot.run import capabilities, command, kernel, mounts, users
+from droot.run import capabilities, command, confinement, kernel, mounts, users
 from droot.run.files import write_atomically
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
@@ -42,6 +43,12 @@ def run_container(options) -> None:
         host_passwd = users.read_entries(users.PASSWD)
         host_group = users.read_entries(users.GROUP)
     passed_fds = command.listen_fds()
+    isolation = None
+    if options.pid or options.net or options.hostname or options.ipc or options.userns or \
+            options.memory or options.cpus or options.pids_limit:
+        from droot.run.isolation import Isolation
+        isolation = Isolation(options, root)  # validates; creates nothing yet
+        isolation.prepare_host()
 
     # 2. A private mount namespace of droot's own process (its PID stays the same).
     try:
@@ -49,6 +56,8 @@ def run_container(options) -> None:
     except OSError as error:
         raise RunError(f"cannot create a mount namespace: {error.strerror}") from None
     mounts.make_all_private()
+    if isolation:
+        isolation.enter_namespaces()
 
     # 3. chroot; from here on every path is inside the root.
     os.chroot(root)
@@ -80,7 +89,13 @@ def run_container(options) -> None:
     user = users.resolve(user_spec or "", options.group or "", host_passwd, host_group)
     env = command.app_environment(user.home, settings, passed_fds)
 
-    # 6. Capabilities in every set, the user, no_new_privs.
+    if isolation:
+        isolation.enter_user_namespace(user)
+
+    # 6. Writes confined to the root, no terminal injection; then capabilities in every
+    #    set, the user, no_new_privs.
+    confinement.confine_writes_to_root()
+    confinement.block_terminal_injection()
     keep = None
     if not options.no_dropcaps:
         keep = capabilities.kept_capabilities(user.uid == 0, options.cap_add, options.cap_drop)
@@ -102,6 +117,9 @@ def run_container(options) -> None:
         except OSError as error:
             raise RunError(f"cannot enter the working directory {workdir} inside the root: "
                            f"{error.strerror}") from None
+
+    if isolation:
+        isolation.before_exec()
 
     # 8. Only stdin, stdout, stderr and systemd's sockets reach the app.
     os.closerange(3 + passed_fds, 1 << 20)
