@@ -8,6 +8,7 @@ systemd's socket-activation variables are passed through.
 import os
 
 from droot.errors import CommandNotExecutable, CommandNotFound, RunError
+from droot.imageconfig import parse_config, parse_env
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_ENV = "/.drootenv"
@@ -58,9 +59,7 @@ def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int)
             text = file.read()
     except FileNotFoundError:
         text = ""
-    if text:
-        from droot.imageconfig import parse_env
-        env.update(parse_env(text))
+    env.update(parse_env(text))
     env.update(settings)
     if passed_fds:
         env["LISTEN_FDS"] = str(passed_fds)
@@ -78,7 +77,6 @@ def image_config() -> dict:
             text = file.read()
     except FileNotFoundError:
         return {}
-    from droot.imageconfig import parse_config
     try:
         return parse_config(text)
     except ValueError as error:

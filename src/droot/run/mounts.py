@@ -102,8 +102,9 @@ def mount_sys() -> None:
 
 
 class BindMount:
-    """`-b/--bind` or `--robind SRC[:DST]`: the source is opened on the host before
-    chroot, and mounted through /proc/self/fd after it."""
+    """`-b/--bind` or `--robind SRC[:DST]`: checked before anything is mounted, opened
+    in droot's mount namespace before chroot (the kernel binds only mounts of the
+    caller's namespace), mounted through /proc/self/fd after it."""
 
     def __init__(self, spec: str, read_only: bool):
         flag = "--robind" if read_only else "--bind"
@@ -112,13 +113,17 @@ class BindMount:
             raise RunError(f"malformed {flag} {spec!r}: expected SRC[:DST] with an absolute DST")
         self.source = os.path.abspath(source)
         self.target = os.path.normpath(target or self.source)
-        self.read_only = read_only
+        self.read_only, self.flag = read_only, flag
+        if not os.path.exists(self.source):
+            raise RunError(f"{flag} source {self.source} does not exist on the host")
+        self.descriptor = -1
+
+    def open(self) -> None:
         try:
             self.descriptor = os.open(self.source, os.O_PATH | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise RunError(f"{flag} source {self.source} does not exist on the host") from None
         except OSError as error:
-            raise RunError(f"cannot open {flag} source {self.source}: {error.strerror}") from None
+            raise RunError(f"cannot open {self.flag} source {self.source}: "
+                           f"{error.strerror}") from None
         self.is_directory = os.path.isdir(f"/proc/self/fd/{self.descriptor}")
 
     def mount(self) -> None:

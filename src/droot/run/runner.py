@@ -38,6 +38,8 @@ def run_container(options) -> None:
     binds = [mounts.BindMount(spec, False) for spec in options.bind]
     binds += [mounts.BindMount(spec, True) for spec in options.robind]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
+    if not options.app_argv:
+        import json  # noqa: F401  (the image's /.droot.json is parsed after chroot)
     host_passwd = host_group = []
     if options.user or options.group or not options.app_argv:
         host_passwd = users.read_entries(users.PASSWD)
@@ -58,8 +60,11 @@ def run_container(options) -> None:
     mounts.make_all_private()
     if isolation:
         isolation.enter_namespaces()
+    for bind in binds:
+        bind.open()
 
-    # 3. chroot; from here on every path is inside the root.
+    # 3. chroot; from here on every path is inside the root, the standard library too:
+    #    whatever is imported later must be imported before this.
     os.chroot(root)
     os.chdir("/")
 
