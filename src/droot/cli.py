@@ -70,6 +70,8 @@ def build_parser(command: str | None):
             stage = __import__(module_name, fromlist=["_"])
             getattr(stage, f"{name}_arguments")(sub)
             sub.set_defaults(handler=getattr(stage, name), failure_status=failure_status)
+            # Options the command does not know are reported by this top-level parser.
+            parser.usage_exit_status = sub.usage_exit_status
     return parser
 
 
