@@ -89,7 +89,8 @@ def decompressing_reader(stream):
     and the kind that was detected."""
     kind, whole = sniff(stream)
     if kind == "gzip":
-        return kind, gzip.GzipFile(fileobj=whole, mode="rb")
+        from isal import igzip  # ISA-L: the same format, 2-3x faster than zlib to inflate
+        return kind, igzip.IGzipFile(fileobj=whole, mode="rb")
     if kind == "zstd":
         import zstandard
         return kind, zstandard.ZstdDecompressor().stream_reader(whole, read_across_frames=True)

@@ -1,0 +1,141 @@
+"""Command line of the deploy stage: deploy, rollback, releases, rm (argparse only here;
+the implementation is imported when a command runs)."""
+
+import sys
+
+from droot.errors import DrootError, UsageError
+
+
+def _keep(value: str) -> int:
+    try:
+        keep = int(value)
+    except ValueError:
+        keep = -1
+    if keep < 0:
+        raise UsageError(f"--keep {value!r}: expected a number of releases (0 keeps all)")
+    return keep
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise UsageError(f"--lock-timeout {value!r}: expected seconds (0 fails at once)")
+    return seconds
+
+
+def _sha256(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise UsageError(f"--sha256 {value!r}: expected 64 hexadecimal digits")
+    return value
+
+
+def root_arguments(parser, *, required=True):
+    parser.add_argument("--root", "--dest", dest="root", metavar="DIR", required=required,
+                        help="the app's directory (a symlink to its current release)")
+    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+                        help="fail if another deploy holds DIR longer (default: wait)")
+
+
+def target_arguments(parser):
+    """The options shared by `deploy` and `pull`."""
+    from_pull = parser.prog.endswith("pull")
+    root_arguments(parser, required=not from_pull)
+    parser.add_argument("--mode", choices=("symlink", "rsync"), default="symlink",
+                        help="symlink: a new release directory and an atomic switch "
+                        "(default); rsync: sync into DIR in place (not atomic)")
+    parser.add_argument("--keep", type=_keep, default=5, metavar="N",
+                        help="releases to keep, newest first (default 5; 0 keeps all); the "
+                        "current and previous ones and those in use are always kept")
+    parser.add_argument("--no-devices", dest="devices", action="store_false",
+                        help="do not create device nodes found in the archive")
+
+
+def deploy_arguments(parser):
+    target_arguments(parser)
+    parser.add_argument("--sha256", type=_sha256, metavar="HEX",
+                        help="refuse the archive unless its SHA-256 (as received) is HEX")
+
+
+def terminate_as_interrupt():
+    """SIGTERM (systemd stop, kill) unwinds like Ctrl-C: the half-extracted release is
+    removed and a multipart upload aborted (SIGKILL is left to the next deploy's cleanup)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def report(summary: dict, root) -> None:
+    pruned = summary.get("pruned") or []
+    extra = f", pruned {len(pruned)} old release(s)" if pruned else ""
+    skipped = summary.get("skipped_devices")
+    if skipped:
+        extra += f", skipped {skipped} device node(s)"
+    print(f"droot: deployed {summary['release']} at {root} ({summary['files']} files, "
+          f"{summary['compression']}, sha256 {summary['sha256'][:12]}){extra}", file=sys.stderr)
+
+
+def deploy(args) -> int:
+    from droot.deploy import deploy as implementation
+    if sys.stdin.isatty():
+        raise DrootError("deploy reads the archive on stdin, which is a terminal: "
+                         "pipe it in, e.g. aws s3 cp s3://bucket/app.tar.gz - | droot deploy "
+                         f"--root {args.root}")
+    terminate_as_interrupt()
+    summary = implementation.deploy(sys.stdin.buffer, args.root, mode=args.mode,
+                                    keep=args.keep, expected_sha256=args.sha256,
+                                    devices=args.devices, lock_timeout=args.lock_timeout)
+    report(summary, args.root)
+    return 0
+
+
+def rollback_arguments(parser):
+    root_arguments(parser)
+    parser.add_argument("--to", metavar="RELEASE",
+                        help="the release to switch to (a name or its unique start; "
+                        "default: the one deployed before the current one)")
+
+
+def rollback(args) -> int:
+    from droot.deploy import deploy as implementation
+    previous, current = implementation.rollback(args.root, to=args.to,
+                                                lock_timeout=args.lock_timeout)
+    print(f"droot: {args.root} now points at {current} (was {previous})", file=sys.stderr)
+    return 0
+
+
+def releases_arguments(parser):
+    parser.add_argument("--root", "--dest", dest="root", metavar="DIR", required=True,
+                        help="the app's directory")
+
+
+def releases(args) -> int:
+    from droot.deploy.releases import Layout
+    layout = Layout(args.root)
+    current = layout.current()
+    found = layout.releases()
+    if not found and layout.state() == "absent":
+        raise DrootError(f"{layout.root} has no releases (not deployed yet?)")
+    for release in found:
+        mark = "*" if release.name == current else " "
+        print(f"{mark} {release.name}")
+    if layout.state() == "directory":
+        print(f"* {layout.root} (a real directory: rsync mode)")
+    return 0
+
+
+def rm_arguments(parser):
+    root_arguments(parser)
+
+
+def rm(args) -> int:
+    from droot.deploy import deploy as implementation
+    removed = implementation.remove_all(args.root, lock_timeout=args.lock_timeout)
+    print(f"droot: removed {args.root} and {len(removed)} release(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,200 @@
+"""Extract an archive stream into a new release directory, safely and as a pipeline.
+
+The parent reads the (compressed) stream, hashes it, decompresses it and writes the tar
+bytes into a pipe; a forked child that has chroot(2)ed into the release directory reads
+the pipe and creates the files (unpack.py). So the two costly halves run on two cores,
+and the kernel, not path checks in Python, keeps every write inside the release: the
+child cannot name anything outside it, whatever the archive's paths and links say
+(Docker's chrootarchive does the same). The child dies with the parent (PDEATHSIG) and
+inherits the deploy lock, so no one starts on the release dir while it still writes.
+"""
+
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import signal
+
+from droot.deploy import unpack
+from droot.errors import DrootError
+from droot.ship import compression
+
+PIPE_SIZE = 1 << 20
+CHUNK = 1 << 20
+F_SETPIPE_SZ = 1031
+PR_SET_PDEATHSIG = 1
+
+
+class Extracted:
+    """What an extraction read: the SHA-256 of the stream as received (compressed), its
+    size and compression, and the counts of what was created."""
+
+    def __init__(self, sha256: str, size: int, compression: str, stats: dict):
+        self.sha256 = sha256
+        self.size = size
+        self.compression = compression
+        self.stats = stats
+
+
+class _HashingReader:
+    """Reads `stream`, hashing and counting the bytes (and reporting them to progress)."""
+
+    def __init__(self, stream, progress=None):
+        self._stream = stream
+        self._progress = progress
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n=-1):
+        data = self._stream.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        if self._progress:
+            self._progress.update(len(data))
+        return data
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path) -> None:
+    """Flush the filesystem holding `path` to disk: one call for a whole release."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc().syncfs(fd) != 0:
+            errno = ctypes.get_errno()
+            raise DrootError(f"cannot sync {path} to disk: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
+def extract(stream, release_dir, *, devices: bool = True, progress=None) -> Extracted:
+    """Unpack the archive read from `stream` (gzip, zstd or plain tar) into the existing,
+    empty `release_dir`. Raises DrootError if the archive is corrupt, truncated or refused;
+    the caller removes the half-filled directory."""
+    reader = _HashingReader(stream, progress)
+    data_read, data_write = os.pipe()
+    result_read, result_write = os.pipe()
+    try:
+        fcntl.fcntl(data_write, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # a smaller pipe only costs a few more context switches
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        # The parent's ends must not stay open here, or the child never sees end of input.
+        os.close(data_write)
+        os.close(result_read)
+        _child(parent, str(release_dir), data_read, result_write, devices)
+    os.close(data_read)
+    os.close(result_write)
+    feed_error = None
+    kind = "none"
+    try:
+        try:
+            kind, tar = compression.decompressing_reader(reader)
+            _feed(tar, data_write)
+        except BrokenPipeError:
+            pass  # the child stopped reading: its own report says why
+        except Exception as error:
+            # A download that broke off, a truncated or corrupt gzip/zstd stream.
+            if not isinstance(error, (OSError, EOFError, ValueError)) and \
+                    not type(error).__module__.startswith("zstandard"):
+                raise
+            feed_error = error
+        finally:
+            os.close(data_write)
+    except BaseException:
+        _stop(pid)
+        os.close(result_read)
+        raise
+    status = _wait(pid)
+    report = _read_all(result_read)
+    if feed_error is not None:
+        raise DrootError(f"the archive is corrupt or truncated: {_describe(feed_error)}")
+    if status != 0:
+        message = report.decode(errors="replace").strip() or f"extraction exited with {status}"
+        raise DrootError(f"cannot extract the archive: {message}")
+    # The decompressor stopped at the end of its stream: whatever follows is still part of
+    # what was downloaded and must be hashed, and is refused if it is not empty.
+    trailing = reader.read(CHUNK)
+    if trailing:
+        raise DrootError("the archive has unexpected data after its end")
+    return Extracted(reader.hash.hexdigest(), reader.size, kind, json.loads(report))
+
+
+def _feed(tar, fd: int):
+    while True:
+        chunk = tar.read(CHUNK)
+        if not chunk:
+            return
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _read_all(fd: int) -> bytes:
+    parts = []
+    try:
+        while data := os.read(fd, 65536):
+            parts.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        except InterruptedError:
+            continue
+
+
+def _stop(pid: int):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _wait(pid)
+
+
+def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool):
+    """The extraction process: chroot into the release and unpack. Never returns."""
+    status = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
+            os._exit(1)
+        os.chroot(release_dir)
+        os.chdir("/")
+        os.umask(0)
+        # Nothing can be imported from here on: the interpreter's files are outside.
+        try:
+            stats = unpack.Unpacker(unpack.Input(data_read), devices=devices).run()
+            os.write(result_write, json.dumps(stats.as_dict()).encode())
+            status = 0
+        except unpack.ArchiveError as error:
+            os.write(result_write, str(error).encode())
+        except OSError as error:
+            name = error.filename.decode(errors="replace") if isinstance(
+                error.filename, bytes) else error.filename
+            where = f"/{name}: " if name else ""
+            os.write(result_write, f"{where}{error.strerror or error}".encode())
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, never raised
+        try:
+            os.write(result_write, f"{type(error).__name__}: {error}".encode())
+        except BaseException:
+            pass
+    finally:
+        os._exit(status)
