@@ -90,15 +90,15 @@ def _text(field: bytes) -> str:
 class Entry:
     """One archive member: `header` holds its header blocks exactly as read."""
 
-    __slots__ = ("header", "path", "linkname", "type", "size", "pax", "index")
+    __slots__ = ("header", "path", "linkname", "type", "size", "pax_records", "index")
 
-    def __init__(self, header, path, linkname, type_, size, pax, index):
+    def __init__(self, header, path, linkname, type_, size, pax_records, index):
         self.header = header
         self.path = path          # normalised
         self.linkname = linkname  # as written (hardlinks: a member name; symlinks: any text)
         self.type = type_
         self.size = size
-        self.pax = pax
+        self.pax_records = pax_records  # the entry's PAX records, unparsed
         self.index = index        # position in its archive (0, 1, 2, ...)
 
     @property
@@ -111,7 +111,7 @@ class Entry:
         info.name = self.path
         info.linkname = self.linkname
         info.size = self.size
-        pax = dict(self.pax or {})
+        pax = parse_pax(self.pax_records) if self.pax_records else {}
         for key in ("uid", "gid", "mtime"):
             if key in pax:
                 value = float(pax.pop(key))
@@ -154,6 +154,7 @@ class TarReader:
             self.skip_data()
         blocks = []
         pax = None
+        pax_records = b""
         long_name = long_link = None
         while True:
             block = self._stream.read(BLOCK)
@@ -181,7 +182,10 @@ class TarReader:
             data = self._read(padded(size))
             blocks.append(data)
             if type_ == PAX_LOCAL:
-                pax = {**(pax or {}), **parse_pax(data[:size])}
+                pax_records += data[:size]
+                # most PAX headers only carry times: parse them now only when they say more
+                if b"path=" in pax_records or b"size=" in pax_records:
+                    pax = parse_pax(pax_records)
             elif type_ == GNU_LONGNAME:
                 long_name = _text(data[:size])
             elif type_ == GNU_LONGLINK:
@@ -209,7 +213,7 @@ class TarReader:
         if type_ in NO_DATA:
             size = 0  # as tar readers do: these types have no data blocks, whatever size says
         header = block if len(blocks) == 1 else b"".join(blocks)
-        entry = Entry(header, normalise(name), linkname, type_, size, pax, self._index)
+        entry = Entry(header, normalise(name), linkname, type_, size, pax_records, self._index)
         self._index += 1
         self._remaining = padded(size)
         return entry
