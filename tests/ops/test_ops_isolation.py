@@ -140,3 +140,18 @@ def test_ipc_namespace_hides_host_semaphores(root):
         assert str(key) not in keys(["--ipc"])
     finally:
         subprocess.run(["ipcrm", "-s", str(semid)], check=False)
+
+
+def test_pid_namespace_dies_with_a_killed_relay(root):
+    app = start_app(root, ["--pid"], ["/bin/sh", "-c", "echo ready; exec sleep 60"])
+    try:
+        assert app.stdout.readline() == "ready\n"
+        children = wait_until(lambda: open(f"/proc/{app.pid}/task/{app.pid}/children")
+                              .read().split(), "the init")
+        init = int(children[0])
+        app.send_signal(signal.SIGKILL)  # no chance to forward anything
+        app.wait(timeout=30)
+        wait_until(lambda: not os.path.exists(f"/proc/{init}"), "the init to die too")
+        app.communicate(timeout=30)  # and every process holding the pipes is gone
+    finally:
+        stop_app(app)

@@ -19,8 +19,11 @@ Standard library only, imported by `droot run` only with --pid.
 """
 
 import os
+import select
 import signal
 import struct
+
+from droot.run import kernel
 
 # Signals that are not forwarded: uncatchable ones, SIGCHLD (the waiter's own business), and
 # the synchronous fault signals, which are about the process itself.
@@ -30,7 +33,9 @@ FORWARDED = sorted(set(signal.valid_signals()) - _NOT_FORWARDED)
 _WAITED = FORWARDED + [signal.SIGCHLD]
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent, e.g. Ctrl-C to the terminal's group
 
+_PR_SET_PDEATHSIG = 1
 _status_fd: int | None = None  # the init's end of the pipe to the relay
+_relay_pidfd: int | None = None  # in the init: the relay, to notice if it was killed
 
 
 def enter_pid_namespace(cgroups=None):
@@ -43,19 +48,21 @@ def enter_pid_namespace(cgroups=None):
     Both keep every forwarded signal blocked and take them with sigwaitinfo(2): none is
     lost while `droot run` is still setting up, and a blocked signal reaches even a PID 1
     that has no handler (the kernel drops an unhandled one)."""
-    global _status_fd
-    from droot.run.isolation import CLONE_NEWPID, unshare
+    global _status_fd, _relay_pidfd
+    from droot.run.isolation import CLONE_NEWPID, unshare  # imported already by the caller
     unshare(CLONE_NEWPID, "--pid")
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    relay_pidfd = os.pidfd_open(os.getpid())
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     init = os.fork()
     if init == 0:
         os.close(read_end)
-        _status_fd = write_end
+        _status_fd, _relay_pidfd = write_end, relay_pidfd
         if cgroups is not None:
             cgroups.join()
         return
     os.close(write_end)
+    os.close(relay_pidfd)
     status = wait_forwarding(init, reap_all=False)
     reported = os.read(read_end, 4)
     if cgroups is not None:
@@ -68,6 +75,13 @@ def enter_pid_namespace(cgroups=None):
 def fork_app():
     """In the init, once `droot run` has set up everything but the final exec: fork the
     app, which returns (to exec); the init forwards signals and reaps, and never returns."""
+    # If the relay is killed (SIGKILL leaves it no time to forward), the namespace must not
+    # live on unsupervised: the init dies with it, and the kernel kills the rest. Set here,
+    # after the switch to the app's user, which clears it; the pidfd closes the race.
+    kernel.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([_relay_pidfd], [], [], 0)[0]:
+        os._exit(1)
+    os.close(_relay_pidfd)
     app = os.fork()
     if app == 0:
         os.close(_status_fd)

@@ -1,0 +1,135 @@
+"""`droot ps` and `droot exec` against apps started with the installed `droot run`."""
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from opshelp import droot, fresh_root, remove_cgroups, start_app, stop_app, wait_until
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = fresh_root(tmp_path)
+    (root / "srv").mkdir()
+    yield root
+    remove_cgroups(root)
+
+
+def listed(pid: int) -> dict | None:
+    result = droot("ps", "--json")
+    assert result.returncode == 0, result.stderr
+    return next((app for app in json.loads(result.stdout) if app["pid"] == pid), None)
+
+
+def started(root, options=(), command=("/bin/sleep", "60")):
+    app = start_app(root, options, command)
+    wait_until(lambda: app.poll() is not None or listed(app.pid), "the app in droot ps")
+    assert app.poll() is None, app.communicate()
+    return app
+
+
+def test_ps_lists_a_running_app_and_forgets_it_when_it_exits(root):
+    app = started(root, ["-u", "app", "-w", "/srv"])
+    try:
+        entry = listed(app.pid)
+        assert entry["root"] == str(root) and entry["release"] == str(root)
+        assert entry["user"] == "app" and entry["uid"] == 1000
+        assert entry["app_pid"] == app.pid and entry["rss_bytes"] > 0
+        assert entry["pid_namespace"] is False
+        table = droot("ps").stdout.splitlines()
+        assert table[0].split() == ["PID", "ROOT", "RELEASE", "USER", "UPTIME", "MEM", "CPU"]
+        assert any(line.split()[:2] == [str(app.pid), str(root)] for line in table[1:])
+    finally:
+        stop_app(app)
+    assert listed(app.pid) is None  # nothing to go stale: the kernel is the state
+
+
+def test_ps_names_the_root_and_release_of_a_deployed_app(tmp_path):
+    release = fresh_root(tmp_path / "releases", "20261128-1")
+    current = tmp_path / "current"
+    current.symlink_to(release)
+    app = started(current)
+    try:
+        entry = listed(app.pid)
+        assert (entry["root"], entry["release"]) == (str(current), str(release))
+        line = next(line for line in droot("ps").stdout.splitlines()
+                    if line.startswith(f"{app.pid} "))
+        assert line.split()[2] == "20261128-1"
+    finally:
+        stop_app(app)
+
+
+def test_ps_shows_the_supervised_pid_under_pid_namespace_and_limits(root):
+    app = started(root, ["--pid", "--memory", "64M"])
+    try:
+        entry = listed(app.pid)
+        assert entry["pid_namespace"] is True and entry["app_pid"] != app.pid
+        assert entry["root"] == str(root)
+    finally:
+        stop_app(app)
+
+
+def test_exec_enters_the_apps_environment(root):
+    app = started(root, ["-u", "app", "-w", "/srv", "-e", "GREETING=hi there",
+                         "--hostname", "appbox", "--net", "none"])
+    try:
+        script = ("echo $GREETING; pwd; id -un; hostname; cat /proc/net/dev | wc -l; "
+                  "grep CapEff /proc/self/status; readlink /proc/self/ns/mnt")
+        result = droot("exec", "--pid", app.pid, "--", "/bin/sh", "-c", script)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[:4] == ["hi there", "/srv", "app", "appbox"]
+        assert lines[4] == "3"  # /proc/net/dev of a namespace with only lo
+        assert lines[5].split()[1] == "0000000000000000"  # as the app: no capability
+        assert lines[6] == os.readlink(f"/proc/{app.pid}/ns/mnt")
+        # As root, by --root: root's capabilities of a run, no more.
+        result = droot("exec", "--root", root, "-u", "root", "--", "/bin/sh", "-c",
+                       "id -u; grep CapBnd /proc/self/status")
+        assert result.stdout.split()[0] == "0"
+        bounding = int(result.stdout.split()[-1], 16)
+        assert bounding & (1 << 21) == 0  # no CAP_SYS_ADMIN, as in the app
+    finally:
+        stop_app(app)
+
+
+def test_exec_joins_the_pid_namespace_and_cgroup(root):
+    app = started(root, ["--pid", "--pids-limit", "50"])
+    try:
+        result = droot("exec", "--pid", app.pid, "--", "/bin/sh", "-c",
+                       "echo $$; ls /proc | grep -c '^[0-9]'; cat /proc/self/cgroup")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert int(lines[0]) < 10 and int(lines[1]) < 10  # the namespace's own numbering
+        assert any(":pids:/droot/" in line for line in lines[2:])
+    finally:
+        stop_app(app)
+
+
+def test_exec_exit_status_is_the_commands(root):
+    app = started(root)
+    try:
+        assert droot("exec", "--pid", app.pid, "--", "/bin/sh", "-c", "exit 9").returncode == 9
+        missing = droot("exec", "--pid", app.pid, "--", "/no/such")
+        assert missing.returncode == 127 and missing.stderr.count("\n") == 1
+    finally:
+        stop_app(app)
+
+
+def test_exec_into_a_process_that_is_not_a_droot_app(root):
+    host_process = subprocess.Popen(["sleep", "60"])
+    try:
+        result = droot("exec", "--pid", host_process.pid, "--", "/bin/true")
+        assert result.returncode == 125
+        assert result.stderr == (f"droot: exec: PID {host_process.pid} is not a droot app (not "
+                                 "chrooted in a mount namespace of its own); 'droot ps' lists "
+                                 "the apps\n")
+    finally:
+        host_process.send_signal(signal.SIGKILL)
+        host_process.wait()
+    gone = droot("exec", "--pid", 2**22 + 1, "--", "/bin/true")
+    assert gone.returncode == 125 and "is not running" in gone.stderr
+    nothing = droot("exec", "--root", root, "--", "/bin/true")
+    assert nothing.returncode == 125 and "no droot app is running from" in nothing.stderr
