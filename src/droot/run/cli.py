@@ -28,7 +28,8 @@ RUN_OPTIONS = (
     (("-w", "--workdir"), "workdir", "value", "DIR",
      "working directory inside the root (default: the image's, else /)"),
     (("--no-dropcaps",), "no_dropcaps", "flag", None,
-     "keep all of droot's capabilities (unsafe: root inside can leave the chroot)"),
+     "keep all of droot's capabilities and skip the Landlock confinement (unsafe: root "
+     "inside can leave the chroot)"),
     (("--cap-add",), "cap_add", "append", "CAP",
      "keep this capability too, e.g. NET_RAW, or ALL (repeatable; for a non-root user it "
      "becomes an ambient capability)"),

@@ -5,7 +5,9 @@
   A file outside reached through a /proc magic link stays read-only to it: the
   CVE-2019-5736 class, where a command whose interpreter is `/proc/self/exe` runs the
   host's Python and then reopens it for writing. Root owns that file, so no capability
-  check would stop it; Landlock does, with no race. Skipped on kernels without Landlock.
+  check would stop it; Landlock does, with no race. A Landlock-confined process can also
+  neither mount nor ptrace outside its domain. Skipped on kernels without Landlock, and
+  with `--no-dropcaps` (a privileged app is meant to do all that).
 - seccomp: ioctl TIOCSTI (push input into a terminal, which the host's shell then runs)
   and TIOCLINUX fail with EPERM. This kernel allows TIOCSTI to anyone on their own
   terminal, and droot cannot start a new session without leaving the supervisor's.

@@ -99,7 +99,8 @@ def run_container(options) -> None:
 
     # 6. Writes confined to the root, no terminal injection; then capabilities in every
     #    set, the user, no_new_privs.
-    confinement.confine_writes_to_root()
+    if not options.no_dropcaps:  # a privileged app may mount, ptrace, write anywhere
+        confinement.confine_writes_to_root()
     confinement.block_terminal_injection()
     keep = None
     if not options.no_dropcaps:
