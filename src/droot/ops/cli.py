@@ -53,8 +53,11 @@ def unit_arguments(parser):
 
 def unit(args) -> int:
     from droot.ops import unit as units
-    text = units.render(units.droot_path(), units.run_tokens(sys.argv), args.root,
-                        args.description, getattr(args, "memory", None),
-                        getattr(args, "cpus", None), getattr(args, "pids_limit", None))
+    from droot.run import cgroups
+    text = units.render(
+        units.droot_path(), units.run_tokens(sys.argv), args.root, args.description,
+        memory=cgroups.parse_memory(args.memory) if args.memory else None,
+        cpus=cgroups.parse_cpus(args.cpus) if args.cpus else None,
+        pids=cgroups.parse_pids(args.pids_limit) if args.pids_limit else None)
     sys.stdout.write(text)
     return 0

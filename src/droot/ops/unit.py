@@ -19,9 +19,8 @@ import re
 
 from droot.run.cgroups import format_size
 
-# Flags taken out of the run line, with the shortest abbreviation argparse accepts for
-# each (`--cp` and `--pid` are other flags of their own).
-REMOVED_FLAGS = {"--memory": 3, "--cpus": 5, "--pids-limit": 6, "--description": 3}
+# Flags taken out of the run line: the unit's own, and the limits (systemd directives).
+REMOVED_FLAGS = ("--description", "--memory", "--cpus", "--pids-limit", "--debug")
 _BARE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
@@ -44,23 +43,29 @@ def quote(word: str) -> str:
 
 def run_tokens(argv: list[str]) -> list[str]:
     """The `droot run` arguments in a `droot unit` command line: what follows `unit`,
-    without the unit's own flags and the limits (they become systemd directives)."""
-    start = next(i for i, arg in enumerate(argv) if arg == "unit") + 1
-    tokens, rest = [], argv[start:]
-    index = 0
+    without REMOVED_FLAGS. argparse has already accepted the line; this reads it with the
+    run options' table to know which flags take a value (abbreviations included)."""
+    from droot.run.cli import RUN_OPTIONS
+    takes_value = {flag: kind != "flag" for flags, _, kind, _, _ in RUN_OPTIONS
+                   for flag in flags}
+    takes_value.update({"--description": True, "--debug": False})
+    rest = argv[argv.index("unit") + 1:]
+    tokens, index = [], 0
     while index < len(rest):
         token = rest[index]
-        if token == "--":
-            tokens.extend(rest[index:])
+        if token == "--" or not token.startswith("-") or token == "-":
+            tokens += rest[index:]  # the command and its arguments, untouched
             break
-        name = token.split("=", 1)[0]
-        if any(flag.startswith(name) and len(name) >= shortest
-               for flag, shortest in REMOVED_FLAGS.items()):
-            index += 1 if "=" in token else 2
-            continue
-        if token != "--debug":
-            tokens.append(token)
-        index += 1
+        name, equals, _ = token.partition("=")
+        if name not in takes_value and name.startswith("--"):
+            name = next(flag for flag in takes_value if flag.startswith(name))
+        elif name not in takes_value:  # a short flag with its value attached: -uapp
+            name = token[:2]
+            equals = equals or len(token) > 2
+        words = rest[index:index + (2 if takes_value[name] and not equals else 1)]
+        if name not in REMOVED_FLAGS:
+            tokens += words
+        index += len(words)
     return tokens
 
 
