@@ -25,7 +25,7 @@ def small_image(docker_client, tmp_path_factory):
     """An image of its own, so the containers made from it are this module's alone."""
     context = tmp_path_factory.mktemp("export-errors")
     (context / "app").write_bytes(open("/bin/busybox", "rb").read())
-    (context / "Dockerfile").write_text('FROM scratch\nCOPY app /app\nCMD ["/app"]\n')
+    (context / "Dockerfile").write_text('FROM scratch\nCOPY app /app\nVOLUME /data\nCMD ["/app"]\n')
     tag = f"{PREFIX}/errors:latest"
     image_id = docker_build(docker_client, context, tag)
     yield tag, image_id
@@ -218,7 +218,11 @@ def test_no_container_left_when_interrupted(small_image, how):
             if containers_of(small_image[1]):
                 break
             time.sleep(0.05)
-        assert containers_of(small_image[1]), "the export never created its container"
+        containers = containers_of(small_image[1])
+        assert containers, "the export never created its container"
+        volumes = subprocess.run(["docker", "inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}",
+                                  containers[0]], capture_output=True, text=True).stdout.split()
+        assert len(volumes) == 1  # the image's VOLUME: an anonymous volume of the container
         process.send_signal(how)
         status = process.wait(60)
         assert status == (143 if how == signal.SIGTERM else 130)
@@ -231,3 +235,5 @@ def test_no_container_left_when_interrupted(small_image, how):
         process.stdout.close()
         process.stderr.close()
     assert containers_of(small_image[1]) == []
+    gone = subprocess.run(["docker", "volume", "inspect", volumes[0]], capture_output=True)
+    assert gone.returncode != 0  # removed with the container

@@ -152,6 +152,22 @@ def test_same_filesystem_as_the_docker_engine_makes_of_the_layers(docker_client,
     assert "hl/link1" in engine and "gone/again" in engine and "opq/new" in engine
 
 
+def test_links_to_links_and_links_to_nothing(tmp_path):
+    layers = [layer(("c", "dir"), ("c/f", "file", {"data": b"F", "mode": 0o640, "uid": 7}),
+                    ("c/l1", "hardlink", "c/f")),
+              layer(("c", "dir"), ("c/l2", "hardlink", "c/l1"), ("c/orphan", "hardlink", "c/gone")),
+              layer(("c", "dir"), ("c/.wh.f", "file"), ("c/.wh.l1", "file"), ("c/.wh.gone", "file"))]
+    archive = write_docker_archive(tmp_path / "links.tar", layers)
+    out = tmp_path / "out.tar"
+    result = droot("export", f"docker-archive:{archive}", "-o", out)
+    assert result.returncode == 0
+    assert "c/orphan" in result.stderr and "left out" in result.stderr  # a warning, not a failure
+    files = listing(out.read_bytes())
+    assert set(files) == {"c"}.union({"c/l2"})
+    assert member(out.read_bytes(), "c/l2") == b"F"  # through the link, to the deleted file
+    assert files["c/l2"][0] == tarfile.REGTYPE and files["c/l2"][1:3] == ("0o640", 7)
+
+
 def test_a_single_layer_streams_in_one_pass(tmp_path):
     """A one-layer image keeps even a member list with duplicate-looking forms intact."""
     data = layer(("./", "dir"), ("./app", "file", b"#!/bin/true\n"), ("./lib", "dir"))

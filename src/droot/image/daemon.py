@@ -117,7 +117,7 @@ def export_from_daemon(reference: str, output) -> ImageConfig:
 def remove_container(client, name: str):
     import docker
     try:
-        client.api.remove_container(name, force=True)
+        client.api.remove_container(name, force=True, v=True)  # with its anonymous volumes
     except docker.errors.NotFound:
         pass  # never created (create failed or was interrupted before it answered)
 
