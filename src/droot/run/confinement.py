@@ -13,13 +13,11 @@
   terminal, and droot cannot start a new session without leaving the supervisor's.
 """
 
-import ctypes
 import os
 import stat
 
-from droot.run.kernel import prctl
-
-_libc = ctypes.CDLL(None, use_errno=True)
+from droot.run.kernel import (POINTER, Structure, addressof, byref, c_int32, c_uint8, c_uint16,
+                              c_uint32, c_uint64, check, prctl, sizeof, syscall)
 
 # Landlock (linux/landlock.h); the system call numbers are the same on every architecture.
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
@@ -31,24 +29,24 @@ _REFER = 1 << 13  # ABI 2
 _TRUNCATE = 1 << 14  # ABI 3
 
 
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+class _RulesetAttr(Structure):
+    _fields_ = [("handled_access_fs", c_uint64)]
 
 
-class _PathBeneathAttr(ctypes.Structure):
+class _PathBeneathAttr(Structure):
     _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+    _fields_ = [("allowed_access", c_uint64), ("parent_fd", c_int32)]
 
 
 def confine_writes_to_root() -> bool:
     """Allow writes only beneath `/` (the chroot) and to the files on fds 0-2. Returns
     False when the kernel has no Landlock."""
-    abi = _libc.syscall(_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION)
+    abi = syscall(_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION)
     if abi < 1:
         return False
     handled = _ABI1_WRITES | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
     attr = _RulesetAttr(handled)
-    ruleset = _checked(_libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
+    ruleset = check(syscall(_CREATE_RULESET, byref(attr), sizeof(attr), 0), "Landlock")
     try:
         _allow(ruleset, "/", handled)
         for descriptor in (0, 1, 2):
@@ -58,7 +56,7 @@ def confine_writes_to_root() -> bool:
                 continue
             if stat.S_ISREG(mode) or stat.S_ISCHR(mode):
                 _allow(ruleset, f"/proc/self/fd/{descriptor}", handled & (_WRITE_FILE | _TRUNCATE))
-        _checked(_libc.syscall(_RESTRICT_SELF, ruleset, 0))
+        check(syscall(_RESTRICT_SELF, ruleset, 0), "Landlock")
     finally:
         os.close(ruleset)
     return True
@@ -68,16 +66,9 @@ def _allow(ruleset: int, path: str, access: int) -> None:
     descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         rule = _PathBeneathAttr(access, descriptor)
-        _checked(_libc.syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0))
+        check(syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, byref(rule), 0), "Landlock")
     finally:
         os.close(descriptor)
-
-
-def _checked(result: int) -> int:
-    if result < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"Landlock: {os.strerror(errno)}")
-    return result
 
 
 # seccomp (linux/seccomp.h, linux/filter.h, linux/audit.h)
@@ -93,13 +84,12 @@ _IOCTL_NUMBERS = {
 }[os.uname().machine]
 
 
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
+class _SockFilter(Structure):
+    _fields_ = [("code", c_uint16), ("jt", c_uint8), ("jf", c_uint8), ("k", c_uint32)]
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+class _SockFprog(Structure):
+    _fields_ = [("len", c_uint16), ("filter", POINTER(_SockFilter))]
 
 
 def _terminal_injection_filter() -> list[tuple[int, int, int, int]]:
@@ -132,4 +122,4 @@ def block_terminal_injection() -> None:
     instructions = _terminal_injection_filter()
     filters = (_SockFilter * len(instructions))(*instructions)
     program = _SockFprog(len(instructions), filters)
-    prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(program))
+    prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, addressof(program))

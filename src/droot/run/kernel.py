@@ -1,14 +1,74 @@
 """The system calls Python 3.11's `os` module lacks, called through the C library.
 
 unshare, mount, umount2, prctl, capset and mount_setattr. Each raises OSError
-with the errno, like the `os` functions do. Only ctypes is imported: this module is on
-the start-up path of every `droot run`.
+with the errno, like the `os` functions do.
+
+This module is on the start-up path of every `droot run`, so it uses ctypes' C core,
+`_ctypes`, directly: the `ctypes` package defines some forty types when imported (about
+4 ms here, a sixth of droot's whole start), and droot needs the few below.
 """
 
-import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+import _ctypes
+
+byref, sizeof, addressof, get_errno = (_ctypes.byref, _ctypes.sizeof, _ctypes.addressof,
+                                       _ctypes.get_errno)
+Structure, POINTER = _ctypes.Structure, _ctypes.POINTER
+
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class c_uint8(_ctypes._SimpleCData):
+    _type_ = "B"
+
+
+class c_uint16(_ctypes._SimpleCData):
+    _type_ = "H"
+
+
+class c_uint32(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class c_uint64(_ctypes._SimpleCData):
+    _type_ = "Q"
+
+
+c_int32 = c_int
+
+
+class _IntFunction(_ctypes.CFuncPtr):
+    """A C function returning int; errno is saved for get_errno()."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class _LongFunction(_ctypes.CFuncPtr):
+    """A C function returning long; errno is saved for get_errno()."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+class _CLibrary:
+    """The C library already loaded in this process, as ctypes.CDLL(None) would be."""
+    _handle = _ctypes.dlopen(None, os.RTLD_NOW)
+
+
+_libc = _CLibrary()
+_unshare, _mount, _umount2, _prctl = (_IntFunction((name, _libc)) for name in
+                                      ("unshare", "mount", "umount2", "prctl"))
+syscall = _LongFunction(("syscall", _libc))
 
 CLONE_NEWNS = 0x00020000
 
@@ -44,38 +104,37 @@ MOUNT_ATTR_RDONLY = 0x1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
-def _check(result: int, *what: str) -> int:
-    if result == -1:
-        errno = ctypes.get_errno()
+def check(result: int, *what: str) -> int:
+    """`result` of a C call, or OSError with its errno when it is negative."""
+    if result < 0:
+        errno = get_errno()
         raise OSError(errno, os.strerror(errno), *what)
     return result
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags))
+    check(_unshare(flags))
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None):
-    _check(_libc.mount(source.encode(), target.encode(), fstype and fstype.encode(),
-                       ctypes.c_ulong(flags), data and data.encode()), target)
+    check(_mount(source.encode(), target.encode(), fstype and fstype.encode(), c_ulong(flags),
+                 data and data.encode()), target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(target.encode(), flags), target)
+    check(_umount2(target.encode(), flags), target)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
-    return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                              ctypes.c_ulong(0), ctypes.c_ulong(0)))
+    return check(_prctl(option, c_ulong(arg2), c_ulong(arg3), c_ulong(0), c_ulong(0)))
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapHeader(Structure):
+    _fields_ = [("version", c_uint32), ("pid", c_int)]
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _CapData(Structure):
+    _fields_ = [("effective", c_uint32), ("permitted", c_uint32), ("inheritable", c_uint32)]
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
@@ -85,16 +144,16 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[index].effective = (effective >> shift) & 0xFFFFFFFF
         data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_SYSCALL_NUMBERS["capset"], ctypes.byref(header), data))
+    check(syscall(_SYSCALL_NUMBERS["capset"], byref(header), data))
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+class _MountAttr(Structure):
+    _fields_ = [("attr_set", c_uint64), ("attr_clr", c_uint64), ("propagation", c_uint64),
+                ("userns_fd", c_uint64)]
 
 
 def make_tree_read_only(path: str) -> None:
     """Make the mount at `path` and every mount below it read-only (Linux 5.12+)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    _check(_libc.syscall(_SYSCALL_NUMBERS["mount_setattr"], AT_FDCWD, path.encode(),
-                         AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)), path)
+    check(syscall(_SYSCALL_NUMBERS["mount_setattr"], AT_FDCWD, path.encode(), AT_RECURSIVE,
+                  byref(attr), sizeof(attr)), path)
