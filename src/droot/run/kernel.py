@@ -17,47 +17,20 @@ byref, sizeof, addressof, get_errno = (_ctypes.byref, _ctypes.sizeof, _ctypes.ad
 Structure, POINTER = _ctypes.Structure, _ctypes.POINTER
 
 
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
+def _c_type(code: str) -> type:
+    """The ctypes type of a `struct` format code ("i" int, "L" unsigned long, ...)."""
+    return type(f"c_{code}", (_ctypes._SimpleCData,), {"_type_": code})
 
 
-class c_long(_ctypes._SimpleCData):
-    _type_ = "l"
-
-
-class c_ulong(_ctypes._SimpleCData):
-    _type_ = "L"
-
-
-class c_uint8(_ctypes._SimpleCData):
-    _type_ = "B"
-
-
-class c_uint16(_ctypes._SimpleCData):
-    _type_ = "H"
-
-
-class c_uint32(_ctypes._SimpleCData):
-    _type_ = "I"
-
-
-class c_uint64(_ctypes._SimpleCData):
-    _type_ = "Q"
-
-
+c_int, c_long, c_ulong, c_uint8, c_uint16, c_uint32, c_uint64 = map(_c_type, "ilLBHIQ")
 c_int32 = c_int
 
 
-class _IntFunction(_ctypes.CFuncPtr):
-    """A C function returning int; errno is saved for get_errno()."""
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_int
-
-
-class _LongFunction(_ctypes.CFuncPtr):
-    """A C function returning long; errno is saved for get_errno()."""
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_long
+def _function_type(result: type) -> type:
+    """C functions returning `result`, with errno saved for get_errno()."""
+    return type("CFunction", (_ctypes.CFuncPtr,),
+                {"_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
+                 "_restype_": result})
 
 
 class _CLibrary:
@@ -66,9 +39,9 @@ class _CLibrary:
 
 
 _libc = _CLibrary()
-_unshare, _mount, _umount2, _prctl = (_IntFunction((name, _libc)) for name in
+_unshare, _mount, _umount2, _prctl = (_function_type(c_int)((name, _libc)) for name in
                                       ("unshare", "mount", "umount2", "prctl"))
-syscall = _LongFunction(("syscall", _libc))
+syscall = _function_type(c_long)(("syscall", _libc))
 
 CLONE_NEWNS = 0x00020000
 
