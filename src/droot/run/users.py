@@ -6,7 +6,6 @@ or group that the image lacks but the host has is added to the image's files, wi
 the host's entry (never its password), under the shadow tools' lock file.
 """
 
-import fcntl
 import os
 
 from droot.errors import RunError
@@ -122,7 +121,7 @@ def copy_host_entry(path: str, host_entries: list[list[str]], wanted: str,
         entry = [entry[0], "x", entry[2], ""]  # the host's members mean nothing here
     lock = os.open(LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.lockf(lock, fcntl.LOCK_EX)
+        os.lockf(lock, os.F_LOCK, 0)
         # Another run may have added it while this one waited for the lock.
         existing = find_entry(read_entries(path), wanted, fields)
         if existing is None:
