@@ -8,7 +8,7 @@ so `droot ps` reads the root back from the name. The PID keeps two apps of one r
 
 droot execs the app in place, so nobody is left to remove the cgroup when the app exits and
 v2 has no release agent (v1's is one global file we must not take over). A *keeper* does it:
-a small process forked before the app joins the cgroup, detached from the app's process tree
+a small process forked before the cgroup is made, detached from the app's process tree
 (double fork, own session), that waits for the app's PID to exit and the cgroup to empty,
 then reports any limit the kernel enforced (OOM kills, forks refused at the pids limit, CPU
 throttling) as one `droot: …` line on stderr and removes the cgroup. Cgroups a killed keeper
@@ -18,7 +18,6 @@ Standard library only: this module is imported by `droot run` when a limit is gi
 """
 
 import os
-import re
 import signal
 import sys
 
@@ -33,11 +32,17 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 <
 
 def parse_memory(text: str) -> int:
     """`64M`, `1.5g`, `512k`, `1048576`, `2GiB` → bytes (binary units, as docker and systemd)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
-    if not match or (match.group(2) == "" and text.strip().lower().endswith("ib")):
+    spec = text.strip().lower()
+    number = spec.rstrip("bkmgti")
+    unit = spec[len(number):].removesuffix("ib").removesuffix("b")
+    try:
+        value = float(number) if number.replace(".", "", 1).isdigit() else None
+    except ValueError:
+        value = None
+    if value is None or unit not in _SIZE_UNITS or spec[len(number):] in ("i", "ib"):
         raise UsageError(f"--memory {text!r}: not a size (use a number with an optional unit "
                          "K, M, G or T, e.g. 64M)", 125)
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    size = int(value * _SIZE_UNITS[unit])
     if size < 1 << 20:
         raise UsageError(f"--memory {text!r}: too small, the app could not even start "
                          "(at least 1M)", 125)
@@ -112,14 +117,15 @@ def escape_path(path: str) -> str:
 def unescape_path(name: str) -> str:
     if name == "-":
         return "/"
-    raw = bytearray()
-    for token in re.findall(r"\\x[0-9a-f]{2}|.", name):
-        if token == "-":
-            raw += b"/"
-        elif len(token) == 4:
-            raw.append(int(token[2:], 16))
-        else:
-            raw += token.encode()
+    raw, index = bytearray(), 0
+    while index < len(name):
+        char = name[index]
+        if char == "\\" and name[index + 1:index + 2] == "x" and index + 4 <= len(name):
+            raw.append(int(name[index + 2:index + 4], 16))
+            index += 4
+            continue
+        raw += b"/" if char == "-" else char.encode()
+        index += 1
     return "/" + raw.decode("utf-8", "replace")
 
 
@@ -374,8 +380,9 @@ def sweep_stale():
 def start_keeper(cgroups: AppCgroups, app_pid: int):
     """Fork the detached keeper of `cgroups`, which outlives the app (see the module doc).
 
-    Called before the app joins its cgroup, so the keeper stays outside it. The
-    intermediate child is reaped here, so the app never inherits a child it did not make.
+    Called before the cgroups are even made, so the keeper stays outside them and removes
+    them however droot ends. The intermediate child is reaped here, so the app never
+    inherits a child it did not make.
     """
     stderr_fd = sys.stderr.fileno()
     child = os.fork()

@@ -18,7 +18,6 @@ Standard library only, imported by `droot run` only when one of these options is
 
 import ctypes
 import os
-import re
 
 from droot.errors import RunError, UsageError
 from droot.run import kernel
@@ -61,8 +60,10 @@ def parse_net(value: str) -> str:
 
 def parse_hostname(name: str) -> str:
     """A hostname the kernel accepts and resolvers understand (RFC 1123 labels)."""
-    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    if len(name) > 64 or not re.fullmatch(rf"{label}(\.{label})*", name):
+    labels = name.split(".")
+    if len(name) > 64 or not all(
+            0 < len(label) < 64 and label.isascii() and label.replace("-", "").isalnum()
+            and not label.startswith("-") and not label.endswith("-") for label in labels):
         raise UsageError(f"--hostname {name!r}: not a valid hostname (letters, digits, '-' "
                          "and '.', at most 64 characters)", 125)
     return name
@@ -91,19 +92,35 @@ def enter(net: str = "host", hostname: str | None = None, ipc: bool = False):
     if flags & CLONE_NEWNET:
         loopback_up()
     if hostname is not None:
-        import socket
-        socket.sethostname(hostname)
+        set_hostname(hostname)
 
 
 def loopback_up():
-    """`ip link set lo up` without needing `ip`: SIOCSIFFLAGS on a datagram socket."""
-    import fcntl
-    import socket
-    import struct
-    ifreq = "16sH22x"  # struct ifreq: the name, then ifr_flags in a 24-byte union
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        flags = struct.unpack(ifreq, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(ifreq, b"lo", 0)))[1]
-        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(ifreq, b"lo", flags | _IFF_UP))
+    """`ip link set lo up` without needing `ip`: SIOCSIFFLAGS on a datagram socket (through
+    the C library: the socket module would cost more to import than the call)."""
+    sock = _libc.socket(2, 2, 0)  # AF_INET, SOCK_DGRAM
+    if sock < 0:
+        _raise_errno("--net none: cannot bring up the loopback interface")
+    try:
+        ifreq = ctypes.create_string_buffer(b"lo", 40)  # struct ifreq: name, then the flags
+        if _libc.ioctl(sock, _SIOCGIFFLAGS, ifreq) != 0:
+            _raise_errno("--net none: cannot bring up the loopback interface")
+        flags = int.from_bytes(ifreq.raw[16:18], "little") | _IFF_UP
+        ifreq[16:18] = flags.to_bytes(2, "little")
+        if _libc.ioctl(sock, _SIOCSIFFLAGS, ifreq) != 0:
+            _raise_errno("--net none: cannot bring up the loopback interface")
+    finally:
+        os.close(sock)
+
+
+def set_hostname(name: str):
+    encoded = name.encode()
+    if _libc.sethostname(encoded, len(encoded)) != 0:
+        _raise_errno(f"--hostname {name}: cannot set the hostname")
+
+
+def _raise_errno(what: str):
+    raise RunError(f"{what}: {os.strerror(ctypes.get_errno())}")
 
 
 OPTIONS = ("pid", "net", "hostname", "ipc", "userns", "memory", "cpus", "pids_limit")
@@ -113,7 +130,6 @@ class Isolation:
     """The opt-in namespaces and limits of one run (see the module doc for the order)."""
 
     def __init__(self, options, root: str):
-        from droot.run import cgroups
         self.root = root
         self.pid = bool(options.pid)
         self.net = parse_net(options.net) if options.net else "host"
@@ -124,15 +140,16 @@ class Isolation:
         if options.userns:
             from droot.run import userns
             self.id_ranges = userns.parse(options.userns)
-        self.limits = cgroups.Limits(
-            memory=cgroups.parse_memory(options.memory) if options.memory else None,
-            cpus=cgroups.parse_cpus(options.cpus) if options.cpus else None,
-            pids=cgroups.parse_pids(options.pids_limit) if options.pids_limit else None)
         self.cgroups = None
-        if self.limits.controllers():
+        if options.memory or options.cpus or options.pids_limit:
+            from droot.run import cgroups
+            limits = cgroups.Limits(
+                memory=cgroups.parse_memory(options.memory) if options.memory else None,
+                cpus=cgroups.parse_cpus(options.cpus) if options.cpus else None,
+                pids=cgroups.parse_pids(options.pids_limit) if options.pids_limit else None)
             # Named after the root as given (the link a deploy switches, not the release).
             self.cgroups = cgroups.AppCgroups(os.path.abspath(options.root), os.getpid(),
-                                              self.limits)
+                                              limits)
         self.user_namespace = None
 
     def prepare_host(self):
@@ -140,6 +157,8 @@ class Isolation:
         if self.cgroups is not None:
             from droot.run import cgroups
             cgroups.sweep_stale()
+            # The keeper first: whenever droot dies from here on, it removes what was made.
+            cgroups.start_keeper(self.cgroups, os.getpid())
             self.cgroups.create()
         if self.id_ranges is not None:
             from droot.run import userns
@@ -152,14 +171,13 @@ class Isolation:
 
     def enter_namespaces(self):
         """In droot's private mount namespace, before chroot: the other namespaces, then
-        --pid's relay/init split, and the app's place in its cgroups."""
+        --pid's relay/init split, and the app's place in its cgroups (under --pid the init
+        joins them and the relay stays outside)."""
         enter(self.net, self.hostname, self.ipc)
         if self.pid:
             from droot.run import pidinit
             pidinit.enter_pid_namespace(self.cgroups)  # returns in the namespace's init
         elif self.cgroups is not None:
-            from droot.run import cgroups
-            cgroups.start_keeper(self.cgroups, os.getpid())
             self.cgroups.join()
 
     def enter_user_namespace(self, user):

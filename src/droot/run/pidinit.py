@@ -42,8 +42,8 @@ def enter_pid_namespace(cgroups=None):
     """Unshare the PID namespace and fork its init. In the relay this never returns (it
     exits as the app did); in the init (PID 1 of the namespace) it returns.
 
-    With limits, the init joins the app's `cgroups` (droot.run.cgroups.AppCgroups) and the
-    relay, which stays outside, does the keeper's work: report the limits hit, remove them.
+    With limits, the init joins the app's `cgroups` (droot.run.cgroups.AppCgroups); the
+    relay stays outside them, and their keeper reports and removes them once all is over.
 
     Both keep every forwarded signal blocked and take them with sigwaitinfo(2): none is
     lost while `droot run` is still setting up, and a blocked signal reaches even a PID 1
@@ -65,9 +65,6 @@ def enter_pid_namespace(cgroups=None):
     os.close(relay_pidfd)
     status = wait_forwarding(init, reap_all=False)
     reported = os.read(read_end, 4)
-    if cgroups is not None:
-        cgroups.wait_empty()
-        cgroups.finish()
     # No report: the init itself died (killed from outside, OOM-killed): end as it did.
     end_like(struct.unpack("i", reported)[0] if len(reported) == 4 else status)
 
