@@ -26,7 +26,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _sha256(value: str) -> str:
+def sha256_value(value: str) -> str:
     value = value.strip().lower()
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
         raise UsageError(f"--sha256 {value!r}: expected 64 hexadecimal digits")
@@ -56,7 +56,7 @@ def target_arguments(parser):
 
 def deploy_arguments(parser):
     target_arguments(parser)
-    parser.add_argument("--sha256", type=_sha256, metavar="HEX",
+    parser.add_argument("--sha256", type=sha256_value, metavar="HEX",
                         help="refuse the archive unless its SHA-256 (as received) is HEX")
 
 

@@ -1,7 +1,6 @@
 """Archive compression: gzip, zstd or none on the way out; detected from the first bytes
 on the way in, so `droot deploy` takes whatever `aws s3 cp … -` hands it."""
 
-import gzip
 import io
 
 from droot.errors import UsageError
@@ -10,7 +9,9 @@ KINDS = ("gzip", "zstd", "none")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Fast levels: archives are compressed once per build but on the critical path of a deploy.
-GZIP_LEVEL = 6
+# gzip goes through ISA-L, whose level 2 (of 0-3) compresses ~10x faster than zlib's 6
+# for archives ~8% larger: a push is no longer bound by gzip.
+GZIP_LEVEL = 2
 ZSTD_LEVEL = 3
 
 
@@ -38,7 +39,9 @@ def compressing_writer(out, kind: str):
     stream (gzip trailer, zstd frame end) but leaves `out` open."""
     check_kind(kind)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=_Unclosing(out), mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        from isal import igzip
+        return igzip.IGzipFile(fileobj=_Unclosing(out), mode="wb", compresslevel=GZIP_LEVEL,
+                               mtime=0)
     if kind == "zstd":
         import zstandard
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)

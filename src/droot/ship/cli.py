@@ -1,0 +1,62 @@
+"""Command line of the ship stage: push and pull (argparse only here)."""
+
+import argparse
+import sys
+
+from droot.errors import UsageError
+
+
+def push_arguments(parser):
+    parser.add_argument("image", metavar="IMAGE",
+                        help="NAME[:TAG] or ID (Docker engine), docker-archive:PATH, "
+                        "oci:PATH[:TAG] or docker://HOST/REPO[:TAG]")
+    parser.add_argument("dest", metavar="DEST", nargs="?",
+                        help="s3://BUCKET/KEY, a path or file:// URL, or - for stdout")
+    parser.add_argument("--to", dest="to", metavar="DEST", help=argparse.SUPPRESS)
+    parser.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
+                        help="archive compression (default gzip)")
+    parser.add_argument("--zstd", dest="compress", action="store_const", const="zstd",
+                        help="same as --compress zstd")
+
+
+def push(args) -> int:
+    from droot.deploy.cli import terminate_as_interrupt
+    from droot.ship import transfer
+    dest = args.dest or getattr(args, "to", None)
+    if not dest:
+        raise UsageError("push: give a destination: droot push IMAGE s3://BUCKET/KEY "
+                         "(or a path, or - for stdout)")
+    terminate_as_interrupt()
+    result = transfer.push(args.image, dest, compression=args.compress)
+    print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
+          f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
+    return 0
+
+
+def pull_arguments(parser):
+    from droot.deploy.cli import sha256_value, target_arguments
+    parser.add_argument("src", metavar="SRC", nargs="?",
+                        help="s3://BUCKET/KEY, http(s)://URL (e.g. presigned), a path, "
+                        "file://PATH, or - for stdin")
+    parser.add_argument("--src", dest="src_option", metavar="SRC", help=argparse.SUPPRESS)
+    target_arguments(parser)
+    parser.add_argument("--sha256", type=sha256_value, metavar="HEX",
+                        help="the archive's expected SHA-256 (default: the store's checksum)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="deploy even when no checksum is found (not recommended)")
+
+
+def pull(args) -> int:
+    from droot.deploy.cli import report, terminate_as_interrupt
+    from droot.ship import transfer
+    src = args.src or args.src_option
+    if not src:
+        raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
+    if not args.root:
+        raise UsageError("pull: give the target directory: --root DIR")
+    terminate_as_interrupt()
+    summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
+                            mode=args.mode, keep=args.keep, devices=args.devices,
+                            lock_timeout=args.lock_timeout)
+    report(summary, args.root)
+    return 0

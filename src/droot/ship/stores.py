@@ -1,0 +1,430 @@
+"""Where archives are stored: S3 (any S3-compatible endpoint), a local path or file://
+URL, http(s):// for downloads (e.g. presigned URLs), and `-` for stdin/stdout.
+
+Checksums: every upload stores the archive's SHA-256 next to it, as a sidecar
+`DEST.sha256` in `sha256sum` format (`HEX  NAME`), written after the archive. Why a
+sidecar and not S3 object metadata: the hash is known only when the stream ends, but a
+multipart upload fixes its metadata when it starts; setting it afterwards would need a
+server-side copy of the whole archive (and a multipart copy past 5 GB). A sidecar works
+on every S3-compatible store and with `sha256sum -c`. A pull that races a push of the same
+key may read the old sidecar with the new archive: the checksums then differ and the
+pull fails without switching anything — it never deploys an unverified archive.
+A pull also honours an `x-amz-meta-sha256` object metadata / header set by other tools.
+"""
+
+import os
+import queue
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from droot.errors import DrootError, UsageError
+
+SIDECAR_SUFFIX = ".sha256"
+# 8 MiB parts: at most three in memory (filling, queued, uploading), up to 80 GB per
+# archive within S3's 10,000-part limit.
+PART_SIZE = 8 << 20
+MAX_PARTS = 10_000
+
+
+@dataclass
+class Location:
+    kind: str            # "s3", "path", "http" or "stdio"
+    text: str            # as the user wrote it
+    bucket: str = ""
+    key: str = ""
+    path: str = ""
+
+
+def parse(text: str) -> Location:
+    if text == "-":
+        return Location("stdio", text)
+    if text.startswith("s3://"):
+        bucket, _, key = text[5:].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise UsageError(f"{text}: expected s3://BUCKET/KEY")
+        return Location("s3", text, bucket=bucket, key=key)
+    if text.startswith(("http://", "https://")):
+        return Location("http", text)
+    if text.startswith("file://"):
+        parsed = urllib.parse.urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise UsageError(f"{text}: only local file:// URLs are supported")
+        return Location("path", text, path=urllib.parse.unquote(parsed.path))
+    if "://" in text.split("/", 1)[0] + "/" and not os.path.exists(text):
+        raise UsageError(f"{text}: unsupported store (use s3://, http(s)://, file://, a path or -)")
+    return Location("path", text, path=text)
+
+
+def parse_sidecar(text: str, where: str) -> str:
+    digest = text.strip().split(maxsplit=1)[0].lower() if text.strip() else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise DrootError(f"{where}: not a SHA-256 checksum file")
+    return digest
+
+
+def sidecar_text(digest: str, name: str) -> bytes:
+    return f"{digest}  {name}\n".encode()
+
+
+# --- S3 ------------------------------------------------------------------------------------
+
+def s3_client():
+    """An S3 client from the standard AWS configuration (environment, profiles, config
+    files, instance roles; AWS_ENDPOINT_URL for S3-compatible stores), with retries of
+    transient errors (throttling, 5xx, connection resets)."""
+    import boto3
+    from botocore.config import Config
+    return boto3.session.Session().client(
+        "s3", config=Config(retries={"mode": "standard", "max_attempts": 8},
+                            connect_timeout=10, read_timeout=60))
+
+
+def s3_error(error: Exception, where: str) -> DrootError:
+    """One clear line for the S3 failures an operator can fix."""
+    from botocore import exceptions
+    if isinstance(error, exceptions.NoCredentialsError):
+        return DrootError(f"{where}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)")
+    if isinstance(error, exceptions.EndpointConnectionError):
+        return DrootError(f"{where}: cannot reach the S3 endpoint ({error})")
+    if isinstance(error, exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "") or str(error)
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return DrootError(f"{where}: no such object")
+        if code == "NoSuchBucket":
+            return DrootError(f"{where}: no such bucket")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return DrootError(f"{where}: access denied ({code}): check the credentials "
+                              "and the bucket policy")
+        return DrootError(f"{where}: S3 error {code}: {message}")
+    if isinstance(error, exceptions.BotoCoreError):
+        return DrootError(f"{where}: {error}")
+    return DrootError(f"{where}: {type(error).__name__}: {error}")
+
+
+def _is_s3_error(error: Exception) -> bool:
+    return type(error).__module__.startswith(("botocore", "boto3", "urllib3"))
+
+
+class S3Upload:
+    """A write-only stream into s3://BUCKET/KEY: multipart, parts uploaded by a background
+    thread while the next one fills. Small archives go up in one PUT. Nothing is visible at
+    KEY until commit(); abort() (on any failure, Ctrl-C or SIGTERM) aborts the multipart
+    upload, so an interrupted push never leaves a truncated archive."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self.client = s3_client()
+        self._buffer = bytearray()
+        self._upload_id = None
+        self._parts: list[dict] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._worker = None
+        self._error: BaseException | None = None
+
+    def write(self, data) -> int:
+        if self._error:
+            raise self._failure()
+        self._buffer += data
+        while len(self._buffer) >= PART_SIZE:
+            self._send(bytes(self._buffer[:PART_SIZE]))
+            del self._buffer[:PART_SIZE]
+        return len(data)
+
+    def _send(self, part: bytes):
+        if self._upload_id is None:
+            try:
+                self._upload_id = self.client.create_multipart_upload(
+                    Bucket=self.location.bucket, Key=self.location.key,
+                    ContentType="application/octet-stream")["UploadId"]
+            except Exception as error:
+                raise s3_error(error, self.location.text) from None
+            self._worker = threading.Thread(target=self._upload_parts, daemon=True)
+            self._worker.start()
+        if len(self._parts) + self._queue.qsize() + 1 > MAX_PARTS:
+            raise DrootError(f"{self.location.text}: archive too large for {MAX_PARTS} parts")
+        while True:  # wait for room, but notice if the uploader has failed meanwhile
+            if self._error:
+                raise self._failure()
+            try:
+                self._queue.put(part, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _upload_parts(self):
+        number = 0
+        while True:
+            part = self._queue.get()
+            if part is None:
+                return
+            number += 1
+            try:
+                if self._error is None:
+                    response = self.client.upload_part(
+                        Bucket=self.location.bucket, Key=self.location.key,
+                        UploadId=self._upload_id, PartNumber=number, Body=part)
+                    self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            except BaseException as error:  # noqa: BLE001 - handed to the writing thread
+                self._error = error
+
+    def _failure(self) -> DrootError:
+        error = self._error
+        return error if isinstance(error, DrootError) else s3_error(error, self.location.text)
+
+    def _finish_worker(self):
+        if self._worker:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
+    def commit(self, digest: str):
+        location = self.location
+        try:
+            if self._upload_id is None:
+                self.client.put_object(Bucket=location.bucket, Key=location.key,
+                                       Body=bytes(self._buffer),
+                                       ContentType="application/octet-stream")
+            else:
+                if self._buffer:
+                    self._send(bytes(self._buffer))
+                self._finish_worker()
+                if self._error:
+                    raise self._failure()
+                self.client.complete_multipart_upload(
+                    Bucket=location.bucket, Key=location.key, UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts})
+                self._upload_id = None
+            self._buffer = bytearray()
+            self.client.put_object(Bucket=location.bucket, Key=location.key + SIDECAR_SUFFIX,
+                                   Body=sidecar_text(digest, os.path.basename(location.key)),
+                                   ContentType="text/plain")
+        except DrootError:
+            raise
+        except Exception as error:
+            if _is_s3_error(error):
+                raise s3_error(error, location.text) from None
+            raise
+
+    def abort(self):
+        """Drop whatever was uploaded; safe to call more than once."""
+        self._error = self._error or DrootError("aborted")
+        if self._worker:
+            # The uploader skips what is queued once _error is set; wake it and wait.
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._finish_worker()
+        if self._upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.location.bucket,
+                                                   Key=self.location.key,
+                                                   UploadId=self._upload_id)
+            except Exception:
+                pass  # best effort: a bucket lifecycle rule removes what is left
+            self._upload_id = None
+
+
+class S3Download:
+    """Reads s3://BUCKET/KEY. If the connection breaks mid-stream, it resumes with a Range
+    request pinned to the same object version (If-Match on its ETag)."""
+
+    RESUMES = 5
+
+    def __init__(self, location: Location, client=None):
+        self.location = location
+        self.client = client or s3_client()
+        self._offset = 0
+        self._resumes = 0
+        response = self._get()
+        self.size = response["ContentLength"]
+        self.etag = response.get("ETag")
+        self.metadata_sha256 = (response.get("Metadata") or {}).get("sha256")
+        self._body = response["Body"]
+
+    def _get(self, **extra):
+        try:
+            return self.client.get_object(Bucket=self.location.bucket, Key=self.location.key,
+                                          **extra)
+        except Exception as error:
+            raise s3_error(error, self.location.text) from None
+
+    def read(self, n=-1) -> bytes:
+        while True:
+            try:
+                data = self._body.read(n if n and n > 0 else None)
+                self._offset += len(data)
+                if not data and self._offset < self.size:
+                    raise ConnectionError("connection closed early")
+                return data
+            except Exception as error:
+                if not (_is_s3_error(error) or isinstance(error, (OSError, ConnectionError))):
+                    raise
+                if self._resumes >= self.RESUMES:
+                    raise DrootError(f"{self.location.text}: download failed at byte "
+                                     f"{self._offset} of {self.size}: {error}") from None
+                self._resumes += 1
+                self._body = self._get(Range=f"bytes={self._offset}-", IfMatch=self.etag)["Body"]
+
+    def close(self):
+        self._body.close()
+
+
+def read_s3_sidecar(client, location: Location) -> str | None:
+    from botocore import exceptions
+    key = location.key + SIDECAR_SUFFIX
+    try:
+        body = client.get_object(Bucket=location.bucket, Key=key)["Body"].read(4096)
+    except exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise s3_error(error, f"s3://{location.bucket}/{key}") from None
+    except Exception as error:
+        raise s3_error(error, f"s3://{location.bucket}/{key}") from None
+    return parse_sidecar(body.decode(errors="replace"), f"s3://{location.bucket}/{key}")
+
+
+# --- local paths ----------------------------------------------------------------------------
+
+class PathUpload:
+    """Writes a temporary file beside DEST, renamed over it by commit() (then the sidecar):
+    a reader never sees a half-written archive."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self.path = os.path.abspath(location.path)
+        directory = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise UsageError(f"{location.text} is a directory: give a file name, e.g. "
+                             f"{location.text.rstrip('/')}/app.tar.gz")
+        if not os.path.isdir(directory):
+            raise DrootError(f"{location.text}: directory {directory} does not exist")
+        self.temp = os.path.join(directory, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
+        self.file = open(self.temp, "wb")
+
+    def write(self, data) -> int:
+        return self.file.write(data)
+
+    def commit(self, digest: str):
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.rename(self.temp, self.path)
+        sidecar = self.path + SIDECAR_SUFFIX
+        with open(sidecar + ".tmp", "wb") as out:
+            out.write(sidecar_text(digest, os.path.basename(self.path)))
+        os.rename(sidecar + ".tmp", sidecar)
+
+    def abort(self):
+        if not self.file.closed:
+            self.file.close()
+        try:
+            os.unlink(self.temp)
+        except FileNotFoundError:
+            pass
+
+
+class StdoutUpload:
+    def __init__(self, location: Location):
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a binary archive to a terminal: "
+                             "redirect stdout or give a destination")
+        self.out = sys.stdout.buffer
+
+    def write(self, data) -> int:
+        return self.out.write(data)
+
+    def commit(self, digest: str):
+        self.out.flush()
+        print(f"droot: sha256 {digest}", file=sys.stderr)
+
+    def abort(self):
+        pass
+
+
+def open_upload(location: Location):
+    if location.kind == "s3":
+        return S3Upload(location)
+    if location.kind == "path":
+        return PathUpload(location)
+    if location.kind == "stdio":
+        return StdoutUpload(location)
+    raise UsageError(f"{location.text}: cannot push to http(s):// (use s3:// or a path; "
+                     "a presigned URL is for pulling)")
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+@dataclass
+class Download:
+    stream: object
+    size: int | None
+    sha256: str | None       # the expected checksum, if the store has one
+    checksum_source: str     # where it came from, for messages
+
+
+def _http_open(url: str):
+    request = urllib.request.Request(url, headers={"User-Agent": "droot"})
+    try:
+        return urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as error:
+        raise DrootError(f"{_redact(url)}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DrootError(f"{_redact(url)}: cannot download: {reason}") from None
+
+
+def _redact(url: str) -> str:
+    """A URL without its query (a presigned URL's signature does not belong in logs)."""
+    parsed = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parsed._replace(query="...")) if parsed.query else url
+
+
+def open_download(location: Location) -> Download:
+    if location.kind == "stdio":
+        return Download(sys.stdin.buffer, None, None, "")
+    if location.kind == "path":
+        try:
+            stream = open(location.path, "rb")
+        except OSError as error:
+            raise DrootError(f"{location.text}: {error.strerror}") from None
+        sidecar = location.path + SIDECAR_SUFFIX
+        digest = None
+        if os.path.exists(sidecar):
+            with open(sidecar, errors="replace") as text:
+                digest = parse_sidecar(text.read(4096), sidecar)
+        return Download(stream, os.fstat(stream.fileno()).st_size, digest, sidecar)
+    if location.kind == "s3":
+        client = s3_client()
+        sidecar = read_s3_sidecar(client, location)
+        download = S3Download(location, client)
+        if download.metadata_sha256:
+            return Download(download, download.size, download.metadata_sha256.lower(),
+                            f"{location.text} metadata")
+        return Download(download, download.size, sidecar,
+                        f"{location.text}{SIDECAR_SUFFIX}")
+    # http(s): the x-amz-meta-sha256 header, else URL.sha256 when the URL has no query
+    # (a presigned URL's signature covers its path: its sidecar needs its own URL).
+    response = _http_open(location.text)
+    size = response.headers.get("Content-Length")
+    digest = response.headers.get("x-amz-meta-sha256")
+    source = f"{_redact(location.text)} x-amz-meta-sha256"
+    if not digest and not urllib.parse.urlsplit(location.text).query:
+        source = location.text + SIDECAR_SUFFIX
+        try:
+            with urllib.request.urlopen(source, timeout=60) as sidecar:
+                digest = parse_sidecar(sidecar.read(4096).decode(errors="replace"), source)
+        except urllib.error.HTTPError as error:
+            if error.code not in (403, 404):
+                raise DrootError(f"{source}: HTTP {error.code} {error.reason}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise DrootError(f"{source}: {getattr(error, 'reason', error)}") from None
+    return Download(response, int(size) if size else None, digest.lower() if digest else None,
+                    source)

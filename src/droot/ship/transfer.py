@@ -1,0 +1,74 @@
+"""push: export → compress → hash → upload, one stream, no temporary file.
+pull: download → hash → decompress → extract into a new release → verify → switch."""
+
+import hashlib
+
+from droot.errors import DrootError
+from droot.ship import stores
+from droot.ship.compression import check_kind, compressing_writer
+from droot.ship.progress import Progress
+
+
+class _HashingWriter:
+    """Passes bytes to `upload`, hashing and counting them on the way."""
+
+    def __init__(self, upload, progress):
+        self.upload = upload
+        self.progress = progress
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.upload.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        self.progress.update(len(data))
+        return len(data)
+
+
+def push(source: str, dest: str, *, compression: str = "gzip") -> dict:
+    from droot.image.export import export_image
+    check_kind(compression)
+    location = stores.parse(dest)
+    upload = stores.open_upload(location)
+    progress = Progress(f"push {dest}")
+    try:
+        hashing = _HashingWriter(upload, progress)
+        compressor = compressing_writer(hashing, compression)
+        info = export_image(source, compressor)
+        compressor.close()
+        upload.commit(hashing.hash.hexdigest())
+    except BaseException:
+        upload.abort()
+        raise
+    finally:
+        progress.close()
+    return {"sha256": hashing.hash.hexdigest(), "size": hashing.size,
+            "compression": compression, "image": info}
+
+
+def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = True,
+         **deploy_options) -> dict:
+    from droot.deploy.deploy import deploy
+    location = stores.parse(src)
+    download = stores.open_download(location)
+    expected = expected_sha256 or download.sha256
+    if verify and not expected:
+        if location.kind == "stdio":
+            message = "pull from stdin has no checksum to verify: pass --sha256 HEX"
+        else:
+            message = (f"no checksum found for {src} (looked for {download.checksum_source}); "
+                       "pass --sha256 HEX")
+        raise DrootError(f"{message}, or --no-verify to deploy it unverified")
+    if expected_sha256 and download.sha256 and download.sha256 != expected_sha256:
+        raise DrootError(f"--sha256 {expected_sha256} differs from the store's checksum "
+                         f"{download.sha256} ({download.checksum_source})")
+    progress = Progress(f"pull {src}", download.size)
+    try:
+        return deploy(download.stream, root, expected_sha256=expected if verify else None,
+                      progress=progress, **deploy_options)
+    finally:
+        progress.close()
+        close = getattr(download.stream, "close", None)
+        if close and location.kind != "stdio":
+            close()

@@ -1,0 +1,242 @@
+"""droot deploy from stdin: exact reproduction of a root filesystem, releases with an atomic
+switch, pruning by deploy order, rollback, releases, rm, rsync mode, the lock."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import DROOT, droot, make_busybox_root
+from deployhelp import (app_archive, compress, current, deploy, release_names, releases_dir,
+                        tar_of, tree)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_deploy_reproduces_a_root_filesystem_exactly(tmp_path, compression):
+    source = make_busybox_root(tmp_path / "source")
+    # What a real root has: setuid, a sticky dir, absolute and relative symlinks, hard
+    # links, devices, a FIFO, owners, a file capability xattr, odd names.
+    (source / "bin" / "su-like").write_bytes(b"#!/bin/sh\n")
+    os.chown(source / "bin" / "su-like", 0, 50)
+    os.chmod(source / "bin" / "su-like", 0o4755)
+    (source / "etc" / "localtime").symlink_to("/usr/share/zoneinfo/UTC")
+    (source / "usr" / "lib").mkdir(parents=True)
+    (source / "lib").symlink_to("usr/lib")
+    os.link(source / "bin" / "busybox", source / "bin" / "busybox-hardlink")
+    os.mknod(source / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    os.mknod(source / "dev" / "loop0", 0o660 | 0o060000, os.makedev(7, 0))
+    os.mkfifo(source / "tmp" / "fifo", 0o600)
+    (source / "home" / "app" / "name with spaces and ünïcode").write_text("x")
+    (source / "home" / "app" / ("long-" * 40)).write_text("long name")
+    os.chown(source / "home" / "app" / ("long-" * 40), 1000, 1000)
+    (source / "bin" / "pinger").write_bytes(b"\0" * 10)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(source / "bin" / "pinger")], check=True)
+    os.utime(source / "etc", (1_600_000_000, 1_600_000_000))
+
+    root = tmp_path / "app"
+    result = deploy(root, tar_of(source, compression))
+    assert result.returncode == 0, result.stderr
+    assert root.is_symlink() and not os.path.isabs(os.readlink(root))
+    assert tree(root.resolve()) == tree(source)
+    deployed = root.resolve()
+    assert os.stat(deployed / "bin" / "su-like").st_mode & 0o7777 == 0o4755
+    assert os.stat(deployed / "bin" / "busybox").st_ino == \
+        os.stat(deployed / "bin" / "busybox-hardlink").st_ino
+    assert os.getxattr(deployed / "bin" / "pinger", "security.capability") == \
+        os.getxattr(source / "bin" / "pinger", "security.capability")
+    assert f"{compression if compression != 'none' else 'none'}" in result.stderr.decode()
+
+
+def test_no_devices_skips_device_nodes(tmp_path):
+    source = make_busybox_root(tmp_path / "source")
+    os.mknod(source / "dev" / "sda", 0o666 | 0o060000, os.makedev(8, 0))
+    os.mkfifo(source / "dev" / "fifo")
+    root = tmp_path / "app"
+    result = deploy(root, tar_of(source), "--no-devices")
+    assert result.returncode == 0, result.stderr
+    assert not os.path.lexists(root / "dev" / "sda")
+    assert (root / "dev" / "fifo").exists()
+    assert b"skipped 1 device node" in result.stderr
+
+
+def test_each_deploy_is_a_new_release_and_names_never_collide(tmp_path):
+    root = tmp_path / "app"
+    archive = app_archive(tmp_path, "same")
+    for _ in range(3):  # three deploys of the same archive within a second or so
+        assert deploy(root, archive, "--keep", "0").returncode == 0
+    names = release_names(root)
+    assert len(names) == 3 and len(set(names)) == 3
+    assert [int(name.split("-")[0]) for name in names] == [1, 2, 3]
+    assert current(root) == names[-1]
+    assert (root / "MARKER").read_text() == "same"
+
+
+def test_keep_prunes_by_deploy_order_not_mtime(tmp_path):
+    root = tmp_path / "app"
+    for n in range(4):
+        assert deploy(root, app_archive(tmp_path, f"v{n}"), "--keep", "0").returncode == 0
+    names = release_names(root)
+    # Make the oldest release look the newest: pruning must not care.
+    os.utime(releases_dir(root) / names[0], (time.time() + 3600,) * 2)
+    result = deploy(root, app_archive(tmp_path, "v4"), "--keep", "2")
+    assert result.returncode == 0, result.stderr
+    remaining = release_names(root)
+    assert remaining == sorted(remaining) and len(remaining) == 2
+    assert remaining[0] == names[-1] and (root / "MARKER").read_text() == "v4"
+
+
+def test_keep_never_prunes_the_current_the_previous_or_one_in_use(tmp_path):
+    root = tmp_path / "app"
+    for n in range(3):
+        assert deploy(root, app_archive(tmp_path, f"v{n}"), "--keep", "0").returncode == 0
+    first, second, third = release_names(root)
+    # A process chrooted into the first release, as `droot run` leaves its app.
+    sleeper = subprocess.Popen(["chroot", str(releases_dir(root) / first), "/bin/sleep", "600"])
+    try:
+        result = deploy(root, app_archive(tmp_path, "v3"), "--keep", "1")
+        assert result.returncode == 0, result.stderr
+        names = release_names(root)
+        assert first in names, "a release in use was pruned"
+        assert f"in use by pid {sleeper.pid}" in result.stderr.decode()
+        assert third in names, "the previous release (the rollback target) was pruned"
+        assert second not in names
+        assert current(root) == names[-1] and len(names) == 3
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    result = deploy(root, app_archive(tmp_path, "v4"), "--keep", "1")
+    assert result.returncode == 0
+    assert first not in release_names(root)  # no longer in use: pruned now
+
+
+def test_a_release_bind_mounted_elsewhere_counts_as_in_use(tmp_path):
+    root = tmp_path / "app"
+    for n in range(3):
+        assert deploy(root, app_archive(tmp_path, f"v{n}"), "--keep", "0").returncode == 0
+    first = release_names(root)[0]
+    mount_point = tmp_path / "elsewhere"
+    mount_point.mkdir()
+    # In a mount namespace of its own, as a run with private mounts has it.
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f"mount --bind {releases_dir(root) / first / 'etc'} "
+                               f"{mount_point} && exec sleep 600"])
+    try:
+        time.sleep(0.5)
+        assert holder.poll() is None
+        result = deploy(root, app_archive(tmp_path, "v3"), "--keep", "1")
+        assert result.returncode == 0, result.stderr
+        assert first in release_names(root)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_rollback_releases_and_rm(tmp_path):
+    root = tmp_path / "app"
+    for n in range(2):
+        assert deploy(root, app_archive(tmp_path, f"v{n}")).returncode == 0
+    first, second = release_names(root)
+    listing = droot("releases", "--root", root)
+    assert listing.stdout.splitlines() == [f"  {first}", f"* {second}"]
+    result = droot("rollback", "--root", root)
+    assert result.returncode == 0 and (root / "MARKER").read_text() == "v0"
+    assert droot("releases", "--root", root).stdout.splitlines() == [f"* {first}", f"  {second}"]
+    result = droot("rollback", "--root", root)
+    assert result.returncode == 1 and "no release older" in result.stderr
+    assert droot("rollback", "--root", root, "--to", second[:6]).returncode == 0
+    assert (root / "MARKER").read_text() == "v1"
+
+    sleeper = subprocess.Popen(["chroot", str(root), "/bin/sleep", "600"])
+    try:
+        result = droot("rm", "--root", root)
+        assert result.returncode == 1 and f"in use by pid {sleeper.pid}" in result.stderr
+        assert (root / "MARKER").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert droot("rm", "--root", root).returncode == 0
+    assert not os.path.lexists(root) and not releases_dir(root).exists()
+
+
+def test_rm_refuses_a_directory_droot_did_not_deploy(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data").write_text("keep me")
+    result = droot("rm", "--root", precious)
+    assert result.returncode == 1 and "not deployed by droot" in result.stderr
+    assert (precious / "data").read_text() == "keep me"
+    result = droot("rm", "--root", "/")
+    assert result.returncode == 1 and "refusing" in result.stderr
+
+
+def test_symlink_mode_refuses_a_real_directory(tmp_path):
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "old").write_text("legacy")
+    result = deploy(root, app_archive(tmp_path, "v0"))
+    assert result.returncode == 1
+    assert b"real directory" in result.stderr and b"--mode rsync" in result.stderr
+    assert (root / "old").read_text() == "legacy"
+
+
+def test_rsync_mode_syncs_in_place(tmp_path):
+    root = tmp_path / "app"
+    source = make_busybox_root(tmp_path / "source")
+    (source / "MARKER").write_text("v0")
+    (source / "gone-later").write_text("x")
+    os.link(source / "MARKER", source / "MARKER-link")
+    os.chown(source / "MARKER", 1000, 50)
+    assert deploy(root, tar_of(source), "--mode", "rsync").returncode == 0
+    assert root.is_dir() and not root.is_symlink()
+    assert tree(root) == tree(source)
+    (source / "gone-later").unlink()
+    (source / "MARKER").write_text("v1")
+    result = deploy(root, tar_of(source), "--mode", "rsync")
+    assert result.returncode == 0, result.stderr
+    assert tree(root) == tree(source)
+    assert os.stat(root / "MARKER").st_ino == os.stat(root / "MARKER-link").st_ino
+    assert [n for n in os.listdir(releases_dir(root)) if n != ".lock"] == []
+    result = deploy(tmp_path / "app", app_archive(tmp_path, "v2"))  # symlink mode now
+    assert result.returncode == 1 and b"real directory" in result.stderr
+    assert droot("rm", "--root", root).returncode == 0 and not root.exists()
+
+
+def test_concurrent_deploys_are_serialised(tmp_path):
+    root = tmp_path / "app"
+    archives = [app_archive(tmp_path, f"v{n}", extra_files=300) for n in range(2)]
+    processes = [subprocess.Popen([DROOT, "deploy", "--root",
+                                   str(root), "--keep", "0"], stdin=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in archives]
+    outputs = [p.communicate(archive, timeout=120)[1] for p, archive in zip(processes, archives)]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert b"waiting for another deploy" in b"".join(outputs)
+    names = release_names(root)
+    assert len(names) == 2
+    for name in names:  # each release is one archive, whole
+        marker = (releases_dir(root) / name / "MARKER").read_text()
+        assert len(os.listdir(releases_dir(root) / name / "data")) == 300
+        assert (releases_dir(root) / name / "data" / "f7").read_text().startswith(marker)
+
+
+def test_lock_timeout_fails_clearly(tmp_path):
+    import fcntl
+    root = tmp_path / "app"
+    assert deploy(root, app_archive(tmp_path, "v0")).returncode == 0
+    with open(releases_dir(root) / ".lock", "r+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = deploy(root, app_archive(tmp_path, "v1"), "--lock-timeout", "0.3")
+    assert result.returncode == 1 and b"is locked by another deploy" in result.stderr
+    assert (root / "MARKER").read_text() == "v0"
+
+
+def test_bad_input_is_one_line(tmp_path):
+    root = tmp_path / "app"
+    for archive, message in ((b"", b"truncated"), (b"not a tar archive at all" * 40, b"tar"),
+                             (compress(b"x" * 10, "gzip"), b"truncated")):
+        result = deploy(root, archive)
+        assert result.returncode == 1
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("droot: ") and message in result.stderr
+        assert not os.path.lexists(root)
+    assert droot("deploy", "--root", root, "--keep", "x").returncode == 2
