@@ -133,3 +133,21 @@ def test_exec_into_a_process_that_is_not_a_droot_app(root):
     assert gone.returncode == 125 and "is not running" in gone.stderr
     nothing = droot("exec", "--root", root, "--", "/bin/true")
     assert nothing.returncode == 125 and "no droot app is running from" in nothing.stderr
+
+
+def test_exec_into_a_user_namespace_app(root):
+    app = started(root, ["--userns", "231072:65536", "--pid", "-u", "app"])
+    try:
+        entry = listed(app.pid)
+        assert (entry["user"], entry["uid"], entry["host_uid"]) == ("app", 1000, 232072)
+        result = droot("exec", "--pid", app.pid, "--", "/bin/sh", "-c",
+                       "id -u; touch /tmp/from-exec")
+        assert result.stdout.strip() == "1000", result.stderr
+        assert (root / "tmp" / "from-exec").stat().st_uid == 232072  # mapped, as the app
+        as_root = droot("exec", "--pid", app.pid, "-u", "root", "--", "/bin/sh", "-c",
+                        "id -u; grep CapEff /proc/self/status")
+        lines = as_root.stdout.split()
+        # Root inside, but bounded by the app: a non-root app's bounding set is empty.
+        assert lines[0] == "0" and int(lines[-1], 16) == 0
+    finally:
+        stop_app(app)

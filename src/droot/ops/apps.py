@@ -41,6 +41,19 @@ class Process:
         self.cgroup_root = droot_cgroup_root(pid)
 
 
+def inside_id(pid: int, host_id: int, kind: str = "uid") -> int:
+    """`host_id` as process `pid` sees it (its user namespace's uid_map/gid_map)."""
+    try:
+        with open(f"/proc/{pid}/{kind}_map") as file:
+            for line in file:
+                inside, outside, count = map(int, line.split())
+                if outside <= host_id < outside + count:
+                    return inside + host_id - outside
+    except (OSError, ValueError):
+        pass
+    return host_id
+
+
 def droot_cgroup_root(pid: int) -> str | None:
     """The root a process's droot cgroup is named after, if it is in one."""
     try:
@@ -89,8 +102,9 @@ class App:
             "app_pid": self.main.pid,
             "root": self.root,
             "release": self.release,
-            "user": user_name(self.release, self.main.uid),
-            "uid": self.main.uid,
+            "user": user_name(self.release, inside_id(self.main.pid, self.main.uid)),
+            "uid": inside_id(self.main.pid, self.main.uid),
+            "host_uid": self.main.uid,
             "uptime_seconds": round(seconds, 2),
             "rss_bytes": sum(p.rss_pages for p in self.processes) * os.sysconf("SC_PAGE_SIZE"),
             "cpu_seconds": round(cpu_seconds, 2),

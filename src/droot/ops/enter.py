@@ -3,16 +3,16 @@
 The command joins the app's droot cgroups, its mount namespace and every other namespace
 the app has of its own (PID, network, UTS, IPC, user), chroots into the app's root, starts
 in the app's working directory with the app's environment, as the app's user (or -u USER,
-looked up in the app's /etc/passwd), with no capability the app does not have: the app's
-bounding set, its effective set for root and none for another user, and no_new_privs when
-the app has it. Without a PID namespace it execs in place; with one it must fork (joining a
+looked up in the app's /etc/passwd), with no capability the app could not have: the app's
+bounding set; for root the app's effective set (or `droot run`'s default set when the app
+is not root); none for another user; and no_new_privs when the app has it. Without a PID namespace it execs in place; with one it must fork (joining a
 PID namespace takes effect for children only) and waits, forwarding signals.
 """
 
 import os
 
 from droot.errors import CommandNotExecutable, CommandNotFound, RunError
-from droot.ops.apps import App, app_of, find_apps
+from droot.ops.apps import App, app_of, find_apps, inside_id
 
 # Joined in this order: the user namespace last, since after it droot is no longer
 # privileged over the namespaces the host's user namespace owns.
@@ -99,6 +99,11 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     own = {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES}
     try:
         status = status_fields(target)
+        # The app's ids as its user namespace numbers them (read while /proc is the host's).
+        app_gid = inside_id(target, int(status["Gid"].split()[0]), "gid")
+        app_ids = (inside_id(target, int(status["Uid"].split()[0]), "uid"), app_gid,
+                   [inside_id(target, int(g), "gid") for g in status["Groups"].split()]
+                   or [app_gid])
         env = environment(target)
         namespaces = [(kind, os.open(f"/proc/{target}/ns/{kind}", os.O_RDONLY))
                       for kind in NAMESPACES
@@ -139,17 +144,21 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
             signal.pthread_sigmask(signal.SIG_BLOCK, pidinit.FORWARDED + [signal.SIGCHLD])
             pidinit.end_like(pidinit.wait_forwarding(child, reap_all=False))
 
-    app_uid = int(status["Uid"].split()[0])
     if user is None:
-        uid, gid = app_uid, int(status["Gid"].split()[0])
-        groups = [int(g) for g in status["Groups"].split()] or [gid]
+        uid, gid, groups = app_ids
         home = None
     else:
         uid, gid, groups, home = resolve_user(user)
         if home:
             env["HOME"] = home
     bounding = int(status["CapBnd"], 16)
-    keep = {n for n in range(64) if int(status["CapEff"], 16) >> n & 1} if uid == 0 else set()
+    # Root gets the app's capabilities, or a run's default ones if the app is not root;
+    # never one outside the app's bounding set. Another user gets none.
+    keep = set()
+    if uid == 0:
+        keep = {n for n in range(64) if int(status["CapEff"], 16) >> n & 1} if \
+            app_ids[0] == 0 else capabilities.kept_capabilities(True, [], [])
+        keep = {n for n in keep if bounding >> n & 1}
     try:
         capabilities.trim_bounding_set({n for n in range(64) if bounding >> n & 1})
         os.setgroups(groups)
