@@ -158,10 +158,14 @@ def test_setuid_binary_gains_nothing(run_root, attack_binary):
     os.chown(setuid, 0, 0)
     setuid.chmod(0o4755)
     command = ["/suid-attack", "euid"]
-    result = droot("run", "--root", run_root, "-u", "app", "--", *command)
-    assert result.stdout == "euid=1000\n", result.stderr
-    result = droot("run", "--root", run_root, "-u", "app", "--allow-new-privs", "--", *command)
-    assert result.stdout == "euid=0\n", result.stderr
+    try:
+        result = droot("run", "--root", run_root, "-u", "app", "--", *command)
+        assert result.stdout == "euid=1000\n", result.stderr
+        result = droot("run", "--root", run_root, "-u", "app", "--allow-new-privs", "--",
+                       *command)
+        assert result.stdout == "euid=0\n", result.stderr
+    finally:
+        setuid.unlink()  # a setuid-root program must not outlive the test
 
 
 def run_on_terminal(argv) -> subprocess.CompletedProcess:
