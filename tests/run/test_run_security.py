@@ -88,8 +88,11 @@ def test_mknod_of_the_host_disk(run_root):
     args = ("mknod-block", "/tmp/disk", os.major(device), os.minor(device))
     assert_refused(attack(run_root, *args), "Operation not permitted")
     assert not (run_root / "tmp" / "disk").exists()
-    assert_worked(attack(run_root, *args, options=["--no-dropcaps"]), "CREATED")
-    assert (run_root / "tmp" / "disk").is_block_device()
+    try:
+        assert_worked(attack(run_root, *args, options=["--no-dropcaps"]), "CREATED")
+        assert (run_root / "tmp" / "disk").is_block_device()
+    finally:
+        (run_root / "tmp" / "disk").unlink(missing_ok=True)  # no disk node left behind
 
 
 def test_mount_and_remount(run_root):
