@@ -9,20 +9,19 @@ left out when they are the engine's placeholders. (The init layer hides an image
 copies of these files from the engine's export; the daemonless sources keep them.)
 """
 
-import io
-import os
 import secrets
 import signal
 import threading
 from contextlib import contextmanager
 
 from droot.errors import DrootError
+from droot.image.engine import NoSuchImage, connect
 from droot.image.export import DROOT_FILES, ImageConfig
 from droot.image.tarstream import DIRECTORY, OLD_REGULAR, REGULAR, SYMLINK, TarFormatError, TarReader
 
-CHUNK = 1 << 20
 EMPTY_PLACEHOLDERS = frozenset(("etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"))
 MOUNT_DIRS = frozenset(("dev/pts", "dev/shm"))
+LAST_PLACEHOLDER_DIRECTORY = "etc"
 
 
 class Terminated(DrootError):
@@ -46,80 +45,28 @@ def sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-class ChunkReader(io.RawIOBase):
-    """A raw reader over an iterator of byte chunks (the engine's HTTP response)."""
-
-    def __init__(self, chunks):
-        self._chunks = iter(chunks)
-        self._chunk = memoryview(b"")
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        while not self._chunk:
-            try:
-                self._chunk = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._chunk))
-        buffer[:n] = self._chunk[:n]
-        self._chunk = self._chunk[n:]
-        return n
-
-
-def engine_client():
-    import docker
-    where = os.environ.get("DOCKER_HOST") or "the default socket"
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        reason = str(error).split("\n")[0]
-        raise DrootError(f"cannot reach the Docker engine at {where} ({reason}); start it, "
-                         "set DOCKER_HOST, or export from docker-archive:, oci: or docker://") from None
-    return client
-
-
 def export_from_daemon(reference: str, output) -> ImageConfig:
-    import docker
-    client = engine_client()
+    engine = connect()
     try:
         try:
-            image = client.images.get(reference)
-        except docker.errors.ImageNotFound:
+            attrs = engine.image(reference)
+        except NoSuchImage:
             raise DrootError(f"no image {reference!r} in the Docker engine (build or pull it "
                              "first, or name a docker-archive:, oci: or docker:// source)") from None
-        except docker.errors.APIError as error:
-            raise DrootError(f"the Docker engine cannot look up {reference!r}: {error.explanation}") from None
-        config = ImageConfig.from_docker(image.attrs.get("Config"), image.id)
+        config = ImageConfig.from_docker(attrs.get("Config"), attrs["Id"])
         name = f"droot-export-{secrets.token_hex(8)}"
         with sigterm_raises():
             try:
-                # A command is given for images that have none; the container never runs.
-                client.api.create_container(image.id, command=["/droot-export"], name=name,
-                                            network_disabled=True, labels={"droot.export": "1"})
-                stream = io.BufferedReader(ChunkReader(client.api.export(name, chunk_size=CHUNK)),
-                                           buffer_size=CHUNK)
+                engine.create(attrs["Id"], name)
+                stream = engine.export(name)
                 copy_filesystem(TarReader(stream, f"the engine's export of {reference}"), output)
-            except docker.errors.APIError as error:
-                raise DrootError(f"the Docker engine failed to export {reference!r}: "
-                                 f"{error.explanation}") from None
             except TarFormatError as error:
                 raise DrootError(str(error)) from None
             finally:
-                remove_container(client, name)
+                engine.remove(name)
     finally:
-        client.close()
+        engine.close()
     return config
-
-
-def remove_container(client, name: str):
-    import docker
-    try:
-        client.api.remove_container(name, force=True, v=True)  # with its anonymous volumes
-    except docker.errors.NotFound:
-        pass  # never created (create failed or was interrupted before it answered)
 
 
 def is_placeholder(entry) -> bool:
@@ -135,7 +82,11 @@ def is_placeholder(entry) -> bool:
 def copy_filesystem(reader: TarReader, output):
     """Copy the export through, entry headers and data verbatim, leaving out the engine's
     placeholders. An empty /dev/pts or /dev/shm is only known to be empty at the next
-    entry, so it is held back until then."""
+    entry, so it is held back until then.
+
+    The engine walks the root filesystem in lexical order, so all its placeholders (and
+    droot's own files) come before the first top-level name after "etc": from there on
+    the rest of the stream is copied as raw bytes, without looking at entries."""
     write = output.write
     held = None
     for entry in reader:
@@ -151,3 +102,6 @@ def copy_filesystem(reader: TarReader, output):
             continue
         write(entry.header)
         reader.copy_data(write)
+        if path.partition("/")[0] > LAST_PLACEHOLDER_DIRECTORY:
+            reader.copy_rest(write)
+            return

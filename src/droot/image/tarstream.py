@@ -14,7 +14,7 @@ import tarfile
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 END_OF_ARCHIVE = bytes(2 * BLOCK)
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 16  # below malloc's mmap threshold: no page-fault churn per chunk
 
 # type flags (as ints: block[156])
 REGULAR, OLD_REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS = (
@@ -228,6 +228,19 @@ class TarReader:
                 raise TarFormatError(f"{self.what} is truncated")
             write(chunk)
             remaining -= len(chunk)
+
+    def copy_rest(self, write):
+        """Pass the rest of the archive to `write` as raw bytes, all but its end-of-archive
+        marker (the two zero blocks that the engine's tar writer ends with)."""
+        read = self._stream.read
+        tail = b""
+        while chunk := read(COPY_CHUNK):
+            tail += chunk
+            if len(tail) > len(END_OF_ARCHIVE):
+                write(tail[:-len(END_OF_ARCHIVE)])
+                tail = tail[-len(END_OF_ARCHIVE):]
+        if tail != END_OF_ARCHIVE:
+            raise TarFormatError(f"{self.what} is truncated")
 
     def skip_data(self):
         remaining, self._remaining = self._remaining, 0
