@@ -139,7 +139,11 @@ class BindMount:
         except OSError as error:
             raise RunError(f"cannot create the bind target {target} inside the root: "
                            f"{error.strerror}") from None
-        mount(f"/proc/self/fd/{self.descriptor}", target, None, MS_BIND | MS_REC)
+        try:
+            kernel.mount(f"/proc/self/fd/{self.descriptor}", target, None, MS_BIND | MS_REC)
+        except OSError as error:
+            raise RunError(f"cannot bind {self.source} on {target} inside the root: "
+                           f"{error.strerror}") from None
         if self.read_only:
             try:
                 kernel.make_tree_read_only(target)
