@@ -6,8 +6,10 @@ import json
 import os
 import pty
 import signal
+import socket
 import subprocess
 import tarfile
+import threading
 import time
 import warnings
 
@@ -237,3 +239,56 @@ def test_no_container_left_when_interrupted(small_image, how):
     assert containers_of(small_image[1]) == []
     gone = subprocess.run(["docker", "volume", "inspect", volumes[0]], capture_output=True)
     assert gone.returncode != 0  # removed with the container
+
+
+@pytest.fixture
+def engine_over_tcp():
+    """The local engine's socket forwarded to a loopback TCP port, so that droot takes its
+    docker SDK path (any DOCKER_HOST other than a unix socket)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def pump(source, target):
+        try:
+            while data := source.recv(1 << 16):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect("/var/run/docker.sock")
+            for source, target in ((client, engine), (engine, client)):
+                threading.Thread(target=pump, args=(source, target), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    stopping.set()
+    listener.close()
+
+
+def test_engine_through_the_docker_sdk(small_image, engine_over_tcp, tmp_path):
+    env = {**os.environ, "DOCKER_HOST": engine_over_tcp}
+    out = tmp_path / "out.tar"
+    result = droot("export", small_image[0], "-o", out, env=env)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(out) as archive:
+        assert {"app", ".drootenv", ".droot.json"} <= set(archive.getnames())
+        assert ".dockerenv" not in archive.getnames()
+    assert containers_of(small_image[1]) == []
+    assert_clean_failure(droot("export", f"{PREFIX}/no-such-image", env=env), "no image")
+    unreachable = {**os.environ, "DOCKER_HOST": "tcp://127.0.0.1:1"}
+    assert_clean_failure(droot("export", small_image[0], env=unreachable),
+                         "cannot reach the Docker engine at tcp://127.0.0.1:1")
