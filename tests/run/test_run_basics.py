@@ -242,6 +242,7 @@ def test_umount_cleans_what_an_old_run_left(tmp_path):
      "-w", "/srv", "--", "x", "--", "y"],
     ["run", "--copy-files", "--root", "/r"],
     ["run", "--root", "/r", "--debug", "--", "--", "x"],
+    ["run", "--root", "/r", "--pid", "--net", "none", "--memory=256M", "/bin/sh"],
 ])
 def test_quick_parser_agrees_with_argparse(argv):
     """`droot run` reads plain command lines without argparse; the result is the same."""

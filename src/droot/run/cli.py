@@ -53,7 +53,7 @@ RUN_OPTIONS = (
     (("--pids-limit",), "pids_limit", "value", "N", "at most N processes and threads"),
 )
 
-DEFAULTS = {"value": None, "append": list, "flag": False}
+DEFAULTS = {"value": None, "flag": False}  # "append": a new empty list each time
 
 
 def run_arguments(parser):
