@@ -261,3 +261,19 @@ def test_quick_parser_agrees_with_argparse(argv):
 def test_quick_parser_leaves_the_rest_to_argparse(argv):
     from droot.run.cli import parse_run_quickly
     assert parse_run_quickly(argv) is None
+
+
+def test_read_only_bind_is_read_only_below_too(run_root, tmp_path):
+    """A mount below the --robind source is bound along and read-only as well."""
+    source = tmp_path / "ro-tree"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "droot-test", str(source / "sub")], check=True)
+    try:
+        script = ("(echo x > /data/sub/file) 2>/dev/null || echo SUB-RO; "
+                  "(echo x > /data/file) 2>/dev/null || echo TOP-RO")
+        result = sh(run_root, script, "--robind", f"{source}:/data")
+        assert result.stdout == "SUB-RO\nTOP-RO\n", result.stderr
+        result = sh(run_root, "echo x > /data/sub/file && echo WRITTEN", "-b", f"{source}:/data")
+        assert result.stdout == "WRITTEN\n", result.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(source / "sub")])
