@@ -12,8 +12,10 @@ pull fails without switching anything — it never deploys an unverified archive
 A pull also honours an `x-amz-meta-sha256` object metadata / header set by other tools.
 """
 
+import contextlib
 import os
 import queue
+import signal
 import sys
 import threading
 import urllib.error
@@ -111,6 +113,17 @@ def _is_s3_error(error: Exception) -> bool:
     return type(error).__module__.startswith(("botocore", "boto3", "urllib3"))
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends (then they are handled as usual)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class S3Upload:
     """A write-only stream into s3://BUCKET/KEY: multipart, parts uploaded by a background
     thread while the next one fills. Small archives go up in one PUT. Nothing is visible at
@@ -139,9 +152,10 @@ class S3Upload:
     def _send(self, part: bytes):
         if self._upload_id is None:
             try:
-                self._upload_id = self.client.create_multipart_upload(
-                    Bucket=self.location.bucket, Key=self.location.key,
-                    ContentType="application/octet-stream")["UploadId"]
+                with signals_deferred():  # an upload id lost to Ctrl-C could not be aborted
+                    self._upload_id = self.client.create_multipart_upload(
+                        Bucket=self.location.bucket, Key=self.location.key,
+                        ContentType="application/octet-stream")["UploadId"]
             except Exception as error:
                 raise s3_error(error, self.location.text) from None
             self._worker = threading.Thread(target=self._upload_parts, daemon=True)
@@ -184,6 +198,10 @@ class S3Upload:
             self._worker = None
 
     def commit(self, digest: str):
+        with signals_deferred():  # the archive and its sidecar, or nothing
+            self._commit(digest)
+
+    def _commit(self, digest: str):
         location = self.location
         try:
             if self._upload_id is None:
@@ -375,13 +393,13 @@ def _http_open(url: str):
     try:
         return urllib.request.urlopen(request, timeout=60)
     except urllib.error.HTTPError as error:
-        raise DrootError(f"{_redact(url)}: HTTP {error.code} {error.reason}") from None
+        raise DrootError(f"{redact(url)}: HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise DrootError(f"{_redact(url)}: cannot download: {reason}") from None
+        raise DrootError(f"{redact(url)}: cannot download: {reason}") from None
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """A URL without its query (a presigned URL's signature does not belong in logs)."""
     parsed = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parsed._replace(query="...")) if parsed.query else url
@@ -415,7 +433,7 @@ def open_download(location: Location) -> Download:
     response = _http_open(location.text)
     size = response.headers.get("Content-Length")
     digest = response.headers.get("x-amz-meta-sha256")
-    source = f"{_redact(location.text)} x-amz-meta-sha256"
+    source = f"{redact(location.text)} x-amz-meta-sha256"
     if not digest and not urllib.parse.urlsplit(location.text).query:
         source = location.text + SIDECAR_SUFFIX
         try:

@@ -51,19 +51,20 @@ def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = T
          **deploy_options) -> dict:
     from droot.deploy.deploy import deploy
     location = stores.parse(src)
+    shown = stores.redact(src)  # a presigned URL's signature stays out of messages
     download = stores.open_download(location)
     expected = expected_sha256 or download.sha256
     if verify and not expected:
         if location.kind == "stdio":
             message = "pull from stdin has no checksum to verify: pass --sha256 HEX"
         else:
-            message = (f"no checksum found for {src} (looked for {download.checksum_source}); "
+            message = (f"no checksum found for {shown} (looked for {download.checksum_source}); "
                        "pass --sha256 HEX")
         raise DrootError(f"{message}, or --no-verify to deploy it unverified")
     if expected_sha256 and download.sha256 and download.sha256 != expected_sha256:
         raise DrootError(f"--sha256 {expected_sha256} differs from the store's checksum "
                          f"{download.sha256} ({download.checksum_source})")
-    progress = Progress(f"pull {src}", download.size)
+    progress = Progress(f"pull {shown}", download.size)
     try:
         return deploy(download.stream, root, expected_sha256=expected if verify else None,
                       progress=progress, **deploy_options)
