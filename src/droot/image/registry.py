@@ -157,6 +157,7 @@ class ResponseRaw(io.RawIOBase):
     def __init__(self, response, what: str):
         self._response = response
         self._body = response.raw
+        self._body.decode_content = False  # the blob's own bytes, as its digest covers them
         self._what = what
 
     def readable(self):
