@@ -181,3 +181,65 @@ def test_a_single_layer_streams_in_one_pass(tmp_path):
     assert member(exported, ".drootenv") == b"K=v=w x\n"
     assert json.loads(member(exported, ".droot.json"))["digest"] == sha256(config)
     assert zstandard  # the layer above was zstd-compressed
+
+
+def test_an_index_resolves_to_this_hosts_platform(tmp_path):
+    """An OCI layout whose tag names an image index (a multi-platform image)."""
+    import platform
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    other = "s390x" if machine != "s390x" else "amd64"
+    directory = tmp_path / "oci"
+    descriptors = {}
+    for arch in (other, machine):
+        write_oci_layout(directory, [layer((f"only-on-{arch}", "file", arch.encode()))])
+        descriptor = json.loads((directory / "index.json").read_text())["manifests"][0]
+        descriptor.pop("annotations")
+        descriptors[arch] = {**descriptor, "platform": {"os": "linux", "architecture": arch}}
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [descriptors[other], descriptors[machine]]}).encode()
+    (directory / "blobs" / "sha256" / sha256(index).split(":")[1]).write_bytes(index)
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(index),
+        "size": len(index), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}))
+    out = tmp_path / "out.tar"
+    result = droot("export", f"oci:{directory}:multi", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert set(listing(out.read_bytes())) == {f"only-on-{machine}"}
+    missing = droot("export", f"oci:{directory}:nope", "-o", out)
+    assert missing.returncode == 1 and "no image tagged 'nope'" in missing.stderr
+    # an index with nothing for this host
+    only_other = json.dumps({"schemaVersion": 2, "manifests": [descriptors[other]]}).encode()
+    (directory / "blobs" / "sha256" / sha256(only_other).split(":")[1]).write_bytes(only_other)
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(only_other),
+        "size": len(only_other)}]}))
+    result = droot("export", f"oci:{directory}", "-o", out)
+    assert result.returncode == 1 and f"no image for linux/{machine}" in result.stderr
+    assert f"linux/{other}" in result.stderr
+
+
+def test_a_docker_archive_of_several_images(tmp_path):
+    parts = [write_docker_archive(tmp_path / f"{name}.tar", [layer((name, "file", name.encode()))],
+                                  tag=f"{PREFIX}/{name}:v1") for name in ("first", "second")]
+    merged = tmp_path / "both.tar"
+    manifests = []
+    with tarfile.open(merged, "w") as out:
+        for part in parts:
+            with tarfile.open(part) as archive:
+                for item in archive:
+                    data = archive.extractfile(item).read()
+                    if item.name == "manifest.json":
+                        manifests += json.loads(data)
+                    else:
+                        out.addfile(item, io.BytesIO(data))
+        info = tarfile.TarInfo("manifest.json")
+        data = json.dumps(manifests).encode()
+        info.size = len(data)
+        out.addfile(info, io.BytesIO(data))
+    result = droot("export", f"docker-archive:{merged}", "-o", tmp_path / "out.tar")
+    assert result.returncode == 1 and "holds 2 images" in result.stderr
+    for name in ("first", "second"):
+        for reference in (f"{PREFIX}/{name}:v1", f"{PREFIX}/{name}"):
+            result = droot("export", f"docker-archive:{merged}:{reference}", "-o", tmp_path / "out.tar")
+            assert result.returncode == 0, result.stderr
+            assert set(listing((tmp_path / "out.tar").read_bytes())) == {name}

@@ -89,11 +89,13 @@ class VerifyingRaw(io.RawIOBase):
 # --- docker save archives ----------------------------------------------------------------
 
 def split_reference(reference: str) -> tuple[str, str | None]:
-    """PATH[:REF] (a path that exists as given wins over a split at its last colon)."""
-    if os.path.exists(reference) or ":" not in reference:
-        return reference, None
-    path, _, ref = reference.rpartition(":")
-    return path, ref or None
+    """PATH[:REF]: the whole string if it names a file, else split at the first colon
+    whose left side does (a REF such as NAME:TAG holds colons too)."""
+    if not os.path.exists(reference):
+        for position, character in enumerate(reference):
+            if character == ":" and os.path.exists(reference[:position]):
+                return reference[:position], reference[position + 1:] or None
+    return reference, None
 
 
 def open_docker_archive(reference: str) -> Image:
