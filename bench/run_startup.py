@@ -58,6 +58,8 @@ def commands(root: Path, work: Path, docker: bool) -> dict[str, callable]:
     """tool name → a function of the round number giving the argv to time."""
     tools = {
         "droot run": lambda n: [str(DROOT), "run", "--root", str(root), "--", "/bin/true"],
+        # droot's floor: the same interpreter starting and doing nothing
+        "venv python -c pass": lambda n: [str(DROOT.parent / "python"), "-c", "pass"],
         "chroot": lambda n: ["chroot", str(root), "/bin/true"],
         "unshare -m chroot": lambda n: ["unshare", "-m", "chroot", str(root), "/bin/true"],
         "bwrap": lambda n: ["bwrap", "--bind", str(root), "/", "--proc", "/proc",
