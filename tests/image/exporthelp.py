@@ -162,3 +162,36 @@ def oci_layout_from_docker_archive(archive_path: Path, directory: Path,
         layers = [archive.extractfile(name).read() for name in manifest["Layers"]]
     kinds = [compression[i % len(compression)] for i in range(len(layers))]
     return write_oci_layout(directory, layers, config, kinds)
+
+
+def push_oci_layout(registry: str, repository: str, tag: str, directory: Path):
+    """Upload an OCI layout's blobs and manifests to a registry (distribution API v2), and
+    tag the layout's first image: what `skopeo copy oci:… docker://…` does."""
+    import requests
+    base = f"http://{registry}/v2/{repository}"
+    manifests = []
+    for blob in sorted((directory / "blobs" / "sha256").iterdir()):
+        data = blob.read_bytes()
+        digest = "sha256:" + blob.name
+        started = requests.post(f"{base}/blobs/uploads/", timeout=30)
+        started.raise_for_status()
+        location = started.headers["Location"]
+        if location.startswith("/"):
+            location = f"http://{registry}{location}"
+        separator = "&" if "?" in location else "?"
+        requests.put(f"{location}{separator}digest={digest}", data=data,
+                     headers={"Content-Type": "application/octet-stream"}, timeout=30).raise_for_status()
+        try:
+            document = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and ("layers" in document or "manifests" in document):
+            manifests.append((digest, document, data))
+    # image manifests before the indexes that refer to them
+    for digest, document, data in sorted(manifests, key=lambda item: "manifests" in item[1]):
+        requests.put(f"{base}/manifests/{digest}", data=data,
+                     headers={"Content-Type": document["mediaType"]}, timeout=30).raise_for_status()
+    top = json.loads((directory / "index.json").read_text())["manifests"][0]
+    data = (directory / "blobs" / "sha256" / top["digest"].split(":")[1]).read_bytes()
+    requests.put(f"{base}/manifests/{tag}", data=data,
+                 headers={"Content-Type": top["mediaType"]}, timeout=30).raise_for_status()

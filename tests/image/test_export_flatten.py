@@ -10,8 +10,8 @@ import tarfile
 import pytest
 import zstandard
 from conftest import droot
-from exporthelp import (PREFIX, image_config, layer, listing, member, sha256, write_docker_archive,
-                        write_oci_layout)
+from exporthelp import (PREFIX, image_config, layer, listing, member, push_oci_layout, sha256,
+                        write_docker_archive, write_oci_layout)
 
 LONG = "long/" + "n" * 150
 XATTRS = {"SCHILY.xattr.user.note": "hello", "SCHILY.xattr.security.capability":
@@ -51,8 +51,8 @@ ENGINE_LAYERS = [layer(*(item for item in items if item[0] not in CROSS_LAYER_LI
 
 
 @pytest.fixture(scope="module")
-def flattened(tmp_path_factory):
-    """droot's export of the layers from a docker-archive and from OCI layouts."""
+def flattened(tmp_path_factory, registry):
+    """droot's export of the layers from a docker-archive, OCI layouts and a registry."""
     work = tmp_path_factory.mktemp("export-flatten")
     archive = write_docker_archive(work / "handmade.tar", LAYERS)
     results = {}
@@ -60,6 +60,8 @@ def flattened(tmp_path_factory):
     for kinds in (["gzip", "zstd", "none"], ["zstd", "none", "gzip"]):
         directory = write_oci_layout(work / "-".join(kinds), LAYERS, compression=kinds)
         sources["oci " + "-".join(kinds)] = f"oci:{directory}"
+    push_oci_layout(registry, f"{PREFIX}/handmade", "latest", directory)
+    sources["registry"] = f"docker://{registry}/{PREFIX}/handmade:latest"
     for name, source in sources.items():
         out = work / "out.tar"
         result = droot("export", source, "-o", out)
@@ -183,8 +185,8 @@ def test_a_single_layer_streams_in_one_pass(tmp_path):
     assert zstandard  # the layer above was zstd-compressed
 
 
-def test_an_index_resolves_to_this_hosts_platform(tmp_path):
-    """An OCI layout whose tag names an image index (a multi-platform image)."""
+def test_an_index_resolves_to_this_hosts_platform(tmp_path, registry):
+    """An image index (a multi-platform image) in an OCI layout and in a registry."""
     import platform
     machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     other = "s390x" if machine != "s390x" else "amd64"
@@ -203,6 +205,10 @@ def test_an_index_resolves_to_this_hosts_platform(tmp_path):
         "size": len(index), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}))
     out = tmp_path / "out.tar"
     result = droot("export", f"oci:{directory}:multi", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert set(listing(out.read_bytes())) == {f"only-on-{machine}"}
+    push_oci_layout(registry, f"{PREFIX}/multi", "v1", directory)
+    result = droot("export", f"docker://{registry}/{PREFIX}/multi:v1", "-o", out)
     assert result.returncode == 0, result.stderr
     assert set(listing(out.read_bytes())) == {f"only-on-{machine}"}
     missing = droot("export", f"oci:{directory}:nope", "-o", out)
