@@ -17,6 +17,9 @@ HERE = Path(__file__).parent
 def attack_binary(tmp_path_factory) -> Path:
     """tests/run/attack.c compiled static (it runs in roots without a C library)."""
     output = tmp_path_factory.mktemp("run-attack") / "attack"
+    if not shutil.which("gcc"):
+        pytest.fail("the run tests need gcc and libc6-dev (a static C library): apt-get install "
+                    "gcc libc6-dev")
     subprocess.run(["gcc", "-static", "-O1", "-o", str(output), str(HERE / "attack.c")],
                    check=True)
     return output
