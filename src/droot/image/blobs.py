@@ -98,6 +98,7 @@ class Layer:
     """One layer: `opener(verify)` returns a binary stream of its uncompressed tar."""
     name: str
     opener: object
+    streamed: bool = False  # fetched anew on every read (a registry): always verified
 
     def open(self, verify: bool):
         return self.opener(verify)

@@ -89,7 +89,6 @@ def flatten(layers, output):
             progress.note = f"layer {index + 1}/{count}"
         with reading(layer, verify=True) as reader:
             copy_layer(reader, index, layers, shadows, output, carried)
-            reader.drain()  # to the end of the stream, so its digest is checked
 
 
 def copy_layer(reader, index, layers, shadows, output, carried):
@@ -179,11 +178,13 @@ def find_version(layers, target: str, index: int, before: int):
 
 
 class reading:
-    """A TarReader over a layer's uncompressed stream; errors become one clear line."""
+    """A TarReader over a layer's uncompressed stream; errors become one clear line.
+    With `verify`, or always for a layer that is streamed from a registry (whose every
+    read must be checked), the stream is read to its end on leaving, so its digest is."""
 
     def __init__(self, layer, verify: bool):
         self.layer = layer
-        self.verify = verify
+        self.verify = verify or layer.streamed
 
     def __enter__(self):
         try:
@@ -191,20 +192,34 @@ class reading:
         except OSError as error:
             raise DrootError(f"cannot read {self.layer.name}: {error}") from None
         except Exception as error:
-            if is_decompression_error(error):
-                raise DrootError(f"{self.layer.name} is corrupt ({error})") from None
+            if (clear := clear_error(error, self.layer)) is not None:
+                raise clear from None
             raise
-        return TarReader(self.stream, self.layer.name)
+        self.reader = TarReader(self.stream, self.layer.name)
+        return self.reader
 
     def __exit__(self, exc_type, exc, traceback):
-        self.stream.close()
-        if exc_type is None:
-            return False
-        if issubclass(exc_type, TarFormatError):
-            raise DrootError(str(exc)) from None
-        if is_decompression_error(exc):
-            raise DrootError(f"{self.layer.name} is corrupt or truncated ({exc})") from None
+        try:
+            if exc is None and self.verify:
+                self.reader.drain()
+        except Exception as error:
+            exc = error
+            if clear_error(exc, self.layer) is None:
+                raise
+        finally:
+            self.stream.close()
+        if exc is not None and (clear := clear_error(exc, self.layer)) is not None:
+            raise clear from None
         return False
+
+
+def clear_error(error, layer) -> DrootError | None:
+    """A failure to read a layer as one clear line (None: not such a failure)."""
+    if isinstance(error, TarFormatError):
+        return DrootError(str(error))
+    if is_decompression_error(error):
+        return DrootError(f"{layer.name} is corrupt or truncated ({error})")
+    return None
 
 
 def is_decompression_error(error) -> bool:

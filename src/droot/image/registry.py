@@ -203,7 +203,8 @@ def open_registry_image(reference: str) -> Image:
         for number, descriptor in enumerate(layer_descriptors, 1):
             layer_what = f"{what}: layer {number}/{len(layer_descriptors)} ({descriptor['digest']})"
             layers.append(Layer(layer_what, lambda verify, digest=descriptor["digest"],
-                                layer_what=layer_what: registry.blob_stream(digest, layer_what, verify)))
+                                layer_what=layer_what: registry.blob_stream(digest, layer_what, verify),
+                                streamed=True))
         return Image(config, layers, [registry])
     except BaseException:
         registry.close()
