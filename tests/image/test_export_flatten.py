@@ -8,7 +8,6 @@ import subprocess
 import tarfile
 
 import pytest
-import zstandard
 from conftest import droot
 from exporthelp import (PREFIX, image_config, layer, listing, member, push_oci_layout, sha256,
                         write_docker_archive, write_oci_layout)
@@ -182,7 +181,6 @@ def test_a_single_layer_streams_in_one_pass(tmp_path):
     assert member(exported, "./app") == b"#!/bin/true\n"
     assert member(exported, ".drootenv") == b"K=v=w x\n"
     assert json.loads(member(exported, ".droot.json"))["digest"] == sha256(config)
-    assert zstandard  # the layer above was zstd-compressed
 
 
 def test_an_index_resolves_to_this_hosts_platform(tmp_path, registry):

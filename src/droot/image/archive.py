@@ -2,6 +2,7 @@
 layout directories (oci:PATH[:TAG]). Layers are read in place, never copied: a layer
 inside a docker-archive is a byte range of the archive file."""
 
+import hashlib
 import io
 import json
 import os
@@ -125,7 +126,6 @@ def open_docker_archive(reference: str) -> Image:
     if not isinstance(config_name, str) or not isinstance(layer_names, list):
         raise DrootError(f"{path}: manifest.json is not a docker save manifest")
     config_bytes = read_member(path, members, config_name)
-    import hashlib
     digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     document = verified_json(config_bytes, None, f"{what}: {config_name}")
     config = image_config(document, digest, f"{what}: {config_name}")
@@ -145,15 +145,15 @@ def open_docker_archive(reference: str) -> Image:
 
 def index_archive(path: str) -> dict:
     """member name -> (data offset, size) for files, or ("link", target) for links."""
+    if os.path.isdir(path):
+        raise DrootError(f"{path} is a directory, not a docker-archive (for an OCI layout "
+                         f"use oci:{path})")
     try:
         file = open(path, "rb", buffering=READ_BUFFER)
     except OSError as error:
         raise DrootError(f"cannot read {path}: {error.strerror}") from None
     members = {}
     with file:
-        if os.path.isdir(path):
-            raise DrootError(f"{path} is a directory, not a docker-archive (for an OCI layout "
-                             f"use oci:{path})")
         reader = TarReader(file, path)
         try:
             for entry in reader:

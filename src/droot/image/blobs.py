@@ -83,10 +83,11 @@ class ForwardOnly:
 
 
 def verified_json(data: bytes, digest: str | None, what: str):
+    """The JSON document in `data`, after checking `data` against `digest` if given."""
     if digest:
         reader = VerifyingReader(io.BytesIO(data), digest, what)
         reader.read()
-        reader.read()
+        reader.check()
     try:
         return json.loads(data)
     except ValueError:

@@ -101,10 +101,6 @@ class Entry:
         self.pax_records = pax_records  # the entry's PAX records, unparsed
         self.index = index        # position in its archive (0, 1, 2, ...)
 
-    @property
-    def is_dir(self) -> bool:
-        return self.type == DIRECTORY
-
     def tarinfo(self) -> tarfile.TarInfo:
         """All the entry's metadata as a TarInfo (for writing a changed header)."""
         info = tarfile.TarInfo.frombuf(self.header[-BLOCK:], "utf-8", "surrogateescape")
@@ -127,7 +123,7 @@ class Entry:
 
 class TarReader:
     """Reads entries from a binary stream. After next() returns an entry, its data is
-    consumed with copy_data(), read_data() or skip_data() (next() skips what is left)."""
+    consumed with copy_data() or skip_data() (next() skips what is left)."""
 
     def __init__(self, stream, what: str):
         self._stream = stream
@@ -256,18 +252,10 @@ class TarReader:
                 raise TarFormatError(f"{self.what} is truncated")
             remaining -= len(chunk)
 
-    def read_data(self, limit: int = 1 << 20) -> bytes:
-        """The current entry's data (small entries only, e.g. a manifest)."""
-        if self._remaining > padded(limit):
-            raise TarFormatError(f"{self.what}: member too large to read")
-        size = self._remaining
-        self._remaining = 0
-        return self._read(size)
-
     def drain(self):
         """Read the stream to its end (after the end-of-archive marker), so a digest over
         the whole stream can be checked."""
-        self.skip_data() if self._remaining else None
+        self.skip_data()
         while self._stream.read(COPY_CHUNK):
             pass
 
