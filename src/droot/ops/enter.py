@@ -10,6 +10,7 @@ PID namespace takes effect for children only) and waits, forwarding signals.
 """
 
 import os
+import signal
 
 from droot.errors import CommandNotExecutable, CommandNotFound, RunError
 from droot.ops.apps import App, app_of, find_apps, inside_id
@@ -140,7 +141,6 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     if any(kind == "pid" for kind, _ in namespaces):
         child = os.fork()
         if child:
-            import signal
             signal.pthread_sigmask(signal.SIG_BLOCK, pidinit.FORWARDED + [signal.SIGCHLD])
             pidinit.end_like(pidinit.wait_forwarding(child, reap_all=False))
 

@@ -18,7 +18,6 @@ Standard library only: this module is imported by `droot run` when a limit is gi
 """
 
 import os
-import signal
 import sys
 
 from droot.errors import RunError, UsageError
@@ -390,6 +389,7 @@ def start_keeper(cgroups: AppCgroups, app_pid: int):
         os.waitpid(child, 0)
         return
     try:
+        import signal  # here, in the keeper: its import costs the app's start-up ~10 ms
         os.setsid()  # out of the terminal's process group: Ctrl-C goes to the app only
         if os.fork():
             os._exit(0)
