@@ -46,6 +46,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def network_reason(error) -> str:
+    """The root cause in a requests error's long text ("Connection refused", ...)."""
+    text = str(error)
+    if "SSL" in text or "certificate" in text:
+        match = re.search(r"\] ([^'\"()]+)", text)
+        return f"TLS: {match.group(1).strip() if match else type(error).__name__} (for a registry " \
+               "without TLS use --plain-http)"
+    match = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", text)
+    return match.group(1).strip() if match else type(error).__name__
+
+
 def credentials(host: str) -> tuple[str, str] | None:
     user, password = os.environ.get("DROOT_REGISTRY_USER"), os.environ.get("DROOT_REGISTRY_PASSWORD")
     if user and password is not None:
@@ -93,7 +104,7 @@ class Registry:
                 response.close()
                 self.authenticate(challenge, what)
         except requests.RequestException as error:
-            raise DrootError(f"cannot reach the registry {self.host}: {error}") from None
+            raise DrootError(f"cannot reach the registry {self.host}: {network_reason(error)}") from None
         if response.status_code == 200:
             return response
         response.close()
@@ -124,7 +135,7 @@ class Registry:
             response = self.session.get(fields["realm"], params=query, auth=self.credentials,
                                         timeout=TIMEOUT)
         except requests.RequestException as error:
-            raise DrootError(f"cannot reach the registry's token service: {error}") from None
+            raise DrootError(f"cannot reach the registry's token service: {network_reason(error)}") from None
         if response.status_code != 200:
             raise DrootError(f"{what}: the registry's token service refused "
                              f"({response.status_code}): check the credentials")
