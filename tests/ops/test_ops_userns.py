@@ -1,5 +1,7 @@
 """--userns: root inside is an unprivileged range of host ids."""
 
+import os
+
 import pytest
 
 from droot.errors import RunError, UsageError
@@ -72,3 +74,22 @@ def test_the_namespace_is_entered_after_the_mounts(root):
     assert "gone" in run_app(root, keep, umount).stdout
     result = run_app(root, [*keep, "--userns", RANGE], umount)
     assert "gone" not in result.stdout
+
+
+def test_bind_mounts_stay_usable(root, tmp_path):
+    shared = tmp_path / "shared"  # owned by the mapped root: root inside writes there
+    shared.mkdir()
+    os.chown(shared, 231072, 231072)
+    host_only = tmp_path / "host-only"  # owned by host root, mode 755: not for root inside
+    host_only.mkdir(mode=0o755)
+    script = ("touch /shared/by-root && echo shared-ok; "
+              "touch /host-only/by-root && echo host-only-ok; true")
+    result = run_app(root, ["--userns", RANGE, "--bind", f"{shared}:/shared",
+                            "--bind", f"{host_only}:/host-only"], ["/bin/sh", "-c", script])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["shared-ok"]
+    assert (shared / "by-root").stat().st_uid == 231072
+    assert not (host_only / "by-root").exists()
+    # Without the user namespace root inside does write there (the check above can fail).
+    plain = run_app(root, ["--bind", f"{host_only}:/host-only"], ["/bin/sh", "-c", script])
+    assert "host-only-ok" in plain.stdout
