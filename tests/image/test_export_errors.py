@@ -190,11 +190,11 @@ def test_refuses_to_write_to_a_terminal(small_image):
     assert containers_of(small_image[1]) == []
 
 
-def test_progress_on_a_terminal_only(small_image, tmp_path):
+def progress_shown(source, out) -> bytes:
+    """What `droot export SOURCE -o OUT` shows on a terminal (its stderr)."""
     controller, terminal = pty.openpty()
     try:
-        result = subprocess.run([DROOT, "export", small_image[0], "-o", tmp_path / "out.tar"],
-                                stderr=terminal, timeout=60)
+        result = subprocess.run([DROOT, "export", source, "-o", out], stderr=terminal, timeout=60)
         os.close(terminal)
         shown = b""
         while True:
@@ -208,7 +208,15 @@ def test_progress_on_a_terminal_only(small_image, tmp_path):
     finally:
         os.close(controller)
     assert result.returncode == 0
+    return shown
+
+
+def test_progress_on_a_terminal_only(small_image, tmp_path):
+    shown = progress_shown(small_image[0], tmp_path / "out.tar")
     assert b"export: " in shown and b"MB" in shown and b"/s" in shown
+    archive = write_docker_archive(tmp_path / "two.tar", [layer(("a", "file", b"a")),
+                                                          layer(("b", "file", b"b"))])
+    assert b"layer 2/2" in progress_shown(f"docker-archive:{archive}", tmp_path / "out.tar")
     quiet = droot("export", small_image[0], "-o", tmp_path / "out2.tar")
     assert quiet.returncode == 0 and quiet.stderr == ""
 
