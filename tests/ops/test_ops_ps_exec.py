@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from opshelp import droot, fresh_root, remove_cgroups, start_app, stop_app, wait_until
+from opshelp import DROOT, droot, fresh_root, remove_cgroups, start_app, stop_app, wait_until
 
 
 @pytest.fixture
@@ -150,4 +150,17 @@ def test_exec_into_a_user_namespace_app(root):
         # Root inside, but bounded by the app: a non-root app's bounding set is empty.
         assert lines[0] == "0" and int(lines[-1], 16) == 0
     finally:
+        stop_app(app)
+
+
+def test_an_exec_session_counts_in_its_app_not_as_another(root):
+    app = started(root)
+    session = subprocess.Popen([DROOT, "exec", "--pid", str(app.pid), "--", "/bin/sleep", "60"])
+    try:
+        wait_until(lambda: listed(app.pid)["processes"] == 2, "the session in the app")
+        apps = json.loads(droot("ps", "--json").stdout)
+        assert [a["pid"] for a in apps if a["root"] == str(root)] == [app.pid]
+    finally:
+        session.kill()
+        session.wait()
         stop_app(app)

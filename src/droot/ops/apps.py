@@ -4,9 +4,10 @@ A process belongs to a droot app when it is chrooted (its /proc/PID/root is not 
 in a mount namespace other than the host's (droot unshares one for every run) and sees a
 proc filesystem at `/proc` (droot mounts one inside the root), or when it sits in a droot
 cgroup (`droot/<escaped root>.<pid>`, made for --memory/--cpus/--pids-limit). Processes of
-one mount namespace and root form one app; its main process is the one whose parent is not
-part of the app. Under --pid the droot relay outside the namespace is reported as the PID,
-since that is the process the supervisor started and signals.
+one mount namespace and root form one app; its main process is the oldest one whose parent
+is not part of the app (later ones are `droot exec` sessions, counted in). Under --pid the
+droot relay outside the namespace is reported as the PID, since that is the process the
+supervisor started and signals.
 
 Docker and other pivot_root(2) runtimes are not chrooted (their root is their namespace's
 root) and are not listed; a hand-made `unshare -m chroot` with /proc mounted inside is
@@ -169,23 +170,15 @@ def find_apps() -> list[App]:
         apps.setdefault((process.mount_ns, process.root), []).append(process)
     found = []
     for group in apps.values():
+        # The app is the oldest process whose parent is not part of it; later ones of the
+        # same mount namespace and root (`droot exec` sessions) are counted in with it.
         pids = {p.pid for p in group}
-        for main in sorted((p for p in group if p.ppid not in pids), key=lambda p: p.pid):
-            tree = [p for p in group if _descends(p, main.pid, members)]
-            parent = processes.get(main.ppid)
-            relay = parent if (parent and parent.root == "/" and
-                               parent.mount_ns == main.mount_ns) else None
-            found.append(App(main, tree, relay))
+        main = min((p for p in group if p.ppid not in pids), key=lambda p: p.start_ticks)
+        parent = processes.get(main.ppid)
+        relay = parent if (parent and parent.root == "/" and
+                           parent.mount_ns == main.mount_ns) else None
+        found.append(App(main, group, relay))
     return sorted(found, key=lambda app: app.pid)
-
-
-def _descends(process: Process, ancestor: int, members: dict[int, Process]) -> bool:
-    while True:
-        if process.pid == ancestor:
-            return True
-        process = members.get(process.ppid)
-        if process is None:
-            return False
 
 
 def app_of(pid: int) -> App | None:
