@@ -51,12 +51,12 @@ def member(data: bytes, name: str) -> bytes:
 
 # --- hand-made layers and images -----------------------------------------------------------
 
-def layer(*items) -> bytes:
+def layer(*items, format=tarfile.PAX_FORMAT) -> bytes:
     """A layer tar from (name, kind, extra) items: kind is "dir", "file" (extra: bytes or
     a dict of TarInfo fields with "data"), "symlink"/"hardlink" (extra: target), "chardev"
     (extra: (major, minor))."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+    with tarfile.open(fileobj=buffer, mode="w", format=format) as archive:
         for name, kind, *extra in items:
             info = tarfile.TarInfo(name)
             info.mtime = 1_700_000_000

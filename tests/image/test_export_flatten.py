@@ -247,3 +247,23 @@ def test_a_docker_archive_of_several_images(tmp_path):
             result = droot("export", f"docker-archive:{merged}:{reference}", "-o", tmp_path / "out.tar")
             assert result.returncode == 0, result.stderr
             assert set(listing((tmp_path / "out.tar").read_bytes())) == {name}
+
+
+def test_gnu_format_layers(tmp_path):
+    """GNU tar headers: long names and link targets in their own blocks, base-256 ids."""
+    deep = "g/" + "d" * 120
+    target = "/" + "t" * 150
+    layers = [layer(("g", "dir"), (deep, "file", {"data": b"G", "uid": 3_000_000, "gid": 3_000_001}),
+                    ("g/sym", "symlink", target), ("g/hl", "hardlink", deep),
+                    ("g/" + "k" * 120, "file", b"K"), format=tarfile.GNU_FORMAT),
+              layer(("g", "dir"), ("g/.wh." + "d" * 120, "file"), format=tarfile.GNU_FORMAT)]
+    archive = write_docker_archive(tmp_path / "gnu.tar", layers)
+    out = tmp_path / "out.tar"
+    result = droot("export", f"docker-archive:{archive}", "-o", out)
+    assert result.returncode == 0, result.stderr
+    files = listing(out.read_bytes())
+    assert deep not in files
+    assert files["g/sym"][4] == target
+    assert files["g/hl"][0] == tarfile.REGTYPE and files["g/hl"][2:4] == (3_000_000, 3_000_001)
+    assert member(out.read_bytes(), "g/hl") == b"G"
+    assert member(out.read_bytes(), "g/" + "k" * 120) == b"K"  # copied through as it was
