@@ -5,7 +5,8 @@ the app has of its own (PID, network, UTS, IPC, user), chroots into the app's ro
 in the app's working directory with the app's environment, as the app's user (or -u USER,
 looked up in the app's /etc/passwd), with no capability the app could not have: the app's
 bounding set; for root the app's effective set (or `droot run`'s default set when the app
-is not root); none for another user; and no_new_privs when the app has it. Without a PID namespace it execs in place; with one it must fork (joining a
+is not root); none for another user; and no_new_privs when the app has it. The run's
+kernel sandboxes apply too (Landlock write confinement, no TIOCSTI). Without a PID namespace it execs in place; with one it must fork (joining a
 PID namespace takes effect for children only) and waits, forwarding signals.
 """
 
@@ -121,7 +122,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         env[name] = value
 
     # Everything below runs in the app's world: import what it needs now, from the host.
-    from droot.run import capabilities, kernel, pidinit, users  # noqa: F401 - users: resolve_user
+    from droot.run import capabilities, confinement, kernel, pidinit, users  # noqa: F401
     from droot.run.isolation import setns
     try:
         join_cgroups(target)
@@ -152,6 +153,15 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         if home:
             env["HOME"] = home
     bounding = int(status["CapBnd"], 16)
+    # The run's kernel sandboxes too: writes confined to the root (unless the app was left
+    # CAP_SYS_ADMIN, i.e. --no-dropcaps) and no TIOCSTI, which matters all the more for an
+    # interactive session on the operator's terminal.
+    try:
+        if not bounding >> 21 & 1:
+            confinement.confine_writes_to_root()
+        confinement.block_terminal_injection()
+    except OSError as error:
+        raise RunError(f"exec: cannot confine the command: {error.strerror}") from None
     # Root gets the app's capabilities, or a run's default ones if the app is not root;
     # never one outside the app's bounding set. Another user gets none.
     keep = set()
