@@ -1,10 +1,13 @@
 """The opt-in namespaces, observed from the kernel's side: --pid, --net none, --hostname,
 --ipc, and the default that shares them all with the host (as the original did)."""
 
+import fcntl
 import os
+import pty
 import signal
 import socket
 import subprocess
+import termios
 import threading
 
 import pytest
@@ -154,4 +157,27 @@ def test_pid_namespace_dies_with_a_killed_relay(root):
         wait_until(lambda: not os.path.exists(f"/proc/{init}"), "the init to die too")
         app.communicate(timeout=30)  # and every process holding the pipes is gone
     finally:
+        stop_app(app)
+
+
+def test_pid_ctrl_c_reaches_the_app_once(root):
+    # Ctrl-C on a terminal signals the whole foreground process group: relay, init and app.
+    # The app must get it once, not once more through each forwarder.
+    master, slave = pty.openpty()
+
+    def take_terminal():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    script = ("n=0; trap 'n=$((n+1))' INT; echo ready >&2; "
+              "while [ $n -eq 0 ]; do sleep 0.1; done; sleep 1; echo interrupts $n >&2")
+    app = start_app(root, ["--pid"], ["/bin/sh", "-c", script], stdin=slave,
+                    preexec_fn=take_terminal)
+    try:
+        assert app.stderr.readline() == "ready\n"
+        os.write(master, b"\x03")
+        _, err = app.communicate(timeout=30)
+        assert err.strip() == "interrupts 1"
+    finally:
+        os.close(master)
+        os.close(slave)
         stop_app(app)
