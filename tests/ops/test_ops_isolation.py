@@ -7,6 +7,7 @@ import pty
 import signal
 import socket
 import subprocess
+import sys
 import termios
 import threading
 
@@ -128,7 +129,7 @@ def test_hostname_is_set_inside_only(root):
 def test_ipc_namespace_hides_host_semaphores(root):
     # A System V semaphore made on the host is visible without --ipc and not with it.
     key = 0x0D5007 + os.getpid() % 1000
-    made = subprocess.run(["python3", "-c", "import ctypes;l=ctypes.CDLL(None);"
+    made = subprocess.run([sys.executable, "-c", "import ctypes;l=ctypes.CDLL(None);"
                            f"print(l.semget({key}, 1, 0o1600))"],
                           capture_output=True, text=True, check=True)
     semid = int(made.stdout)

@@ -93,9 +93,9 @@ def test_cgroup_is_removed_when_the_app_is_killed(root):
 
 
 def test_stale_cgroups_are_swept_by_the_next_run(root):
-    _, v1 = cgroups.hierarchies()
+    mount_point, _ = cgroups.plan(["pids"])["pids"]
     dead_pid = 2**22 + 12345  # above pid_max: no process has it
-    stale = Path(v1["pids"]) / cgroups.PREFIX / cgroups.cgroup_name(str(root), dead_pid)
+    stale = Path(mount_point) / cgroups.PREFIX / cgroups.cgroup_name(str(root), dead_pid)
     stale.mkdir(parents=True)
     assert run_app(root, ["--pids-limit", "10"]).returncode == 0
     assert not stale.exists()
