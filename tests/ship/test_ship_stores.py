@@ -266,3 +266,84 @@ def test_demo_flow_local_store(busybox_image, tmp_path):
     ran = subprocess.run(["chroot", str(tmp_path / "app"), "/bin/sh", "-c", "echo ok"],
                          capture_output=True, text=True)
     assert ran.stdout == "ok\n"
+
+
+class CuttingProxy:
+    """A TCP proxy to the S3 server that breaks the connection in the middle of the first
+    download of `path`, and records the requests it saw."""
+
+    def __init__(self, upstream_port: int, path: str, cut_after: int):
+        import socket
+        self.upstream_port = upstream_port
+        self.request_line = f"GET {path} ".encode()
+        self.cut_after = cut_after
+        self.cut = False
+        self.requests: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            state = {"countdown": None}
+            threading.Thread(target=self._requests, args=(client, upstream, state),
+                             daemon=True).start()
+            threading.Thread(target=self._responses, args=(upstream, client, state),
+                             daemon=True).start()
+
+    def _requests(self, client, upstream, state):
+        try:
+            while data := client.recv(65536):
+                self.requests.append(data)
+                if not self.cut and data.startswith(self.request_line):
+                    state["countdown"] = self.cut_after
+                upstream.sendall(data)
+        except OSError:
+            pass
+
+    def _responses(self, upstream, client, state):
+        import socket
+        try:
+            while data := upstream.recv(65536):
+                countdown = state["countdown"]
+                if countdown is not None and not self.cut and len(data) >= countdown:
+                    client.sendall(data[:countdown])
+                    self.cut = True
+                    break
+                if countdown is not None:
+                    state["countdown"] = countdown - len(data)
+                client.sendall(data)
+        except OSError:
+            pass
+        for sock in (client, upstream):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.server.close()
+
+
+def test_s3_pull_resumes_a_broken_download(busybox_image, s3_server, s3_bucket, tmp_path):
+    assert droot("push", busybox_image, f"s3://{s3_bucket}/resume.tar.gz").returncode == 0
+    size = s3().head_object(Bucket=s3_bucket, Key="resume.tar.gz")["ContentLength"]
+    proxy = CuttingProxy(int(s3_server.rsplit(":", 1)[1]), f"/{s3_bucket}/resume.tar.gz",
+                         cut_after=size // 2)
+    try:
+        environment = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+        result = droot("pull", f"s3://{s3_bucket}/resume.tar.gz", "--root", tmp_path / "app",
+                       env=environment)
+    finally:
+        proxy.close()
+    assert proxy.cut, "the proxy never broke a download: the test tests nothing"
+    assert result.returncode == 0, result.stderr
+    assert any(b"range: bytes=" in request.lower() for request in proxy.requests)
+    check_app(tmp_path / "app")

@@ -50,7 +50,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                          "owners and devices (run it with sudo)")
     layout = Layout(root)
     _check_mode(layout, mode)
-    with Lock(layout, lock_timeout):
+    with Lock(layout, lock_timeout) as lock:
         _check_mode(layout, mode)  # again: another deploy may have changed it meanwhile
         for leftover in layout.leftovers():
             remove_tree(leftover)
@@ -75,7 +75,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 summary["release"] = name
                 summary["pruned"] = prune(layout, keep)
             else:
-                _rsync(staging, layout)
+                _rsync(staging, layout, lock.fd)
                 summary["release"] = str(layout.root)
                 remove_tree(staging)
         except BaseException:
@@ -84,16 +84,17 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
     return summary
 
 
-def _rsync(staging: Path, layout: Layout):
+def _rsync(staging: Path, layout: Layout, lock_fd: int):
     """Sync the extracted release into the real directory at the root: owners (numeric),
     modes, hard links, ACLs, xattrs; files gone from the image are deleted. Not atomic: a
-    reader can see a mix while it runs."""
+    reader can see a mix while it runs. rsync holds the lock too, so if droot is killed
+    the next deploy still waits for it to finish."""
     if not shutil.which("rsync"):
         raise DrootError("--mode rsync needs the rsync command (apt-get install rsync)")
     layout.root.mkdir(mode=0o755, exist_ok=True)
     command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/", f"{layout.root}/"]
     completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, pass_fds=(lock_fd,))
     if completed.returncode != 0:
         last = (completed.stderr.strip().splitlines() or ["?"])[-1]
         raise DrootError(f"rsync into {layout.root} failed (status {completed.returncode}): "
