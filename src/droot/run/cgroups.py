@@ -376,23 +376,23 @@ def sweep_stale():
 
 # --- the keeper ---------------------------------------------------------------------------
 
-def start_keeper(cgroups: AppCgroups, app_pid: int):
+def start_keeper(cgroups: AppCgroups, app_pid: int) -> int:
     """Fork the detached keeper of `cgroups`, which outlives the app (see the module doc).
 
     Called before the cgroups are even made, so the keeper stays outside them and removes
-    them however droot ends. The intermediate child is reaped here, so the app never
-    inherits a child it did not make.
+    them however droot ends. Returns the PID of the short-lived intermediate child, which
+    the caller must reap before the exec (so the app never inherits a child it did not
+    make); reaping it later rather than here lets its fork overlap droot's own work.
     """
     stderr_fd = sys.stderr.fileno()
     child = os.fork()
     if child:
-        os.waitpid(child, 0)
-        return
+        return child
     try:
-        import signal  # here, in the keeper: its import costs the app's start-up ~10 ms
         os.setsid()  # out of the terminal's process group: Ctrl-C goes to the app only
         if os.fork():
-            os._exit(0)
+            os._exit(0)  # quickly: droot waits for this one
+        import _signal as signal  # the C module: `signal` would import enum & co. (~10 ms)
         for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(number, signal.SIG_IGN)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))

@@ -151,6 +151,7 @@ class Isolation:
             self.cgroups = cgroups.AppCgroups(os.path.abspath(options.root), os.getpid(),
                                               limits)
         self.user_namespace = None
+        self.keeper_starter = 0  # the keeper's intermediate child, until reaped
 
     def prepare_host(self):
         """Before the mount namespace: the cgroups (with their limits) and the user namespace."""
@@ -158,7 +159,7 @@ class Isolation:
             from droot.run import cgroups
             cgroups.sweep_stale()
             # The keeper first: whenever droot dies from here on, it removes what was made.
-            cgroups.start_keeper(self.cgroups, os.getpid())
+            self.keeper_starter = cgroups.start_keeper(self.cgroups, os.getpid())
             self.cgroups.create()
         if self.id_ranges is not None:
             from droot.run import userns
@@ -173,6 +174,8 @@ class Isolation:
         """In droot's private mount namespace, before chroot: the other namespaces, then
         --pid's relay/init split, and the app's place in its cgroups (under --pid the init
         joins them and the relay stays outside)."""
+        if self.keeper_starter:
+            os.waitpid(self.keeper_starter, 0)
         enter(self.net, self.hostname, self.ipc)
         if self.pid:
             from droot.run import pidinit
