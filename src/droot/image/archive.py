@@ -9,8 +9,8 @@ import os
 import posixpath
 
 from droot.errors import DrootError
-from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingReader,
-                               choose_manifest, image_config, manifest_layers, uncompressed,
+from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingRaw,
+                               VerifyingReader, choose_manifest, image_config, manifest_layers, uncompressed,
                                verified_json)
 from droot.image.tarstream import (CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK,
                                    TarFormatError, TarReader, normalise)
@@ -66,25 +66,6 @@ def layer_stream(path: str, start: int, size: int, digest: str | None, compresse
     if verify and digest and not compressed_digest:
         stream = VerifyingReader(stream, digest, what)
     return stream
-
-
-class VerifyingRaw(io.RawIOBase):
-    """A VerifyingReader as a raw stream (so it can be buffered and decompressed)."""
-
-    def __init__(self, reader):
-        self._reader = reader
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        data = self._reader.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def close(self):
-        self._reader.close()
-        super().close()
 
 
 # --- docker save archives ----------------------------------------------------------------

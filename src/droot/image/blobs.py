@@ -61,6 +61,25 @@ class VerifyingReader:
         self._stream.close()
 
 
+class VerifyingRaw(io.RawIOBase):
+    """A VerifyingReader as a raw stream (so it can be buffered and decompressed)."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._reader.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        self._reader.close()
+        super().close()
+
+
 def uncompressed(stream):
     """A reader of the uncompressed contents of buffered `stream` (gzip, zstd or plain)."""
     head = stream.peek(4)[:4]

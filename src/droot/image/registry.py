@@ -19,11 +19,12 @@ import re
 
 from droot.errors import DrootError
 from droot.image.blobs import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, OCI_MANIFEST,
-                               READ_BUFFER, Image, Layer, VerifyingReader, choose_manifest,
+                               READ_BUFFER, Image, Layer, VerifyingRaw, VerifyingReader, choose_manifest,
                                image_config, manifest_layers, uncompressed, verified_json)
 
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 TIMEOUT = (30, 300)  # connect, read (seconds)
+SMALL_LIMIT = 16 << 20
 REFERENCE = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?"
                        r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]+))?$")
 
@@ -137,26 +138,33 @@ class Registry:
         except requests.RequestException as error:
             raise DrootError(f"cannot reach the registry's token service: {network_reason(error)}") from None
         if response.status_code != 200:
+            hint = ("check the credentials" if self.credentials else "it needs credentials: set "
+                    "DROOT_REGISTRY_USER/DROOT_REGISTRY_PASSWORD or docker login")
             raise DrootError(f"{what}: the registry's token service refused "
-                             f"({response.status_code}): check the credentials")
-        answer = response.json()
-        token = answer.get("token") or answer.get("access_token")
+                             f"({response.status_code}): {hint}")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        token = isinstance(answer, dict) and (answer.get("token") or answer.get("access_token"))
         if not token:
             raise DrootError(f"{what}: the registry's token service gave no token")
         self.authorization = f"Bearer {token}"
 
     def small(self, path: str, what: str, accept: str | None = None):
-        response = self.get(path, what, accept)
+        """A manifest or config: read whole, up to a limit no honest one comes near."""
+        response = self.get(path, what, accept, stream=True)
         with response:
-            if len(response.content) > 64 << 20:
-                raise DrootError(f"{what} is too large")
-            return response.content, response.headers.get("Content-Type", "")
+            # a content encoding (gzip'd JSON) is undone: the digest covers the document
+            data = io.BufferedReader(ResponseRaw(response, what, decode=True)).read(SMALL_LIMIT + 1)
+            if len(data) > SMALL_LIMIT:
+                raise DrootError(f"{what} is too large for a manifest or config")
+            return data, response.headers.get("Content-Type", "")
 
     def blob_stream(self, digest: str, what: str, verify: bool):
         response = self.get(f"blobs/{digest}", what, stream=True)
         raw = io.BufferedReader(ResponseRaw(response, what), buffer_size=READ_BUFFER)
         if verify:
-            from droot.image.archive import VerifyingRaw
             raw = io.BufferedReader(VerifyingRaw(VerifyingReader(raw, digest, what)),
                                     buffer_size=READ_BUFFER)
         return uncompressed(raw)
@@ -165,10 +173,10 @@ class Registry:
 class ResponseRaw(io.RawIOBase):
     """An HTTP response body as a raw stream; a broken download is one clear error."""
 
-    def __init__(self, response, what: str):
+    def __init__(self, response, what: str, decode: bool = False):
         self._response = response
         self._body = response.raw
-        self._body.decode_content = False  # the blob's own bytes, as its digest covers them
+        self._body.decode_content = decode  # a layer blob: its own bytes, which its digest covers
         self._what = what
 
     def readable(self):
