@@ -13,17 +13,18 @@ from opshelp import DROOT, fresh_root, wait_until
 
 # Records its PID as it sees it and every TERM it gets, in the root's /tmp (the host sees
 # it at ROOT/tmp), then ends with status 42 on TERM.
-APP = ("echo $$ > /tmp/pid; trap 'echo TERM >> /tmp/signals; exit 42' TERM; "
-       "while :; do sleep 0.1; done")
+APP = ('echo $$ > /tmp/pid; trap "echo TERM >> /tmp/signals; exit 42" TERM; '
+       'while :; do sleep 0.1; done')
 
 
 @pytest.fixture
-def service(tmp_path):
+def service(tmp_path, request):
+    options = " ".join(getattr(request, "param", []))
     root = fresh_root(tmp_path)
     directory = tmp_path / "service"
     directory.mkdir()
     run = directory / "run"
-    run.write_text(f"#!/bin/sh\nexec {DROOT} run --root {root} -- /bin/sh -c \"{APP}\"\n")
+    run.write_text(f"#!/bin/sh\nexec {DROOT} run --root {root} {options} -- /bin/sh -c '{APP}'\n")
     finish = directory / "finish"
     # runsv calls ./finish with the run script's exit code (-1 if killed) and signal.
     finish.write_text(f"#!/bin/sh\necho \"$1 $2\" >> {tmp_path}/finished\n")
@@ -97,3 +98,15 @@ def test_supervisor_sees_the_apps_death_by_signal(service):
     os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer
     wait_until(lambda: finish_lines(finished), "the finish script")
     assert finish_lines(finished) == ["-1 9"]
+
+
+@pytest.mark.parametrize("service", [["--pid"]], indirect=True)
+def test_supervisor_signals_are_relayed_under_pid_namespace(service):
+    directory, root, finished = service
+    assert app_pid(root) == 2  # the app's PID inside; runsv watches the relay
+    relay = wait_until(lambda: running_pid(directory), "sv status")
+    assert "--pid" in open(f"/proc/{relay}/cmdline").read().split("\0")  # droot itself
+    sv("term", directory)
+    wait_until(lambda: finish_lines(finished), "the finish script")
+    assert (root / "tmp" / "signals").read_text() == "TERM\n"  # relayed to the app's trap
+    assert finish_lines(finished) == ["42 0"]  # and its status relayed back
