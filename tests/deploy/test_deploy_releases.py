@@ -3,6 +3,7 @@ switch, pruning by deploy order, rollback, releases, rm, rsync mode, the lock.""
 
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -33,6 +34,16 @@ def test_deploy_reproduces_a_root_filesystem_exactly(tmp_path, compression):
     (source / "bin" / "pinger").write_bytes(b"\0" * 10)
     subprocess.run(["setcap", "cap_net_raw+ep", str(source / "bin" / "pinger")], check=True)
     os.utime(source / "etc", (1_600_000_000, 1_600_000_000))
+    # A setgid directory holding a root:root file (Debian's /var/mail), read-only files.
+    (source / "var" / "mail").mkdir(parents=True)
+    os.chown(source / "var" / "mail", 0, 8)
+    os.chmod(source / "var" / "mail", 0o2775)
+    (source / "var" / "mail" / "root").write_text("mail")
+    os.chown(source / "var" / "mail" / "root", 0, 0)
+    (source / "etc" / "shadow").write_text("root:*:1::::::\n")
+    os.chmod(source / "etc" / "shadow", 0o000)
+    (source / "etc" / "readonly").write_text("r")
+    os.chmod(source / "etc" / "readonly", 0o444)
 
     root = tmp_path / "app"
     result = deploy(root, tar_of(source, compression))
@@ -208,7 +219,17 @@ def test_concurrent_deploys_are_serialised(tmp_path):
     processes = [subprocess.Popen([DROOT, "deploy", "--root",
                                    str(root), "--keep", "0"], stdin=subprocess.PIPE,
                                   stderr=subprocess.PIPE) for _ in archives]
-    outputs = [p.communicate(archive, timeout=120)[1] for p, archive in zip(processes, archives)]
+    # Both fed at once: whichever takes the lock first reads its archive first.
+    outputs = [b"", b""]
+
+    def feed(index):
+        outputs[index] = processes[index].communicate(archives[index], timeout=120)[1]
+
+    feeders = [threading.Thread(target=feed, args=(index,)) for index in range(2)]
+    for feeder in feeders:
+        feeder.start()
+    for feeder in feeders:
+        feeder.join()
     assert [p.returncode for p in processes] == [0, 0], outputs
     assert b"waiting for another deploy" in b"".join(outputs)
     names = release_names(root)
@@ -240,3 +261,21 @@ def test_bad_input_is_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("droot: ") and message in result.stderr
         assert not os.path.lexists(root)
     assert droot("deploy", "--root", root, "--keep", "x").returncode == 2
+
+
+def test_deploy_as_non_root_is_refused_clearly(tmp_path):
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             DROOT, "deploy", "--root", str(tmp_path / "app")],
+                            input=app_archive(tmp_path, "v0"), capture_output=True)
+    assert result.returncode == 1 and b"deploy needs root" in result.stderr
+    assert not os.path.lexists(tmp_path / "app")
+
+
+def test_releases_of_an_rsync_mode_root(tmp_path):
+    root = tmp_path / "app"
+    assert deploy(root, app_archive(tmp_path, "v0"), "--mode", "rsync").returncode == 0
+    listing = droot("releases", "--root", root)
+    assert listing.returncode == 0
+    assert listing.stdout == f"* {root} (a real directory: rsync mode)\n"
+    result = droot("releases", "--root", tmp_path / "never-deployed")
+    assert result.returncode == 1 and "no releases" in result.stderr
