@@ -15,7 +15,9 @@ context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/rootfs/bin" "$context/rootfs/etc" "$context/rootfs/app"
 cp /bin/busybox "$context/rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do ln -sf busybox "$context/rootfs/bin/$applet"; done
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$context/rootfs/bin/$applet"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/app:/bin/sh\n' >"$context/rootfs/etc/passwd"
 printf 'root:x:0:\napp:x:1000:\n' >"$context/rootfs/etc/group"
 cat >"$context/rootfs/app/hello" <<'APP'
@@ -32,7 +34,11 @@ USER app
 WORKDIR /app
 ENTRYPOINT ["/app/hello"]
 DOCKERFILE
-docker build -q -t droot-demo/hello:latest "$context" >/dev/null
+# (the engine's notice about its legacy builder is noise here; shown only if the build fails)
+if ! build_output=$(docker build -q -t droot-demo/hello:latest "$context" 2>&1); then
+    echo "$build_output" >&2
+    exit 1
+fi
 echo "== built droot-demo/hello:latest"
 
 # 2. Ship: export, compress and upload in one stream (here to a local path store;
