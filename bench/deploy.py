@@ -6,8 +6,11 @@ entries), exported once with `droot export` (gzip and zstd, as `droot push` comp
 Compared in one run, in interleaved rounds, on the same filesystem (ext4 by default, under
 the cache dir), each into a fresh directory, each made durable:
 
-  tar -xzf A.tar.gz; sync           droot deploy --root R < A.tar.gz   (syncfs included)
-  tar --zstd -xf A.tar.zst; sync    droot deploy --root R < A.tar.zst
+  tar -xzf A.tar.gz; sync -f D           droot deploy --root R < A.tar.gz   (its syncfs)
+  tar --zstd -xf A.tar.zst; sync -f D    droot deploy --root R < A.tar.zst
+
+(`sync -f` is syncfs(2) of the target's filesystem, what droot does: a plain `sync` would
+also flush what other processes wrote to other filesystems.)
 
 Reports medians of wall time, ratios (goals: droot >= 1.0x tar on the same compression;
 droot zstd >= 2x tar -xzf) and droot's peak RSS. Removal of the trees is not timed.
@@ -78,11 +81,11 @@ def main():
     target = args.dir / "target"
     root = args.dir / "app"
     cases = {
-        "tar -xzf; sync": (f"mkdir {target} && tar -xzf {found['gzip']} -C {target} && sync",
-                           None),
+        "tar -xzf; sync": (f"mkdir {target} && tar -xzf {found['gzip']} -C {target} && "
+                           f"sync -f {target}", None),
         "droot deploy (gzip)": (f"{DROOT} deploy --root {root} --keep 0", found["gzip"]),
         "tar --zstd -xf; sync": (f"mkdir {target} && tar --zstd -xf {found['zstd']} -C {target}"
-                                 " && sync", None),
+                                 f" && sync -f {target}", None),
         "droot deploy (zstd)": (f"{DROOT} deploy --root {root} --keep 0", found["zstd"]),
     }
     times = {name: [] for name in cases}

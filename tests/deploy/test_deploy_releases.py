@@ -170,6 +170,12 @@ def test_rollback_releases_and_rm(tmp_path):
     assert not os.path.lexists(root) and not releases_dir(root).exists()
 
 
+def test_rollback_of_a_root_never_deployed_creates_nothing(tmp_path):
+    result = droot("rollback", "--root", tmp_path / "app")
+    assert result.returncode == 1 and "nothing to roll back" in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_rm_refuses_a_directory_droot_did_not_deploy(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()

@@ -135,6 +135,8 @@ def rollback(root, *, to: str | None = None, lock_timeout: float | None = None) 
     """Switch the root back to the release deployed before the current one (or to `to`).
     Returns (from, to)."""
     layout = Layout(root)
+    if layout.current() is None:
+        raise DrootError(f"{layout.root} is not a release symlink: nothing to roll back")
     with Lock(layout, lock_timeout):
         releases = layout.releases()
         current = layout.current()
