@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from droot.errors import DrootError, UsageError
 
 SIDECAR_SUFFIX = ".sha256"
-# 8 MiB parts: at most three in memory (filling, queued, uploading), up to 80 GB per
-# archive within S3's 10,000-part limit.
-PART_SIZE = 8 << 20
+# 5 MiB parts (S3's minimum): at most three in memory (filling, queued, uploading), up to
+# 50 GiB per archive within S3's 10,000-part limit.
+PART_SIZE = 5 << 20
 MAX_PARTS = 10_000
 
 
