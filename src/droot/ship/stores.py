@@ -253,13 +253,13 @@ class S3Upload:
 
 
 class S3Download:
-    """Reads s3://BUCKET/KEY as ranged GETs of 4 MiB, a few in flight at once and consumed
+    """Reads s3://BUCKET/KEY as ranged GETs of 8 MiB, a few in flight at once and consumed
     in order (as the aws CLI downloads): faster than one stream, memory bounded by the
     ranges in flight, and a range whose connection breaks is fetched again. Every range
     is pinned to the same object version (If-Match on its ETag). The threads start on the
     first read, after the extraction child has been forked."""
 
-    RANGE = 4 << 20
+    RANGE = 8 << 20
     IN_FLIGHT = 3
     ATTEMPTS = 5
 
