@@ -260,7 +260,7 @@ class S3Download:
     first read, after the extraction child has been forked."""
 
     RANGE = 8 << 20
-    IN_FLIGHT = 3
+    IN_FLIGHT = 2
     ATTEMPTS = 5
 
     def __init__(self, location: Location, client=None):
