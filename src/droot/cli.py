@@ -1,7 +1,7 @@
 """Command-line entry point: parse the arguments, then import only the stage that runs.
 
-`droot run` starts on every restart of every app, so this module imports nothing
-beyond argparse, and builds the options of the one command that was asked for.
+`droot run` starts on every restart of every app, so this module imports argparse only
+when a command line needs it, and builds the options of the one command asked for.
 Each stage keeps its commands in a light `cli` module of its own: for a command
 NAME it defines `NAME_arguments(parser)` (the flags) and `NAME(args)` (which
 imports the implementation and returns the exit status).
@@ -69,7 +69,7 @@ def build_parser(command: str | None):
         if name == command:
             stage = __import__(module_name, fromlist=["_"])
             getattr(stage, f"{name}_arguments")(sub)
-            sub.set_defaults(handler=getattr(stage, name), failure_status=failure_status)
+            sub.set_defaults(handler=getattr(stage, name))
             # Options the command does not know are reported by this top-level parser.
             parser.usage_exit_status = sub.usage_exit_status
     return parser

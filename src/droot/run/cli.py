@@ -83,7 +83,7 @@ def parse_run_quickly(argv: list[str]) -> RunOptions | None:
     by_flag = {flag: (dest, kind) for flags, dest, kind, _, _ in RUN_OPTIONS for flag in flags}
     values = {dest: [] if kind == "append" else DEFAULTS[kind]
               for _, dest, kind, _, _ in RUN_OPTIONS}
-    values.update(app_argv=[], command="run", debug=False, handler=run, failure_status=125)
+    values.update(app_argv=[], command="run", debug=False, handler=run)
     index = 0
     while index < len(argv) and argv[index] == "--debug":
         values["debug"] = True
