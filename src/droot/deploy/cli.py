@@ -83,6 +83,9 @@ def report(summary: dict, root) -> None:
 
 def deploy(args) -> int:
     from droot.deploy import deploy as implementation
+    if sys.stdin is None:
+        raise DrootError("deploy reads the archive on stdin, which is closed: pipe one in, "
+                         "or use 'droot pull SRC --root DIR'")
     if sys.stdin.isatty():
         raise DrootError("deploy reads the archive on stdin, which is a terminal: "
                          "pipe it in, e.g. aws s3 cp s3://bucket/app.tar.gz - | droot deploy "

@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from droot.errors import DrootError
+from droot.errors import DrootError, UsageError
 
 RELEASE_NAME = re.compile(r"^(\d{6,})-(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{12})$")
 TEMP_PREFIX = ".tmp-"
@@ -44,6 +44,8 @@ class Layout:
     """The paths that belong to one root directory."""
 
     def __init__(self, root):
+        if not str(root).strip():
+            raise UsageError("--root is empty: give the app's directory")
         root = Path(os.path.abspath(root))
         if root == Path("/") or not root.name:
             raise DrootError(f"--root {root}: refusing to manage the filesystem root")

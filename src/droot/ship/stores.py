@@ -50,13 +50,20 @@ def parse(text: str) -> Location:
             raise UsageError(f"{text}: expected s3://BUCKET/KEY")
         return Location("s3", text, bucket=bucket, key=key)
     if text.startswith(("http://", "https://")):
+        try:
+            host = urllib.parse.urlsplit(text).hostname
+        except ValueError as error:
+            raise UsageError(f"{text}: malformed URL ({error})") from None
+        if not host:
+            raise UsageError(f"{text}: malformed URL (no host)")
         return Location("http", text)
     if text.startswith("file://"):
         parsed = urllib.parse.urlparse(text)
         if parsed.netloc not in ("", "localhost"):
             raise UsageError(f"{text}: only local file:// URLs are supported")
         return Location("path", text, path=urllib.parse.unquote(parsed.path))
-    if "://" in text.split("/", 1)[0] + "/" and not os.path.exists(text):
+    scheme, separator, _ = text.partition("://")
+    if separator and scheme.isalnum() and not os.path.exists(text):
         raise UsageError(f"{text}: unsupported store (use s3://, http(s)://, file://, a path or -)")
     return Location("path", text, path=text)
 
