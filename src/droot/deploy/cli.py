@@ -6,24 +6,21 @@ import sys
 from droot.errors import DrootError, UsageError
 
 
-def _keep(value: str) -> int:
-    try:
-        keep = int(value)
-    except ValueError:
-        keep = -1
-    if keep < 0:
-        raise UsageError(f"--keep {value!r}: expected a number of releases (0 keeps all)")
-    return keep
+def _non_negative(convert, flag: str, expected: str):
+    """An argparse type: `convert` of the value, refused with one line when not >= 0."""
+    def parse(value: str):
+        try:
+            number = convert(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise UsageError(f"{flag} {value!r}: expected {expected}")
+        return number
+    return parse
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1
-    if seconds < 0:
-        raise UsageError(f"--lock-timeout {value!r}: expected seconds (0 fails at once)")
-    return seconds
+_keep = _non_negative(int, "--keep", "a number of releases (0 keeps all)")
+_seconds = _non_negative(float, "--lock-timeout", "seconds (0 fails at once)")
 
 
 def sha256_value(value: str) -> str:

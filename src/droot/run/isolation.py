@@ -22,7 +22,6 @@ import os
 from droot.errors import RunError, UsageError
 from droot.run import kernel
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
