@@ -1,11 +1,11 @@
 """Extract an archive stream into a new release directory, safely and as a pipeline.
 
-The parent reads the (compressed) stream, hashes it, decompresses it and writes the tar
-bytes into a pipe; a forked child that has chroot(2)ed into the release directory reads
-the pipe and creates the files (unpack.py). So the two costly halves run on two cores,
-and the kernel, not path checks in Python, keeps every write inside the release: the
-child cannot name anything outside it, whatever the archive's paths and links say
-(Docker's chrootarchive does the same). The child dies with the parent (PDEATHSIG) and
+The parent reads the (compressed) stream, hashes it and writes it into a pipe; a forked
+child that has chroot(2)ed into the release directory decompresses it in one thread and
+creates the files in another (unpack.py), so the costly halves run on two cores. The
+kernel, not path checks in Python, keeps every write inside the release: the child
+cannot name anything outside it, whatever the archive's paths and links say (Docker's
+chrootarchive does the same). The child dies with the parent (PDEATHSIG) and
 inherits the deploy lock, so no one starts on the release dir while it still writes.
 """
 
@@ -14,7 +14,9 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import signal
+import threading
 
 from droot.deploy import unpack
 from droot.errors import DrootError
@@ -90,20 +92,14 @@ def extract(stream, release_dir, *, devices: bool = True, progress=None) -> Extr
         _child(parent, str(release_dir), data_read, result_write, devices)
     os.close(data_read)
     os.close(result_write)
-    feed_error = None
-    kind = "none"
+    read_error = None
     try:
         try:
-            kind, tar = compression.decompressing_reader(reader)
-            _feed(tar, data_write)
+            _feed(reader, data_write)
         except BrokenPipeError:
             pass  # the child stopped reading: its own report says why
-        except Exception as error:
-            # A download that broke off, a truncated or corrupt gzip/zstd stream.
-            if not isinstance(error, (OSError, EOFError, ValueError)) and \
-                    not type(error).__module__.startswith("zstandard"):
-                raise
-            feed_error = error
+        except (OSError, EOFError, ValueError) as error:
+            read_error = error  # a download that broke off
         finally:
             os.close(data_write)
     except BaseException:
@@ -112,27 +108,61 @@ def extract(stream, release_dir, *, devices: bool = True, progress=None) -> Extr
         raise
     status = _wait(pid)
     report = _read_all(result_read)
-    if feed_error is not None:
-        raise DrootError(f"the archive is corrupt or truncated: {_describe(feed_error)}")
+    if read_error is not None:
+        raise DrootError(f"the archive is corrupt or truncated: {_describe(read_error)}")
     if status != 0:
         message = report.decode(errors="replace").strip() or f"extraction exited with {status}"
-        raise DrootError(f"cannot extract the archive: {message}")
-    # The decompressor stopped at the end of its stream: whatever follows is still part of
-    # what was downloaded and must be hashed, and is refused if it is not empty.
-    trailing = reader.read(CHUNK)
-    if trailing:
-        raise DrootError("the archive has unexpected data after its end")
-    return Extracted(reader.hash.hexdigest(), reader.size, kind, json.loads(report))
+        raise DrootError(message)
+    result = json.loads(report)
+    return Extracted(reader.hash.hexdigest(), reader.size, result["compression"],
+                     result["stats"])
 
 
-def _feed(tar, fd: int):
-    while True:
-        chunk = tar.read(CHUNK)
-        if not chunk:
-            return
+def _feed(reader, fd: int):
+    while chunk := reader.read(CHUNK):
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view):]
+
+
+class _CorruptStream(Exception):
+    """The compressed stream ended early, is corrupt, or has data after its end."""
+
+
+class _Decompression:
+    """Decompresses the archive read from `fd` in a thread of its own (zstandard and ISA-L
+    let go of the GIL while they work), queueing the tar bytes in chunks for the unpacker.
+    The decompressed stream never crosses a pipe, and the two cores share the work:
+    decompression on one, file creation on the other."""
+
+    QUEUED_CHUNKS = 8
+
+    def __init__(self, fd: int):
+        self.kind = None
+        self._queue = queue.Queue(self.QUEUED_CHUNKS)
+        self._source = open(fd, "rb", buffering=0, closefd=False)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            self.kind, tar = compression.decompressing_reader(self._source)
+            while chunk := tar.read(CHUNK):
+                self._queue.put(chunk)
+            # The decompressor stops at the end of its stream; what follows is refused.
+            if self.kind != "none" and self._source.read(CHUNK):
+                raise _CorruptStream("the archive has unexpected data after its end")
+            self._queue.put(b"")
+        except Exception as error:  # noqa: BLE001 - handed to the unpacking thread
+            if not isinstance(error, _CorruptStream):
+                error = _CorruptStream(f"the archive is corrupt or truncated: "
+                                       f"{_describe(error)}")
+            self._queue.put(error)
+
+    def next_chunk(self) -> bytes:
+        chunk = self._queue.get()
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
 
 
 def _describe(error: BaseException) -> str:
@@ -179,21 +209,29 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         os.chroot(release_dir)
         os.chdir("/")
         os.umask(0)
-        # Nothing can be imported from here on: the interpreter's files are outside.
+        # Nothing can be imported from here on: the interpreter's files are outside (the
+        # decompressors were imported with droot.ship.compression).
         try:
-            stats = unpack.Unpacker(unpack.Input(data_read), devices=devices).run()
-            os.write(result_write, json.dumps(stats.as_dict()).encode())
+            decompression = _Decompression(data_read)
+            stats = unpack.Unpacker(unpack.Input(decompression.next_chunk),
+                                    devices=devices).run()
+            report = {"compression": decompression.kind, "stats": stats.as_dict()}
+            os.write(result_write, json.dumps(report).encode())
             status = 0
-        except unpack.ArchiveError as error:
+        except _CorruptStream as error:
             os.write(result_write, str(error).encode())
+        except unpack.ArchiveError as error:
+            os.write(result_write, f"cannot extract the archive: {error}".encode())
         except OSError as error:
             name = error.filename.decode(errors="replace") if isinstance(
                 error.filename, bytes) else error.filename
             where = f"/{name}: " if name else ""
-            os.write(result_write, f"{where}{error.strerror or error}".encode())
+            os.write(result_write,
+                     f"cannot extract the archive: {where}{error.strerror or error}".encode())
     except BaseException as error:  # noqa: BLE001 - reported to the parent, never raised
         try:
-            os.write(result_write, f"{type(error).__name__}: {error}".encode())
+            os.write(result_write, f"cannot extract the archive: {type(error).__name__}: "
+                     f"{error}".encode())
         except BaseException:
             pass
     finally:

@@ -14,13 +14,11 @@ GNU long names/links and base-256 numbers, which covers docker export, Go's arch
 GNU tar, bsdtar and Python's tarfile. Paths stay bytes end to end (no decoding).
 """
 
-import errno
 import os
 import stat
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
-COPY_BUFFER = 1 << 20
 REGULAR_TYPES = (b"0", b"\0", b"7")
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -39,73 +37,59 @@ class Stats:
 
 
 class Input:
-    """The tar stream on a file descriptor. Headers and small files come from a small
-    read-ahead buffer (few system calls per member); the rest of a large file goes from
-    the pipe straight into the file with splice(2): one in-kernel copy instead of two
-    through Python. (Inputs that splice refuses, e.g. a regular file, are copied.)"""
+    """The tar stream, as the chunks of bytes that `next_chunk()` returns (b"" at its end).
+    Headers are sliced out of the current chunk and file data is written to disk straight
+    from it: one copy per byte, the kernel's, and a few Python calls per member."""
 
-    READ_AHEAD = 1 << 16
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self._splice = True
-        self._data = b""
+    def __init__(self, next_chunk):
+        self._next_chunk = next_chunk
+        self._chunk = memoryview(b"")
         self._pos = 0
 
-    def _available(self) -> int:
-        return len(self._data) - self._pos
+    def _refill(self):
+        chunk = self._next_chunk()
+        if not chunk:
+            raise ArchiveError("the archive is truncated")
+        self._chunk, self._pos = memoryview(chunk), 0
 
     def read(self, size: int) -> bytes:
-        if self._available() < size:
-            parts = [self._data[self._pos:]]
-            missing = size - self._available()
-            while missing > 0:
-                chunk = os.read(self.fd, max(self.READ_AHEAD, missing))
-                if not chunk:
-                    raise ArchiveError("the archive is truncated")
-                parts.append(chunk)
-                missing -= len(chunk)
-            self._data = b"".join(parts)
-            self._pos = 0
-        start = self._pos
-        self._pos += size
-        return self._data[start:self._pos]
+        end = self._pos + size
+        if end <= len(self._chunk):
+            data = self._chunk[self._pos:end].tobytes()
+            self._pos = end
+            return data
+        parts = []
+        while size:
+            if self._pos == len(self._chunk):
+                self._refill()
+            n = min(len(self._chunk) - self._pos, size)
+            parts.append(self._chunk[self._pos:self._pos + n])
+            self._pos += n
+            size -= n
+        return b"".join(parts)
 
     def skip(self, size: int):
         while size:
-            size -= len(self.read(min(size, COPY_BUFFER)))
+            if self._pos == len(self._chunk):
+                self._refill()
+            n = min(len(self._chunk) - self._pos, size)
+            self._pos += n
+            size -= n
 
     def copy_to(self, fd: int, size: int):
-        buffered = min(self._available(), size)
-        if buffered:
-            _write_all(fd, memoryview(self._data)[self._pos:self._pos + buffered])
-            self._pos += buffered
-            size -= buffered
-        while size and self._splice:
-            try:
-                n = os.splice(self.fd, fd, size)
-            except OSError as error:
-                if error.errno != errno.EINVAL:
-                    raise
-                self._splice = False
-                break
-            if not n:
-                raise ArchiveError("the archive is truncated")
-            size -= n
         while size:
-            data = self.read(min(size, COPY_BUFFER))
-            _write_all(fd, memoryview(data))
-            size -= len(data)
+            if self._pos == len(self._chunk):
+                self._refill()
+            n = min(len(self._chunk) - self._pos, size)
+            n = os.write(fd, self._chunk[self._pos:self._pos + n])
+            self._pos += n
+            size -= n
 
     def drain(self):
-        self._data, self._pos = b"", 0
-        while os.read(self.fd, COPY_BUFFER):
+        """Read what follows the end of the archive (padding), so the writer finishes."""
+        self._chunk, self._pos = memoryview(b""), 0
+        while self._next_chunk():
             pass
-
-
-def _write_all(fd: int, view: memoryview):
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _number(field: bytes) -> int:
@@ -113,9 +97,12 @@ def _number(field: bytes) -> int:
     if field[0] & 0x80:
         value = int.from_bytes(field[1:], "big")
         return value - (1 << (8 * len(field) - 1)) if field[0] & 0x40 else value
-    text = field.split(b"\0", 1)[0]
     try:
-        return int(text, 8)  # int() ignores the spaces around it
+        return int(field.rstrip(b"\0"), 8)  # the usual "0000644\0"; int() ignores spaces
+    except ValueError:
+        text = field.split(b"\0", 1)[0]  # text then garbage, or an empty field
+    try:
+        return int(text, 8)
     except ValueError:
         if not text.strip():
             return 0
@@ -129,6 +116,8 @@ def _text(field: bytes) -> bytes:
 def member_path(name: bytes) -> bytes:
     """The member's path relative to the root: leading `/` and `.` parts dropped (as
     tar does); `..` refused. The root itself is `.`."""
+    if name[:1] not in (b".", b"/") and b"/." not in name and b"//" not in name:
+        return name.rstrip(b"/")  # the usual name: no `.`, `..` or empty parts to drop
     parts = [part for part in name.split(b"/") if part and part != b"."]
     if b".." in parts:
         raise ArchiveError(f"member {name.decode(errors='replace')!r} has a '..' component; "
@@ -257,27 +246,39 @@ class Unpacker:
     def _member(header: bytes, kind: bytes, size: int, records: dict) -> Member:
         member = Member()
         name = _text(header[0:100])
-        if header[257:263] == b"ustar\0" and header[345]:
+        if header[345] and header[257:263] == b"ustar\0":
             name = _text(header[345:500]) + b"/" + name
-        name = records.get(b"path", name)
+        mtime_ns = _number(header[136:148]) * 1_000_000_000
+        member.linkname = _text(header[157:257])
+        member.uid = _number(header[108:116])
+        member.gid = _number(header[116:124])
+        member.xattrs = None
+        if records:  # pax extended headers override the ustar fields
+            name = records.get(b"path", name)
+            member.linkname = records.get(b"linkpath", member.linkname)
+            member.uid = int(records.get(b"uid", member.uid))
+            member.gid = int(records.get(b"gid", member.gid))
+            size = int(records.get(b"size", size))
+            if b"mtime" in records:
+                mtime_ns = _pax_time_ns(records[b"mtime"])
+            member.xattrs = [(key[len(b"SCHILY.xattr."):], value)
+                             for key, value in records.items()
+                             if key.startswith(b"SCHILY.xattr.")]
+            if any(key.startswith(b"GNU.sparse.") for key in records):
+                kind = b"S"
         if kind in REGULAR_TYPES and name.endswith(b"/"):
             kind = b"5"  # pre-POSIX archives mark directories with a trailing slash
         member.path = member_path(name)
-        member.type = kind
-        member.mode = _number(header[100:108]) & 0o7777
-        member.uid = int(records[b"uid"]) if b"uid" in records else _number(header[108:116])
-        member.gid = int(records[b"gid"]) if b"gid" in records else _number(header[116:124])
-        member.size = int(records[b"size"]) if b"size" in records else size
-        member.mtime_ns = (_pax_time_ns(records[b"mtime"]) if b"mtime" in records
-                           else _number(header[136:148]) * 1_000_000_000)
-        member.linkname = records.get(b"linkpath", _text(header[157:257]))
-        member.major = _number(header[329:337]) if kind in (b"3", b"4") else 0
-        member.minor = _number(header[337:345]) if kind in (b"3", b"4") else 0
-        member.xattrs = [(key[len(b"SCHILY.xattr."):], value) for key, value in records.items()
-                         if key.startswith(b"SCHILY.xattr.")] if records else None
-        if kind in (b"S", b"M") or any(key.startswith(b"GNU.sparse.") for key in records):
+        if kind in (b"S", b"M"):
             raise ArchiveError(f"{member.path.decode(errors='replace')}: sparse and "
                                "multi-volume members are not supported")
+        member.type = kind
+        member.mode = _number(header[100:108]) & 0o7777
+        member.size = size
+        member.mtime_ns = mtime_ns
+        device = kind in (b"3", b"4")
+        member.major = _number(header[329:337]) if device else 0
+        member.minor = _number(header[337:345]) if device else 0
         return member
 
     def _unpack(self, m: Member):

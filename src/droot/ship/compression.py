@@ -3,6 +3,11 @@ on the way in, so `droot deploy` takes whatever `aws s3 cp … -` hands it."""
 
 import io
 
+# Imported here, not when first used: the deploy's extraction child decompresses after
+# chroot(2), where nothing can be imported any more.
+import zstandard
+from isal import igzip  # ISA-L: the gzip format, 2-3x faster than zlib
+
 from droot.errors import UsageError
 
 KINDS = ("gzip", "zstd", "none")
@@ -39,11 +44,9 @@ def compressing_writer(out, kind: str):
     stream (gzip trailer, zstd frame end) but leaves `out` open."""
     check_kind(kind)
     if kind == "gzip":
-        from isal import igzip
         return igzip.IGzipFile(fileobj=_Unclosing(out), mode="wb", compresslevel=GZIP_LEVEL,
                                mtime=0)
     if kind == "zstd":
-        import zstandard
         # All cores, in 2 MiB jobs: as fast here as the default jobs and ~45 MB less memory.
         parameters = zstandard.ZstdCompressionParameters.from_level(
             ZSTD_LEVEL, threads=-1, job_size=2 << 20, write_checksum=1)
@@ -95,9 +98,7 @@ def decompressing_reader(stream):
     and the kind that was detected."""
     kind, whole = sniff(stream)
     if kind == "gzip":
-        from isal import igzip  # ISA-L: the same format, 2-3x faster than zlib to inflate
         return kind, igzip.IGzipFile(fileobj=whole, mode="rb")
     if kind == "zstd":
-        import zstandard
         return kind, zstandard.ZstdDecompressor().stream_reader(whole, read_across_frames=True)
     return kind, whole
