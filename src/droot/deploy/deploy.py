@@ -8,9 +8,6 @@ symlink is switched with rename(2); only then are old releases pruned.
 """
 
 import os
-import secrets
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -54,10 +51,11 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         _check_mode(layout, mode)  # again: another deploy may have changed it meanwhile
         for leftover in layout.leftovers():
             remove_tree(leftover)
-        staging = layout.releases_dir / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        staging = layout.releases_dir / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         os.mkdir(staging, 0o755)
         try:
-            result = extraction.extract(stream, staging, devices=devices, progress=progress)
+            result = extraction.extract(stream, staging, devices=devices,
+                                        write_back=(mode == "symlink"), progress=progress)
             if progress:
                 progress.close()
             if expected_sha256 and result.sha256 != expected_sha256.lower():
@@ -89,6 +87,8 @@ def _rsync(staging: Path, layout: Layout, lock_fd: int):
     modes, hard links, ACLs, xattrs; files gone from the image are deleted. Not atomic: a
     reader can see a mix while it runs. rsync holds the lock too, so if droot is killed
     the next deploy still waits for it to finish."""
+    import shutil  # here: symlink mode, the usual one, does without (start-up time)
+    import subprocess
     if not shutil.which("rsync"):
         raise DrootError("--mode rsync needs the rsync command (apt-get install rsync)")
     layout.root.mkdir(mode=0o755, exist_ok=True)
