@@ -285,17 +285,27 @@ class S3Download:
         self._next_offset = 0
         self._current = memoryview(b"")
 
-    def _fetch(self, start: int) -> bytes:
+    def _fetch(self, start: int) -> memoryview:
         end = min(start + self.RANGE, self.size) - 1
         for attempt in range(self.ATTEMPTS):
             try:
                 body = self.client.get_object(Bucket=self.location.bucket,
                                               Key=self.location.key, IfMatch=self.etag,
                                               Range=f"bytes={start}-{end}")["Body"]
-                data = body.read()
-                if len(data) == end - start + 1:
-                    return data
-                error = ConnectionError(f"got {len(data)} of {end - start + 1} bytes")
+                # Into a buffer of the range's size: body.read() would hold the range
+                # twice (its chunks, then their join), and pull's memory is bounded.
+                data = memoryview(bytearray(end - start + 1))
+                received = 0
+                for chunk in body.iter_chunks(1 << 20):
+                    if received + len(chunk) > len(data):
+                        received += len(chunk)
+                        break
+                    data[received:received + len(chunk)] = chunk
+                    received += len(chunk)
+                else:
+                    if received == len(data):
+                        return data
+                error = ConnectionError(f"got {received} of {len(data)} bytes")
             except Exception as failure:
                 if not (_is_s3_error(failure) or isinstance(failure, OSError)):
                     raise
@@ -321,7 +331,7 @@ class S3Download:
             if not self._pending:
                 return b""
             try:
-                self._current = memoryview(self._pending.pop(0).result())
+                self._current = self._pending.pop(0).result()
             except DrootError:
                 raise
             except Exception as error:
