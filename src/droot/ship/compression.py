@@ -47,9 +47,10 @@ def compressing_writer(out, kind: str):
         return igzip.IGzipFile(fileobj=_Unclosing(out), mode="wb", compresslevel=GZIP_LEVEL,
                                mtime=0)
     if kind == "zstd":
-        # All cores, in 2 MiB jobs: as fast here as the default jobs and ~45 MB less memory.
+        # All cores, in 1 MiB jobs: about as fast here as the default (larger) jobs, and
+        # ~55 MB less memory (push stays under 100 MB with boto3 and its S3 parts).
         parameters = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, threads=-1, job_size=2 << 20, write_checksum=1)
+            ZSTD_LEVEL, threads=-1, job_size=1 << 20, write_checksum=1)
         compressor = zstandard.ZstdCompressor(compression_params=parameters)
         return compressor.stream_writer(out, closefd=False)
     return _Unclosing(out)
