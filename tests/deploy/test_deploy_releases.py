@@ -40,6 +40,18 @@ def test_deploy_reproduces_a_root_filesystem_exactly(tmp_path, compression):
     os.chmod(source / "var" / "mail", 0o2775)
     (source / "var" / "mail" / "root").write_text("mail")
     os.chown(source / "var" / "mail" / "root", 0, 0)
+    # Made inside it, a directory and a symlink would inherit its group (and the
+    # directory its setgid bit): theirs are root:root and 0755.
+    (source / "var" / "mail" / "archive").mkdir()
+    os.chown(source / "var" / "mail" / "archive", 0, 0)
+    os.chmod(source / "var" / "mail" / "archive", 0o755)
+    (source / "var" / "mail" / "inbox").symlink_to("root")
+    os.chown(source / "var" / "mail" / "inbox", 0, 0, follow_symlinks=False)
+    # A read-only directory with files in it, and a sticky one.
+    (source / "usr" / "share" / "ro").mkdir(parents=True)
+    (source / "usr" / "share" / "ro" / "data").write_text("d")
+    os.chmod(source / "usr" / "share" / "ro", 0o555)
+    os.chmod(source / "tmp", 0o1777)
     (source / "etc" / "shadow").write_text("root:*:1::::::\n")
     os.chmod(source / "etc" / "shadow", 0o000)
     (source / "etc" / "readonly").write_text("r")

@@ -299,6 +299,13 @@ class Unpacker:
             raise ArchiveError(f"{m.path.decode(errors='replace')}: unsupported tar member "
                                f"type {kind!r}")
 
+    def _chown_needed(self, m: Member) -> bool:
+        """Whether the new entry's owner differs from what creating it gave it: root's,
+        or in a setgid directory the directory's group. (Skipped chowns count: each is a
+        journal update on ext4.)"""
+        return bool(m.uid or m.gid or (self._setgid_directories and
+                                       m.path.rpartition(b"/")[0] in self._setgid_directories))
+
     def _file(self, m: Member):
         # Created with its permission bits (the umask is 0), owned by root: each further
         # metadata change costs a journal update on ext4, so only the needed ones follow.
@@ -306,9 +313,8 @@ class Unpacker:
         try:
             self.source.copy_to(fd, m.size)
             # Owner before mode (chown clears setuid bits) and xattrs after owner (chown
-            # clears security.capability); the time last. A file in a setgid directory
-            # was given the directory's group: chown it back.
-            if m.uid or m.gid or m.path.rpartition(b"/")[0] in self._setgid_directories:
+            # clears security.capability); the time last.
+            if self._chown_needed(m):
                 os.fchown(fd, m.uid, m.gid)
             if m.mode & 0o7000:
                 os.fchmod(fd, m.mode)
@@ -324,16 +330,23 @@ class Unpacker:
     def _directory(self, m: Member):
         path = m.path
         try:
-            os.mkdir(path, 0o700)
+            os.mkdir(path, m.mode & 0o777)  # the umask is 0
+            made = True
         except FileExistsError:
+            made = False
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 _remove(path)
-                os.mkdir(path, 0o700)
+                os.mkdir(path, m.mode & 0o777)
+                made = True
         except FileNotFoundError:
             _make_parent(path)
-            os.mkdir(path, 0o700)
-        os.chown(path, m.uid, m.gid, follow_symlinks=False)
-        os.chmod(path, m.mode)
+            os.mkdir(path, m.mode & 0o777)
+            made = True
+        if self._chown_needed(m):
+            os.chown(path, m.uid, m.gid, follow_symlinks=False)
+            made = False  # a setgid parent's bit may have been inherited
+        if not made or m.mode & 0o7000:
+            os.chmod(path, m.mode)
         if m.mode & stat.S_ISGID:
             self._setgid_directories.add(b"" if path == b"." else path)
         if m.xattrs:
@@ -343,7 +356,8 @@ class Unpacker:
 
     def _symlink(self, m: Member):
         _create(lambda path: os.symlink(m.linkname, path), m.path)
-        os.chown(m.path, m.uid, m.gid, follow_symlinks=False)
+        if self._chown_needed(m):
+            os.chown(m.path, m.uid, m.gid, follow_symlinks=False)
         if m.xattrs:
             _set_xattrs(m.path, m.xattrs, follow=False)
         os.utime(m.path, ns=(m.mtime_ns, m.mtime_ns), follow_symlinks=False)
