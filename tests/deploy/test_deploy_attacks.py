@@ -18,6 +18,12 @@ ORIGINAL = b"untouched\n"
 EVIL = b"pwned\n"
 
 
+def attack_tar(members) -> bytes:
+    """A hostile tar with one harmless regular file first: deploy refuses an archive with
+    no regular file at all, and an attack test must not pass for that reason."""
+    return hostile_tar([("filler", "file", b"harmless\n"), *members])
+
+
 @pytest.fixture
 def victim(tmp_path) -> Path:
     outside = tmp_path / "outside"
@@ -63,14 +69,14 @@ def deploy_and_check(tmp_path: Path, victim: Path, archive: bytes) -> tuple:
 
 
 def test_dotdot_member(tmp_path, victim):
-    archive = hostile_tar([("../../outside/victim", "file", EVIL)])
+    archive = attack_tar([("../../outside/victim", "file", EVIL)])
     prove_hostile(archive, tmp_path, victim)
     _, result = deploy_and_check(tmp_path, victim, archive)
     assert result.returncode == 1 and b"'..'" in result.stderr
 
 
 def test_absolute_member_lands_inside_the_release(tmp_path, victim):
-    archive = hostile_tar([(str(victim), "file", EVIL)])
+    archive = attack_tar([(str(victim), "file", EVIL)])
     prove_hostile(archive, tmp_path, victim)
     root, result = deploy_and_check(tmp_path, victim, archive)
     assert result.returncode == 0, result.stderr
@@ -80,14 +86,14 @@ def test_absolute_member_lands_inside_the_release(tmp_path, victim):
 @pytest.mark.parametrize("target", ["absolute", "relative"])
 def test_symlinked_directory_then_write_through_it(tmp_path, victim, target):
     link_target = str(victim.parent) if target == "absolute" else "../../outside"
-    archive = hostile_tar([("escape", "symlink", link_target),
+    archive = attack_tar([("escape", "symlink", link_target),
                            ("escape/victim", "file", EVIL)])
     prove_hostile(archive, tmp_path, victim)
     deploy_and_check(tmp_path, victim, archive)
 
 
 def test_symlink_planted_at_a_file_name_then_written(tmp_path, victim):
-    archive = hostile_tar([("etc", "dir", None), ("etc/passwd", "symlink", str(victim)),
+    archive = attack_tar([("etc", "dir", None), ("etc/passwd", "symlink", str(victim)),
                            ("etc/passwd", "file", EVIL)])
     prove_hostile(archive, tmp_path, victim)
     root, result = deploy_and_check(tmp_path, victim, archive)
@@ -97,14 +103,14 @@ def test_symlink_planted_at_a_file_name_then_written(tmp_path, victim):
 
 
 def test_hardlink_to_a_file_outside(tmp_path, victim):
-    archive = hostile_tar([("grab", "hardlink", str(victim)), ("grab", "file", EVIL)])
+    archive = attack_tar([("grab", "hardlink", str(victim)), ("grab", "file", EVIL)])
     prove_hostile(archive, tmp_path, victim)
     _, result = deploy_and_check(tmp_path, victim, archive)
     assert result.returncode == 1 and b"hard link target" in result.stderr
 
 
 def test_hardlink_with_dotdot_to_a_file_outside(tmp_path, victim):
-    archive = hostile_tar([("grab", "hardlink", "../../outside/victim"),
+    archive = attack_tar([("grab", "hardlink", "../../outside/victim"),
                            ("grab", "file", EVIL)])
     prove_hostile(archive, tmp_path, victim)
     _, result = deploy_and_check(tmp_path, victim, archive)
@@ -115,8 +121,8 @@ def test_hardlink_with_dotdot_to_a_file_outside(tmp_path, victim):
 def test_two_step_symlink_attack_cve_2025_45582(tmp_path, victim, mode):
     """First archive plants `x -> outside`; a later one writes `x/victim`. GNU tar writes
     through the planted link when both are extracted into one directory."""
-    first = hostile_tar([("x", "symlink", str(victim.parent))])
-    second = hostile_tar([("x/victim", "file", EVIL)])
+    first = attack_tar([("x", "symlink", str(victim.parent))])
+    second = attack_tar([("x/victim", "file", EVIL)])
     gnu = tmp_path / "gnu"
     gnu.mkdir()
     for archive in (first, second):
@@ -133,7 +139,7 @@ def test_two_step_symlink_attack_cve_2025_45582(tmp_path, victim, mode):
 
 
 def test_device_nodes_are_refused_with_no_devices(tmp_path, victim):
-    archive = hostile_tar([("disk", "blk", (7, 0)), ("null", "chr", (1, 3))])
+    archive = attack_tar([("disk", "blk", (7, 0)), ("null", "chr", (1, 3))])
     root = tmp_path / "app"
     result = deploy(root, archive, "--no-devices")
     assert result.returncode == 0, result.stderr

@@ -120,14 +120,31 @@ def releases(args) -> int:
     layout = Layout(args.root)
     current = layout.current()
     found = layout.releases()
-    if not found and layout.state() == "absent":
+    state = layout.state()
+    if state == "foreign":
+        raise DrootError(f"{layout.root} is {_describe(layout.root)}, not an app deployed by "
+                         "droot (a release symlink, or a directory in rsync mode)")
+    if state == "directory" and not layout.releases_dir.is_dir():
+        raise DrootError(f"{layout.root} was not deployed by droot (no {layout.releases_dir})")
+    if not found and state == "absent":
         raise DrootError(f"{layout.root} has no releases (not deployed yet?)")
     for release in found:
         mark = "*" if release.name == current else " "
         print(f"{mark} {release.name}")
-    if layout.state() == "directory":
+    if state == "directory":
         print(f"* {layout.root} (a real directory: rsync mode)")
     return 0
+
+
+def _describe(path) -> str:
+    """What a path that is neither absent nor a directory nor our symlink is."""
+    import os
+    import stat
+    if os.path.islink(path):
+        target = os.readlink(path)
+        return f"a symlink to {target}" + ("" if os.path.exists(path) else " (which is missing)")
+    mode = os.lstat(path).st_mode
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
 def rm_arguments(parser):

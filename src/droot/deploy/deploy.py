@@ -13,7 +13,7 @@ from pathlib import Path
 
 from droot.deploy import extract as extraction
 from droot.deploy import inuse
-from droot.deploy.releases import TEMP_PREFIX, Layout, Lock, remove_tree
+from droot.deploy.releases import LOCK_NAME, TEMP_PREFIX, Layout, Lock, remove_tree
 from droot.errors import DrootError
 
 MODES = ("symlink", "rsync")
@@ -47,6 +47,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                          "owners and devices (run it with sudo)")
     layout = Layout(root)
     _check_mode(layout, mode)
+    created = _missing_directories(layout.releases_dir)
     with Lock(layout, lock_timeout) as lock:
         _check_mode(layout, mode)  # again: another deploy may have changed it meanwhile
         for leftover in layout.leftovers():
@@ -63,6 +64,9 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                     f"checksum mismatch: the archive's SHA-256 is {result.sha256}, expected "
                     f"{expected_sha256.lower()} (corrupt download, or the archive was replaced "
                     "while it was read; nothing was switched)")
+            if not result.stats["files"]:
+                raise DrootError("the archive has no regular files: refusing to make it a "
+                                 "release (is it a root filesystem?); nothing was switched")
             summary = {"sha256": result.sha256, "compression": result.compression,
                        "size": result.size, **result.stats}
             if mode == "symlink":
@@ -78,8 +82,37 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 remove_tree(staging)
         except BaseException:
             remove_tree(staging)
+            _remove_if_unused(layout, created)
             raise
     return summary
+
+
+def _missing_directories(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first (the lock
+    creates them)."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_unused(layout: Layout, created: list[Path]):
+    """After a failed first deploy, remove the releases directory (and the parents) this
+    deploy created, so that nothing is left where there was nothing. Only under the lock,
+    and only while the root is absent and the directory holds nothing but the lock file:
+    then no release and no other deploy's staging can be in it. As in remove_all, the
+    lock file goes before its directory: a deploy waiting for it notices, and starts
+    afresh."""
+    if (not created or layout.state() != "absent"
+            or os.listdir(layout.releases_dir) != [LOCK_NAME]):
+        return
+    os.unlink(layout.lock_path)
+    for directory in created:
+        try:
+            os.rmdir(directory)
+        except OSError:  # not empty (another root's deploy uses it) or gone already
+            return
 
 
 def _rsync(staging: Path, layout: Layout, lock_fd: int):

@@ -143,7 +143,12 @@ class Lock:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         told = False
         while True:
-            fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                             0o644)
+            except FileNotFoundError:  # an rm, or a failed first deploy, removed the directory
+                self.layout.releases_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
