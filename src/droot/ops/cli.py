@@ -47,6 +47,9 @@ def unit_arguments(parser):
                           "arguments (Type=exec, KillMode=mixed, Restart=on-failure; the "
                           "limits become MemoryMax=, CPUQuota= and TasksMax=).")
     parser.add_argument("--description", help="the unit's Description=")
+    parser.add_argument("--allow-missing-root", action="store_true",
+                        help="write the unit although DIR does not exist yet (before the "
+                        "first deploy)")
     from droot.run.cli import run_arguments
     run_arguments(parser)
 
@@ -54,10 +57,12 @@ def unit_arguments(parser):
 def unit(args) -> int:
     from droot.ops import unit as units
     from droot.run import cgroups
-    text = units.render(
-        units.droot_path(), units.run_tokens(sys.argv), args.root, args.description,
+    limits = dict(
         memory=cgroups.parse_memory(args.memory) if args.memory else None,
         cpus=cgroups.parse_cpus(args.cpus) if args.cpus else None,
         pids=cgroups.parse_pids(args.pids_limit) if args.pids_limit else None)
+    units.check_root(args.root, args.allow_missing_root)
+    text = units.render(
+        units.droot_path(), units.run_tokens(sys.argv), args.root, args.description, **limits)
     sys.stdout.write(text)
     return 0

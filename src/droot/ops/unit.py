@@ -20,7 +20,8 @@ import re
 from droot.run.cgroups import format_size
 
 # Flags taken out of the run line: the unit's own, and the limits (systemd directives).
-REMOVED_FLAGS = ("--description", "--memory", "--cpus", "--pids-limit", "--debug")
+REMOVED_FLAGS = ("--description", "--allow-missing-root", "--memory", "--cpus", "--pids-limit",
+                 "--debug")
 _BARE = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
@@ -48,7 +49,7 @@ def run_tokens(argv: list[str]) -> list[str]:
     from droot.run.cli import RUN_OPTIONS
     takes_value = {flag: kind != "flag" for flags, _, kind, _, _ in RUN_OPTIONS
                    for flag in flags}
-    takes_value.update({"--description": True, "--debug": False})
+    takes_value.update({"--description": True, "--allow-missing-root": False, "--debug": False})
     rest = argv[argv.index("unit") + 1:]
     tokens, index = [], 0
     while index < len(rest):
@@ -67,6 +68,22 @@ def run_tokens(argv: list[str]) -> list[str]:
             tokens += words
         index += len(words)
     return tokens
+
+
+def check_root(root: str, allow_missing: bool):
+    """A unit runs with / as its working directory and starts at every boot: its root
+    must be an absolute path, and one that exists (unless the operator writes the unit
+    before the first deploy, and says so)."""
+    from droot.errors import DrootError, UsageError
+    if not os.path.isabs(root):
+        raise UsageError(f"--root {root}: give an absolute path (systemd runs the unit from /)")
+    if os.path.isdir(root) or (allow_missing and not os.path.exists(root)):
+        return
+    if os.path.exists(root):
+        raise DrootError(f"--root {root} is not a directory")
+    what = "is a symlink to a missing directory" if os.path.islink(root) else "does not exist"
+    raise DrootError(f"--root {root} {what}: deploy the app first, or pass "
+                     "--allow-missing-root to write the unit before the first deploy")
 
 
 def render(droot: str, tokens: list[str], root: str, description: str | None,
