@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-from droot.errors import DrootError
+from droot.errors import DrootError, UsageError
 from droot.image.blobs import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, OCI_MANIFEST,
                                READ_BUFFER, Image, Layer, VerifyingRaw, VerifyingReader, choose_manifest,
                                image_config, manifest_layers, uncompressed, verified_json)
@@ -25,16 +25,62 @@ from droot.image.blobs import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_IN
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 TIMEOUT = (30, 300)  # connect, read (seconds)
 SMALL_LIMIT = 16 << 20
-REFERENCE = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?"
-                       r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]+))?$")
+# The grammar of distribution's reference package (docker/distribution reference/regexp.go).
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_TAG = re.compile(r"\w[\w.-]{0,127}")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 
 def parse_reference(reference: str) -> tuple[str, str, str]:
-    """(host, repository, tag or digest) of HOST[:PORT]/REPO[:TAG|@DIGEST]."""
-    match = REFERENCE.match(reference)
-    if not match or not ("." in match["host"] or ":" in match["host"] or match["host"] == "localhost"):
-        raise DrootError(f"docker://{reference}: expected docker://HOST[:PORT]/REPO[:TAG|@DIGEST]")
-    return match["host"], match["repo"], match["digest"] or match["tag"] or "latest"
+    """(host, repository, tag or digest) of HOST[:PORT]/REPO[:TAG|@DIGEST]. A malformed
+    reference is refused here, before any connection."""
+    def malformed(reason: str):
+        return UsageError(f"docker://{reference}: malformed registry reference, expected "
+                          f"docker://HOST[:PORT]/REPO[:TAG|@DIGEST]: {reason}")
+
+    host, _, rest = reference.partition("/")
+    host_problem = _host_problem(host)
+    if host_problem:
+        raise malformed(host_problem)
+    rest, at, digest = rest.partition("@")
+    repository, colon, tag = rest.partition(":")
+    if not repository:
+        raise malformed("no repository after the host")
+    if not _REPOSITORY.fullmatch(repository):
+        raise malformed(f"bad repository name {repository!r} (lowercase letters and digits, "
+                        "with . _ - inside and / between components)")
+    if colon and not _TAG.fullmatch(tag):
+        raise malformed(f"bad tag {tag!r}")
+    if at and not _DIGEST.fullmatch(digest):
+        raise malformed(f"bad digest {digest!r} (ALGORITHM:HEX)")
+    return host, repository, digest or tag or "latest"
+
+
+def _host_problem(host: str) -> str | None:
+    """Why `host` is not HOST[:PORT] (a name, an IPv4 address or [IPv6]), or None."""
+    if host.startswith("["):
+        address, bracket, port = host[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            bracket = ""
+        if not bracket or (port and not port.startswith(":")):
+            return f"{host!r} is not an [IPv6] address with an optional port"
+        port = port[1:] if port else None
+    else:
+        name, colon, port = host.partition(":")
+        if not _HOST_NAME.fullmatch(name):
+            return f"{host!r} is not a host name or IP address with an optional port"
+        if not (colon or "." in name or name == "localhost"):
+            return (f"{host!r} is not a registry host (one with a dot or a port, or "
+                    "localhost: there is no default registry)")
+        port = port if colon else None
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return f"{host!r} has a bad port (a number from 1 to 65535)"
+    return None
 
 
 def is_loopback(host: str) -> bool:

@@ -26,11 +26,21 @@ def push(args) -> int:
     if not dest:
         raise UsageError("push: give a destination: droot push IMAGE s3://BUCKET/KEY "
                          "(or a path, or - for stdout)")
+    check_image_source(args.image)
     terminate_as_interrupt()
     result = transfer.push(args.image, dest, compression=args.compress)
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
           f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
     return 0
+
+
+def check_image_source(source: str):
+    """Refuse a malformed registry reference before the upload to the store begins."""
+    from droot.image.export import source_kind
+    kind, reference = source_kind(source)
+    if kind == "registry":
+        from droot.image.registry import parse_reference
+        parse_reference(reference)
 
 
 def pull_arguments(parser):
