@@ -7,8 +7,9 @@ sidecar and not S3 object metadata: the hash is known only when the stream ends,
 multipart upload fixes its metadata when it starts; setting it afterwards would need a
 server-side copy of the whole archive (and a multipart copy past 5 GB). A sidecar works
 on every S3-compatible store and with `sha256sum -c`. A pull that races a push of the same
-key may read the old sidecar with the new archive: the checksums then differ and the
-pull fails without switching anything — it never deploys an unverified archive.
+key may pair one push's archive with the other's sidecar: the checksums then differ and
+the pull fails without switching anything — it never deploys an unverified archive (and
+the archive's version is pinned by its ETag for the whole download).
 A pull also honours an `x-amz-meta-sha256` object metadata / header set by other tools.
 """
 
@@ -114,6 +115,11 @@ def s3_error(error: Exception, where: str) -> DrootError:
     if isinstance(error, exceptions.BotoCoreError):
         return DrootError(f"{where}: {error}")
     return DrootError(f"{where}: {type(error).__name__}: {error}")
+
+
+def _code(error: Exception) -> str | None:
+    """The S3 error code of a botocore ClientError (None for other errors)."""
+    return (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
 
 
 def _is_s3_error(error: Exception) -> bool:
@@ -276,6 +282,8 @@ class S3Download:
         try:
             head = self.client.head_object(Bucket=location.bucket, Key=location.key)
         except Exception as error:
+            if _code(error) in ("404", "NotFound") and not self._bucket_exists():
+                raise DrootError(f"{location.text}: no such bucket") from None
             raise s3_error(error, location.text) from None
         self.size = head["ContentLength"]
         self.etag = head.get("ETag")
@@ -284,6 +292,14 @@ class S3Download:
         self._pending = []
         self._next_offset = 0
         self._current = memoryview(b"")
+
+    def _bucket_exists(self) -> bool:
+        """A HEAD's 404 has no body to tell a missing key from a missing bucket."""
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except Exception as error:
+            return _code(error) not in ("404", "NoSuchBucket", "NotFound")
+        return True
 
     def _fetch(self, start: int) -> memoryview:
         end = min(start + self.RANGE, self.size) - 1
@@ -310,8 +326,7 @@ class S3Download:
                 if not (_is_s3_error(failure) or isinstance(failure, OSError)):
                     raise
                 error = failure
-                code = (getattr(failure, "response", None) or {}).get("Error", {}).get("Code")
-                if code in ("PreconditionFailed", "412"):
+                if _code(failure) in ("PreconditionFailed", "412"):
                     raise DrootError(f"{self.location.text} changed during the download; "
                                      "pull again") from None
         raise DrootError(f"{self.location.text}: download failed at byte {start} of "
@@ -379,28 +394,51 @@ class PathUpload:
         if not os.path.isdir(directory):
             raise DrootError(f"{location.text}: directory {directory} does not exist")
         self.temp = os.path.join(directory, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
-        self.file = open(self.temp, "wb")
+        self.sidecar_temp = None
+        try:
+            self.file = open(self.temp, "wb")
+        except OSError as error:
+            raise DrootError(f"{location.text}: cannot write in {directory}: "
+                             f"{error.strerror}") from None
 
     def write(self, data) -> int:
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            raise self._failure(error) from None
 
     def commit(self, digest: str):
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.rename(self.temp, self.path)
-        sidecar = self.path + SIDECAR_SUFFIX
-        with open(sidecar + ".tmp", "wb") as out:
-            out.write(sidecar_text(digest, os.path.basename(self.path)))
-        os.rename(sidecar + ".tmp", sidecar)
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.rename(self.temp, self.path)
+            sidecar = self.path + SIDECAR_SUFFIX
+            self.sidecar_temp = sidecar + ".tmp"
+            with open(self.sidecar_temp, "wb") as out:
+                out.write(sidecar_text(digest, os.path.basename(self.path)))
+            os.rename(self.sidecar_temp, sidecar)
+        except OSError as error:  # the caller's abort() removes the temporary files
+            if self.sidecar_temp:
+                raise DrootError(f"{self.location.text}: the archive was written, but not its "
+                                 f"checksum sidecar: {error.strerror} (pulls refuse the "
+                                 "archive until a push succeeds)") from None
+            raise self._failure(error) from None
+
+    def _failure(self, error: OSError) -> DrootError:
+        return DrootError(f"{self.location.text}: cannot write the archive: {error.strerror}")
 
     def abort(self):
-        if not self.file.closed:
-            self.file.close()
         try:
-            os.unlink(self.temp)
-        except FileNotFoundError:
-            pass
+            self.file.close()
+        except OSError:
+            pass  # a failed flush of data that is discarded anyway
+        for path in (self.temp, self.sidecar_temp):
+            try:
+                if path:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 class StdoutUpload:
@@ -474,13 +512,12 @@ def open_download(location: Location) -> Download:
                 digest = parse_sidecar(text.read(4096), sidecar)
         return Download(stream, os.fstat(stream.fileno()).st_size, digest, sidecar)
     if location.kind == "s3":
-        client = s3_client()
-        sidecar = read_s3_sidecar(client, location)
-        download = S3Download(location, client)
+        # The archive first: a failure (no credentials, no such object) is about it.
+        download = S3Download(location)
         if download.metadata_sha256:
             return Download(download, download.size, download.metadata_sha256.lower(),
                             f"{location.text} metadata")
-        return Download(download, download.size, sidecar,
+        return Download(download, download.size, read_s3_sidecar(download.client, location),
                         f"{location.text}{SIDECAR_SUFFIX}")
     # http(s): the x-amz-meta-sha256 header, else URL.sha256 when the URL has no query
     # (a presigned URL's signature covers its path: its sidecar needs its own URL).
