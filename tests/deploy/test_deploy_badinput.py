@@ -173,3 +173,16 @@ def test_releases_on_a_file_or_a_dangling_symlink_says_what_is_wrong(tmp_path):
     root, good = deployed(tmp_path)
     result = droot("releases", "--root", root)
     assert result.returncode == 0 and result.stdout == f"* {good}\n", result.stderr
+
+
+def test_a_root_under_a_regular_file_is_one_line(tmp_path):
+    regular = tmp_path / "file"
+    regular.write_text("not a directory\n")
+    root = regular / "app"
+    one_line_error(decoded(deploy(root, hostile_tar([("a", "file", b"a\n")]))), 1,
+                   f"cannot create {regular}/app.releases: Not a directory")
+    for command in ("releases", "rollback", "rm"):
+        result = droot(command, "--root", root)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"droot: {root} ")
+    assert regular.read_text() == "not a directory\n" and os.listdir(tmp_path) == ["file"]

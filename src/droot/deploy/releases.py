@@ -59,7 +59,7 @@ class Layout:
         found = []
         try:
             names = os.listdir(self.releases_dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         for name in names:
             match = RELEASE_NAME.match(name)
@@ -85,7 +85,7 @@ class Layout:
         legacy deploy) or 'foreign' (something else, never touched)."""
         try:
             info = os.lstat(self.root)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return "absent"
         if os.path.islink(self.root):
             return "symlink" if self.current() else "foreign"
@@ -112,7 +112,7 @@ class Layout:
         try:
             found += [self.releases_dir / name for name in os.listdir(self.releases_dir)
                       if name.startswith(TEMP_PREFIX)]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
         return found
 
@@ -139,7 +139,7 @@ class Lock:
         self.fd = -1
 
     def __enter__(self):
-        self.layout.releases_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._make_directory()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         told = False
         while True:
@@ -147,7 +147,7 @@ class Lock:
                 fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                              0o644)
             except FileNotFoundError:  # an rm, or a failed first deploy, removed the directory
-                self.layout.releases_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self._make_directory()
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,12 +171,19 @@ class Lock:
                 same = False
             if not same:
                 os.close(fd)
-                self.layout.releases_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self._make_directory()
                 continue
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self.fd = fd
             return self
+
+    def _make_directory(self):
+        try:
+            self.layout.releases_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as error:
+            raise DrootError(f"cannot create {self.layout.releases_dir}: "
+                             f"{error.strerror}") from None
 
     def __exit__(self, *exc):
         if self.fd >= 0:
