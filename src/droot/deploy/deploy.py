@@ -104,15 +104,15 @@ def _remove_if_unused(layout: Layout, created: list[Path]):
     then no release and no other deploy's staging can be in it. As in remove_all, the
     lock file goes before its directory: a deploy waiting for it notices, and starts
     afresh."""
-    if (not created or layout.state() != "absent"
-            or os.listdir(layout.releases_dir) != [LOCK_NAME]):
-        return
-    os.unlink(layout.lock_path)
-    for directory in created:
-        try:
-            os.rmdir(directory)
-        except OSError:  # not empty (another root's deploy uses it) or gone already
+    try:
+        if (not created or layout.state() != "absent"
+                or os.listdir(layout.releases_dir) != [LOCK_NAME]):
             return
+        os.unlink(layout.lock_path)
+        for directory in created:
+            os.rmdir(directory)
+    except OSError:  # a parent not empty (another root's deploy uses it): it stays, and
+        pass         # the deploy's own error is the one to report
 
 
 def _rsync(staging: Path, layout: Layout, lock_fd: int):
