@@ -88,7 +88,8 @@ def deploy(args) -> int:
                          "pipe it in, e.g. aws s3 cp s3://bucket/app.tar.gz - | droot deploy "
                          f"--root {args.root}")
     terminate_as_interrupt()
-    summary = implementation.deploy(sys.stdin.buffer, args.root, mode=args.mode,
+    # The descriptor, not a stream: the extraction child reads it itself (extract.py).
+    summary = implementation.deploy(sys.stdin.fileno(), args.root, mode=args.mode,
                                     keep=args.keep, expected_sha256=args.sha256,
                                     devices=args.devices, lock_timeout=args.lock_timeout)
     report(summary, args.root)

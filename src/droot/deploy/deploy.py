@@ -38,8 +38,9 @@ def _check_mode(layout: Layout, mode: str):
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
            lock_timeout: float | None = None, progress=None) -> dict:
-    """Make the archive read from `stream` the new release at `root`. Returns a summary
-    (release name, sha256, compression, counts, pruned releases)."""
+    """Make the archive read from `stream` (a readable stream or a file descriptor) the
+    new release at `root`. Returns a summary (release name, sha256, compression, counts,
+    pruned releases)."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:

@@ -1,12 +1,15 @@
 """Extract an archive stream into a new release directory, safely and as a pipeline.
 
-The parent reads the (compressed) stream, hashes it and writes it into a pipe; a forked
-child that has chroot(2)ed into the release directory decompresses it in one thread and
-creates the files in another (unpack.py), so the costly halves run on two cores. The
-kernel, not path checks in Python, keeps every write inside the release: the child
-cannot name anything outside it, whatever the archive's paths and links say (Docker's
-chrootarchive does the same). The child dies with the parent (PDEATHSIG) and
-inherits the deploy lock, so no one starts on the release dir while it still writes.
+A forked child that has chroot(2)ed into the release directory reads the (compressed)
+archive, hashes and decompresses it in one thread and creates the files in another
+(unpack.py), so the costly halves run on two cores. It reads the archive straight from
+its file descriptor when there is one (deploy's stdin); a download is fed to it by the
+parent through a pipe. The kernel, not path checks in Python, keeps every write inside
+the release: the child cannot name anything outside it, whatever the archive's paths and
+links say (Docker's chrootarchive does the same). The child is droot's own code, chrooted
+to confine paths, not to contain it; so the SHA-256 it reports is trusted like the
+parent's. It dies with the parent (PDEATHSIG) and inherits the deploy lock, so no one
+starts on the release dir while it still writes.
 """
 
 import ctypes
@@ -37,24 +40,6 @@ class Extracted:
         self.size = size
         self.compression = compression
         self.stats = stats
-
-
-class _HashingReader:
-    """Reads `stream`, hashing and counting the bytes (and reporting them to progress)."""
-
-    def __init__(self, stream, progress=None):
-        self._stream = stream
-        self._progress = progress
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n=-1):
-        data = self._stream.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        if self._progress:
-            self._progress.update(len(data))
-        return data
 
 
 def _libc():
@@ -101,40 +86,45 @@ class _Flusher:
         os.close(self._fd)
 
 
-def extract(stream, release_dir, *, devices: bool = True, write_back: bool = False,
+def extract(source, release_dir, *, devices: bool = True, write_back: bool = False,
             progress=None) -> Extracted:
-    """Unpack the archive read from `stream` (gzip, zstd or plain tar) into the existing,
-    empty `release_dir`; with `write_back`, write it to disk as it goes (the caller still
-    syncs it at the end). Raises DrootError if the archive is corrupt, truncated or
-    refused; the caller removes the half-filled directory."""
-    reader = _HashingReader(stream, progress)
-    data_read, data_write = os.pipe()
+    """Unpack the archive (gzip, zstd or plain tar) read from `source`, a file descriptor
+    or a readable stream, into the existing, empty `release_dir`; with `write_back`,
+    write it to disk as it goes (the caller still syncs it at the end). Raises DrootError
+    if the archive is corrupt, truncated or refused; the caller removes the half-filled
+    directory."""
+    if isinstance(source, int):
+        archive_read, archive_write = source, None
+    else:
+        archive_read, archive_write = os.pipe()
+        try:
+            fcntl.fcntl(archive_write, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe only costs a few more context switches
     result_read, result_write = os.pipe()
-    try:
-        fcntl.fcntl(data_write, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # a smaller pipe only costs a few more context switches
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         # The parent's ends must not stay open here, or the child never sees end of input.
-        os.close(data_write)
+        if archive_write is not None:
+            os.close(archive_write)
         os.close(result_read)
-        _child(parent, str(release_dir), data_read, result_write, devices)
-    os.close(data_read)
+        _child(parent, str(release_dir), archive_read, result_write, devices)
     os.close(result_write)
     # Started after the fork: a child forked while a thread runs could inherit its locks.
     flusher = _Flusher(release_dir) if write_back else None
     read_error = None
     try:
-        try:
-            _feed(reader, data_write)
-        except BrokenPipeError:
-            pass  # the child stopped reading: its own report says why
-        except (OSError, EOFError, ValueError) as error:
-            read_error = error  # a download that broke off
-        finally:
-            os.close(data_write)
+        if archive_write is not None:
+            os.close(archive_read)
+            try:
+                _feed(source, archive_write, progress)
+            except BrokenPipeError:
+                pass  # the child stopped reading: its own report says why
+            except (OSError, EOFError, ValueError) as error:
+                read_error = error  # a download that broke off
+            finally:
+                os.close(archive_write)
         status = _wait(pid)
     except BaseException:
         _stop(pid)
@@ -150,12 +140,14 @@ def extract(stream, release_dir, *, devices: bool = True, write_back: bool = Fal
         message = report.decode(errors="replace").strip() or f"extraction exited with {status}"
         raise DrootError(message)
     result = json.loads(report)
-    return Extracted(reader.hash.hexdigest(), reader.size, result["compression"],
+    return Extracted(result["sha256"], result["size"], result["compression"],
                      result["stats"])
 
 
-def _feed(reader, fd: int):
-    while chunk := reader.read(CHUNK):
+def _feed(stream, fd: int, progress):
+    while chunk := stream.read(CHUNK):
+        if progress:
+            progress.update(len(chunk))
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view):]
@@ -165,19 +157,42 @@ class _CorruptStream(Exception):
     """The compressed stream ended early, is corrupt, or has data after its end."""
 
 
+class _HashingReader:
+    """Reads the archive from a file descriptor, hashing and counting its bytes."""
+
+    def __init__(self, fd: int):
+        self._file = open(fd, "rb", buffering=0, closefd=False)
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n=-1) -> bytes:
+        data = self._file.read(n)
+        self.hash.update(data)  # lets go of the GIL, like the decompressors
+        self.size += len(data)
+        return data
+
+
 class _Decompression:
-    """Decompresses the archive read from `fd` in a thread of its own (zstandard and ISA-L
-    let go of the GIL while they work), queueing the tar bytes in chunks for the unpacker.
-    The decompressed stream never crosses a pipe, and the two cores share the work:
-    decompression on one, file creation on the other."""
+    """Reads, hashes and decompresses the archive in a thread of its own (zstandard,
+    ISA-L and hashlib let go of the GIL while they work), queueing the tar bytes in chunks
+    for the unpacker. The decompressed stream never crosses a pipe, and the two cores
+    share the work: reading and decompression on one, file creation on the other."""
 
     QUEUED_CHUNKS = 8
 
     def __init__(self, fd: int):
         self.kind = None
         self._queue = queue.Queue(self.QUEUED_CHUNKS)
-        self._source = open(fd, "rb", buffering=0, closefd=False)
+        self._source = _HashingReader(fd)
         threading.Thread(target=self._run, daemon=True).start()
+
+    @property
+    def sha256(self) -> str:
+        return self._source.hash.hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self._source.size
 
     def _run(self):
         try:
@@ -251,7 +266,8 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
             decompression = _Decompression(data_read)
             stats = unpack.Unpacker(unpack.Input(decompression.next_chunk),
                                     devices=devices).run()
-            report = {"compression": decompression.kind, "stats": stats.as_dict()}
+            report = {"compression": decompression.kind, "sha256": decompression.sha256,
+                      "size": decompression.size, "stats": stats.as_dict()}
             os.write(result_write, json.dumps(report).encode())
             status = 0
         except _CorruptStream as error:
