@@ -2,8 +2,8 @@
 switch, pruning by deploy order, rollback, releases, rm, rsync mode, the lock."""
 
 import os
+import select
 import subprocess
-import threading
 import time
 
 import pytest
@@ -234,22 +234,32 @@ def test_rsync_mode_syncs_in_place(tmp_path):
 def test_concurrent_deploys_are_serialised(tmp_path):
     root = tmp_path / "app"
     archives = [app_archive(tmp_path, f"v{n}", extra_files=300) for n in range(2)]
-    processes = [subprocess.Popen([DROOT, "deploy", "--root",
-                                   str(root), "--keep", "0"], stdin=subprocess.PIPE,
-                                  stderr=subprocess.PIPE) for _ in archives]
-    # Both fed at once: whichever takes the lock first reads its archive first.
-    outputs = [b"", b""]
-
-    def feed(index):
-        outputs[index] = processes[index].communicate(archives[index], timeout=120)[1]
-
-    feeders = [threading.Thread(target=feed, args=(index,)) for index in range(2)]
-    for feeder in feeders:
-        feeder.start()
-    for feeder in feeders:
-        feeder.join()
-    assert [p.returncode for p in processes] == [0, 0], outputs
-    assert b"waiting for another deploy" in b"".join(outputs)
+    command = [DROOT, "deploy", "--root", str(root), "--keep", "0"]
+    first = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        # The first deploy holds the lock while it waits for the rest of its archive
+        # (its staging directory shows it is in); a second deploy must wait for it.
+        first.stdin.write(archives[0][:len(archives[0]) // 2])
+        first.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not (releases_dir(root).is_dir() and any(
+                name.startswith(".tmp-") for name in os.listdir(releases_dir(root)))):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        # (Without a lock it would say nothing: it would sit waiting for its archive.)
+        assert select.select([second.stderr], [], [], 30)[0], "the second deploy went ahead"
+        assert b"waiting for another deploy" in second.stderr.readline()
+        assert release_names(root) == []  # nothing switched while the first one runs
+        first_stderr = first.communicate(archives[0][len(archives[0]) // 2:], timeout=120)[1]
+        second_stderr = second.communicate(archives[1], timeout=120)[1]
+    finally:
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert [first.returncode, second.returncode] == [0, 0], (first_stderr, second_stderr)
     names = release_names(root)
     assert len(names) == 2
     for name in names:  # each release is one archive, whole

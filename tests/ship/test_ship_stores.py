@@ -41,7 +41,7 @@ def big_image(docker_client, tmp_path_factory):
     make_busybox_root(context / "rootfs")
     (context / "rootfs" / "blob").write_bytes(os.urandom(40 << 20))
     (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
-    tag = "droot-test-ship/big:latest"
+    tag = f"droot-test-ship/big:{os.getpid()}"  # two test runs at once do not collide
     docker_build(docker_client, context, tag)
     yield tag
     docker_client.images.remove(tag, force=True)
