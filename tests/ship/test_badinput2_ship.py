@@ -49,7 +49,7 @@ def one_line(stderr: str, words: str):
 
 @pytest.fixture
 def stalling_server():
-    """An HTTP server that sends the first half of an archive, then stalls (as a slow
+    """An HTTP server that sends an archive but for its last KiB, then stalls (as a slow
     network does) until the test ends. Yields (set_archive, URL, half_sent event)."""
     state = {"archive": b""}
     half_sent, release = threading.Event(), threading.Event()
@@ -61,7 +61,7 @@ def stalling_server():
             self.send_header("Content-Length", str(len(archive)))
             self.send_header("x-amz-meta-sha256", sha256(archive))
             self.end_headers()
-            self.wfile.write(archive[:len(archive) // 2])
+            self.wfile.write(archive[:-1024])  # all but its end: the rest never comes
             self.wfile.flush()
             half_sent.set()
             release.wait(120)
@@ -82,9 +82,18 @@ def stalling_server():
         server.server_close()
 
 
-def staging_dirs(root: Path) -> list[str]:
+def staging_dirs(root: Path) -> list[Path]:
     releases = root.parent / f"{root.name}.releases"
-    return [name for name in os.listdir(releases) if name.startswith(".tmp-")]
+    return [releases / name for name in os.listdir(releases) if name.startswith(".tmp-")]
+
+
+def extracting(root: Path) -> bool:
+    """The extraction child has started writing the release (its staging directory is
+    made before the child is forked: that alone is not "mid-extraction")."""
+    try:
+        return any(os.listdir(staging) for staging in staging_dirs(root))
+    except FileNotFoundError:  # removed meanwhile: the pull has failed (the caller says)
+        return False
 
 
 def running_in_session(sid: int) -> list[str]:
@@ -104,7 +113,7 @@ def test_ctrl_c_during_a_long_pull_keeps_the_current_release(tmp_path, stalling_
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60  # a guard against a hang, not a timing assertion
-        while not (half_sent.is_set() and staging_dirs(root)):
+        while not (half_sent.is_set() and extracting(root)):
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "the pull never started extracting"
             time.sleep(0.02)
