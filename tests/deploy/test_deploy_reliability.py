@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -66,6 +67,85 @@ def test_sigkill_at_random_moments_never_breaks_the_root(tmp_path):
     assert leftovers == []
     assert not os.path.lexists(root.parent / f".{root.name}.switch")
     assert len(release_names(root)) <= 4
+
+
+def test_ctrl_c_at_random_moments_is_one_line_and_leaves_nothing(tmp_path):
+    """SIGINT, unlike SIGKILL, lets droot clean up: whenever it lands (also while the
+    extraction child is being forked), one line, no traceback, no staging directory."""
+    root = tmp_path / "app"
+    archives = [app_archive(tmp_path, f"v{n}", "zstd", extra_files=FILES) for n in range(2)]
+    assert deploy(root, archives[0]).returncode == 0
+    started = time.monotonic()
+    outcomes = set()
+    rng = random.Random(7)
+    for iteration in range(40):
+        if time.monotonic() - started > 40:
+            break
+        process = subprocess.Popen([DROOT, "deploy", "--root", str(root)],
+                                   stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        writer = threading.Thread(target=feed, args=(process, archives[iteration % 2]))
+        writer.start()
+        time.sleep(rng.uniform(0.05, 0.8))
+        process.send_signal(signal.SIGINT)
+        stderr = process.stderr.read().decode()  # a line at most: it cannot fill the pipe
+        process.wait()
+        writer.join()
+        outcomes.add(process.returncode)
+        if process.returncode == 130:
+            assert stderr == "droot: interrupted\n"
+        else:
+            assert process.returncode == 0 and stderr.startswith("droot: deployed "), stderr
+            assert stderr.count("\n") == 1, stderr
+        check_complete(root)
+        assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
+    assert 130 in outcomes  # some of the signals did interrupt a deploy
+
+
+# droot with a pause on both sides of every fork, announced in a file: a signal can then
+# be sent exactly while the extraction child is being made.
+SLOW_FORK = """
+import os, sys, time
+from droot.cli import main
+def pause(side):
+    with open(os.environ["FORK_LOG"], "a") as log:
+        log.write(side + "\\n")
+    time.sleep(1)
+os.register_at_fork(after_in_parent=lambda: pause("parent"),
+                    after_in_child=lambda: pause("child"))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_extraction_child_is_forked(tmp_path):
+    root = tmp_path / "app"
+    archive = app_archive(tmp_path, "second", "zstd")
+    assert deploy(root, app_archive(tmp_path, "first")).returncode == 0
+    first = current(root)
+    fork_log = tmp_path / "forks"
+    process = subprocess.Popen([sys.executable, "-c", SLOW_FORK, "deploy", "--root", str(root)],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "FORK_LOG": str(fork_log)},
+                               start_new_session=True)
+    try:
+        writer = threading.Thread(target=feed, args=(process, archive))
+        writer.start()
+        deadline = time.monotonic() + 60  # a guard against a hang, not a timing assertion
+        while not (fork_log.exists() and len(fork_log.read_text().split()) == 2):
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "droot never forked"
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: parent and child alike
+        stderr = process.stderr.read().decode()
+        process.wait(timeout=60)
+        writer.join()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130
+    assert stderr == "droot: interrupted\n"  # the child did not report it as well
+    assert current(root) == first and release_names(root) == [first]
+    assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
 
 
 def test_wrong_checksum_keeps_the_current_release(tmp_path):

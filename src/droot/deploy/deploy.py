@@ -54,8 +54,9 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         for leftover in layout.leftovers():
             remove_tree(leftover)
         staging = layout.releases_dir / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
-        os.mkdir(staging, 0o755)
         try:
+            # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
+            os.mkdir(staging, 0o755)
             result = extraction.extract(stream, staging, devices=devices,
                                         write_back=(mode == "symlink"), progress=progress)
             if progress:

@@ -29,6 +29,7 @@ PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Extracted:
@@ -103,18 +104,28 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
             pass  # a smaller pipe only costs a few more context switches
     result_read, result_write = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    # Ctrl-C or SIGTERM during the fork would otherwise raise in the child before it
+    # resets its handlers, or in the parent before it can stop the child: each side
+    # receives them only once it is ready.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        raise
     if pid == 0:
         # The parent's ends must not stay open here, or the child never sees end of input.
         if archive_write is not None:
             os.close(archive_write)
         os.close(result_read)
         _child(parent, str(release_dir), archive_read, result_write, devices)
-    os.close(result_write)
-    # Started after the fork: a child forked while a thread runs could inherit its locks.
-    flusher = _Flusher(release_dir) if write_back else None
-    read_error = None
+    flusher = read_error = None
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        os.close(result_write)
+        # Started after the fork: a child forked while a thread runs could inherit its locks.
+        if write_back:
+            flusher = _Flusher(release_dir)
         if archive_write is not None:
             os.close(archive_read)
             try:
@@ -254,6 +265,7 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
             os._exit(1)
