@@ -200,3 +200,21 @@ def test_full_disk_keeps_the_current_release(tmp_path, small_filesystem):
     assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
     # With the space back, the same deploy works.
     assert deploy(root, app_archive(tmp_path, "next")).returncode == 0
+
+
+def test_failed_first_rsync_deploy_leaves_nothing(tmp_path, small_filesystem):
+    """rsync mode is not atomic, but a first deploy that fails half-way does not leave a
+    half-synced directory that looks like a release."""
+    root = small_filesystem / "app"
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "MARKER").write_text("big")
+    (big / "blob").write_bytes(os.urandom(10 << 20))  # extracts, but not twice in 16 MB
+    archive = compress(subprocess.run(["tar", "-C", str(big), "-cf", "-", "."],
+                                      capture_output=True, check=True).stdout, "zstd")
+    result = deploy(root, archive, "--mode", "rsync")
+    assert result.returncode == 1 and b"rsync into" in result.stderr, result.stderr
+    assert os.listdir(small_filesystem) == []
+    # With room for it, the same layout deploys.
+    assert deploy(root, app_archive(tmp_path, "next"), "--mode", "rsync").returncode == 0
+    assert (root / "MARKER").read_text() == "next"

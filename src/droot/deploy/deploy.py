@@ -126,14 +126,21 @@ def _rsync(staging: Path, layout: Layout, lock_fd: int):
     import subprocess
     if not shutil.which("rsync"):
         raise DrootError("--mode rsync needs the rsync command (apt-get install rsync)")
+    first = not os.path.lexists(layout.root)
     layout.root.mkdir(mode=0o755, exist_ok=True)
-    command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/", f"{layout.root}/"]
-    completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, pass_fds=(lock_fd,))
-    if completed.returncode != 0:
-        last = (completed.stderr.strip().splitlines() or ["?"])[-1]
-        raise DrootError(f"rsync into {layout.root} failed (status {completed.returncode}): "
-                         f"{last}")
+    try:
+        command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/",
+                   f"{layout.root}/"]
+        completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True, pass_fds=(lock_fd,))
+        if completed.returncode != 0:
+            last = (completed.stderr.strip().splitlines() or ["?"])[-1]
+            raise DrootError(f"rsync into {layout.root} failed (status "
+                             f"{completed.returncode}): {last}")
+    except BaseException:
+        if first:  # a half-synced first release is no release: leave nothing, as before
+            remove_tree(layout.root)
+        raise
     extraction.syncfs(layout.root)
 
 
