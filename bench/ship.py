@@ -11,7 +11,10 @@ started here on loopback (the same endpoint for every case). In interleaved roun
         aws s3 cp s3://B/peer.tar.gz - | tar -xzf - -C DIR; sync
 
 Reports medians, push+pull totals, ratios, and the peak RSS of droot's push and pull (the
-largest process of each; goal < 100 MB whatever the image size).
+largest process of each; goal < 100 MB whatever the image size). Every pull goes to a
+directory of its own, all removed at the end: on an ext4 without a journal (this host's
+root) a tree removed between runs makes the next one's file creation several times slower
+(bench/deploy.py says why).
 
 Usage: sudo .venv/bin/python bench/ship.py [--rounds N] [--dir DIR] [--tag TAG]
 """
@@ -76,7 +79,8 @@ def main():
     tag = subprocess.run([HERE / "make-debian-image.sh", args.tag], check=True,
                          capture_output=True, text=True).stdout.strip()
     moto = start_moto(args.dir)
-    target, root = args.dir / "target", args.dir / "app"
+    runs = args.dir / f"runs-{os.getpid()}"
+    runs.mkdir()
     s3 = f"s3://{BUCKET}"
     aws = BIN / "aws"
     cases = {
@@ -86,27 +90,25 @@ def main():
         "push: droot push (gzip)": f"{DROOT} push {tag} {s3}/droot.tar.gz",
         "push: droot push --zstd": f"{DROOT} push --zstd {tag} {s3}/droot.tar.zst",
         "pull: aws s3 cp - | tar -xzf; sync":
-            f"mkdir {target} && {aws} s3 cp {s3}/peer.tar.gz - | tar -xzf - -C {target} && sync",
-        "pull: droot pull (gzip)": f"{DROOT} pull {s3}/droot.tar.gz --root {root} --keep 0",
-        "pull: droot pull (zstd)": f"{DROOT} pull {s3}/droot.tar.zst --root {root} --keep 0",
+            f"mkdir {{target}} && {aws} s3 cp {s3}/peer.tar.gz - | tar -xzf - -C {{target}} && "
+            "sync",
+        "pull: droot pull (gzip)": f"{DROOT} pull {s3}/droot.tar.gz --root {{target}} --keep 0",
+        "pull: droot pull (zstd)": f"{DROOT} pull {s3}/droot.tar.zst --root {{target}} --keep 0",
     }
     times = {name: [] for name in cases}
     memory = {name: [] for name in cases}
     try:
         subprocess.run([aws, "s3", "mb", s3], check=True, capture_output=True)
         for round_number in range(args.rounds):
-            for name, command in cases.items():
-                elapsed, rss = run(command)
+            for number, (name, command) in enumerate(cases.items()):
+                elapsed, rss = run(command.format(target=runs / f"{round_number}-{number}"))
                 times[name].append(elapsed)
                 memory[name].append(rss)
                 print(f"round {round_number + 1}: {name}: {elapsed:.2f} s, {rss:.0f} MB",
                       flush=True)
-                shutil.rmtree(target, ignore_errors=True)
-                subprocess.run([DROOT, "rm", "--root", root], capture_output=True)
         sizes = subprocess.run([aws, "s3", "ls", s3], capture_output=True, text=True).stdout
     finally:
-        shutil.rmtree(target, ignore_errors=True)
-        subprocess.run([DROOT, "rm", "--root", root], capture_output=True)
+        shutil.rmtree(runs, ignore_errors=True)  # the droot roots' releases included
         moto.terminate()
         moto.wait()
 
