@@ -29,6 +29,22 @@ def droot(*args, check=False, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([DROOT, *map(str, args)], check=check, **kwargs)
 
 
+# Measured from a small intermediate process: a child spawned straight from the (large)
+# test process would count the parent's memory in its peak RSS (vfork shares it).
+_MEASURE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "_, status, usage = os.wait4(p.pid, 0); "
+            "print(usage.ru_maxrss if os.waitstatus_to_exitcode(status) == 0 else -1)")
+
+
+def droot_peak_rss_mb(*args) -> float:
+    """The peak RSS, in MB, of a `droot` command that must succeed."""
+    result = subprocess.run([sys.executable, "-c", _MEASURE, DROOT, *map(str, args)],
+                            capture_output=True, text=True, check=True, timeout=600)
+    assert int(result.stdout) > 0, f"droot {' '.join(map(str, args))} failed"
+    return int(result.stdout) / 1024
+
+
 def make_busybox_root(path: Path) -> Path:
     """A minimal root filesystem: static busybox with its applets, passwd and group files."""
     (path / "bin").mkdir(parents=True, exist_ok=True)

@@ -2,29 +2,13 @@
 size of the image, for a layer read in place and for gzip-compressed layers."""
 
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import DROOT
+from conftest import droot_peak_rss_mb
 from exporthelp import layer, write_docker_archive, write_oci_layout
 
 BIG_FILE = 64 << 20  # bytes, in each of several files: the image is ~320 MB
 LIMIT_MB = 80
-
-
-# Measured from a small intermediate process: a child spawned straight from this (large)
-# test process would count the parent's memory in its peak RSS (vfork shares it).
-MEASURE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
-           "_, status, usage = os.wait4(p.pid, 0); "
-           "print(usage.ru_maxrss if os.waitstatus_to_exitcode(status) == 0 else -1)")
-
-
-def peak_rss_mb(*args) -> float:
-    result = subprocess.run([sys.executable, "-c", MEASURE, DROOT, *map(str, args)],
-                            capture_output=True, text=True, check=True)
-    assert int(result.stdout) > 0, result.stderr
-    return int(result.stdout) / 1024
 
 
 @pytest.fixture
@@ -40,5 +24,5 @@ def test_peak_memory_stays_bounded(big_layers, tmp_path):
     layout = write_oci_layout(tmp_path / "oci", big_layers, compression=["gzip", "zstd", "gzip"])
     big_layers.clear()
     assert archive.stat().st_size > 4 * BIG_FILE
-    assert peak_rss_mb("export", f"docker-archive:{archive}") < LIMIT_MB
-    assert peak_rss_mb("export", f"oci:{layout}") < LIMIT_MB
+    assert droot_peak_rss_mb("export", f"docker-archive:{archive}") < LIMIT_MB
+    assert droot_peak_rss_mb("export", f"oci:{layout}") < LIMIT_MB

@@ -1,0 +1,40 @@
+"""push and pull keep memory bounded whatever the image size: the issue's goal is a peak
+RSS under 100 MB, here with an archive twice that size, through the S3 server."""
+
+import os
+
+import boto3
+import pytest
+
+from conftest import docker_build, droot_peak_rss_mb, make_busybox_root
+
+BLOB_MIB = 200  # random: gzip and zstd leave it as big as it is
+LIMIT_MB = 100
+
+
+@pytest.fixture(scope="module")
+def large_image(docker_client, tmp_path_factory):
+    context = tmp_path_factory.mktemp("ship-large-image")
+    make_busybox_root(context / "rootfs")
+    with open(context / "rootfs" / "blob", "wb") as blob:
+        for _ in range(BLOB_MIB):
+            blob.write(os.urandom(1 << 20))
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
+    tag = f"droot-test-ship/large:{os.getpid()}"
+    docker_build(docker_client, context, tag)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_push_and_pull_memory_stays_under_100_mb(large_image, s3_bucket, tmp_path,
+                                                 compression):
+    dest = f"s3://{s3_bucket}/large.{compression}"
+    push_mb = droot_peak_rss_mb("push", large_image, dest, "--compress", compression)
+    size = boto3.client("s3").head_object(Bucket=s3_bucket, Key=f"large.{compression}")[
+        "ContentLength"]
+    assert size > BLOB_MIB << 20  # the archive is far bigger than the limit
+    pull_mb = droot_peak_rss_mb("pull", dest, "--root", tmp_path / "app")
+    assert (tmp_path / "app" / "blob").stat().st_size == BLOB_MIB << 20
+    assert push_mb < LIMIT_MB, f"push peaked at {push_mb:.0f} MB"
+    assert pull_mb < LIMIT_MB, f"pull peaked at {pull_mb:.0f} MB"
