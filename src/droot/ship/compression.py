@@ -18,6 +18,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # for archives ~8% larger: a push is no longer bound by gzip.
 GZIP_LEVEL = 2
 ZSTD_LEVEL = 3
+ZSTD_WORKERS = 2
 
 
 def check_kind(kind: str) -> str:
@@ -47,10 +48,12 @@ def compressing_writer(out, kind: str):
         return igzip.IGzipFile(fileobj=_Unclosing(out), mode="wb", compresslevel=GZIP_LEVEL,
                                mtime=0)
     if kind == "zstd":
-        # All cores, in 1 MiB jobs: about as fast here as the default (larger) jobs, and
-        # ~55 MB less memory (push stays under 100 MB with boto3 and its S3 parts).
+        # Two workers in 1 MiB jobs: as fast here as the default (larger) jobs, and ~55 MB
+        # less memory, so push stays under 100 MB with boto3 and its S3 parts. Not one per
+        # core: each costs ~4 MB, and a push is bound by the export and the upload (ISA-L's
+        # single-threaded gzip keeps up too).
         parameters = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, threads=-1, job_size=1 << 20, write_checksum=1)
+            ZSTD_LEVEL, threads=ZSTD_WORKERS, job_size=1 << 20, write_checksum=1)
         compressor = zstandard.ZstdCompressor(compression_params=parameters)
         return compressor.stream_writer(out, closefd=False)
     return _Unclosing(out)
