@@ -5,6 +5,7 @@ Every service a fixture starts is a separate process on loopback, stopped when t
 session ends; nothing here touches the host outside temporary directories.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -32,7 +33,7 @@ def droot(*args, check=False, **kwargs) -> subprocess.CompletedProcess:
 # Measured from a small intermediate process: a child spawned straight from the (large)
 # test process would count the parent's memory in its peak RSS (vfork shares it).
 _MEASURE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], "
-            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "stdout=subprocess.DEVNULL); "
             "_, status, usage = os.wait4(p.pid, 0); "
             "print(usage.ru_maxrss if os.waitstatus_to_exitcode(status) == 0 else -1)")
 
@@ -41,7 +42,7 @@ def droot_peak_rss_mb(*args) -> float:
     """The peak RSS, in MB, of a `droot` command that must succeed."""
     result = subprocess.run([sys.executable, "-c", _MEASURE, DROOT, *map(str, args)],
                             capture_output=True, text=True, check=True, timeout=600)
-    assert int(result.stdout) > 0, f"droot {' '.join(map(str, args))} failed"
+    assert int(result.stdout) > 0, result.stderr
     return int(result.stdout) / 1024
 
 
@@ -125,6 +126,24 @@ def docker_build(client, context: Path, tag: str) -> str:
     """Build the Dockerfile in `context` as `tag`; returns the image ID."""
     image, _ = client.images.build(path=str(context), tag=tag, rm=True, forcerm=True)
     return image.id
+
+
+@contextlib.contextmanager
+def busybox_image_with_blob(client, context: Path, name: str, blob_mib: int):
+    """A FROM-scratch busybox image with `blob_mib` MiB of random data in /blob (which no
+    compression shrinks), tagged per run so that two test runs do not collide; removed
+    on exit. Yields its tag."""
+    make_busybox_root(context / "rootfs")
+    with open(context / "rootfs" / "blob", "wb") as blob:
+        for _ in range(blob_mib):
+            blob.write(os.urandom(1 << 20))
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
+    tag = f"droot-test-ship/{name}:{os.getpid()}"
+    docker_build(client, context, tag)
+    try:
+        yield tag
+    finally:
+        client.images.remove(tag, force=True)
 
 
 @pytest.fixture(scope="session")

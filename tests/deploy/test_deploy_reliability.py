@@ -70,8 +70,9 @@ def test_sigkill_at_random_moments_never_breaks_the_root(tmp_path):
 
 
 def test_ctrl_c_at_random_moments_is_one_line_and_leaves_nothing(tmp_path):
-    """SIGINT, unlike SIGKILL, lets droot clean up: whenever it lands (also while the
-    extraction child is being forked), one line, no traceback, no staging directory."""
+    """SIGINT, unlike SIGKILL, lets droot clean up: wherever it lands, one line, no
+    traceback, no staging directory. (Random moments rarely hit the fork of the
+    extraction child: the next test aims at it.)"""
     root = tmp_path / "app"
     archives = [app_archive(tmp_path, f"v{n}", "zstd", extra_files=FILES) for n in range(2)]
     assert deploy(root, archives[0]).returncode == 0

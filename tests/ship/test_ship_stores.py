@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import DROOT, VENV_BIN, docker_build, droot, make_busybox_root
+from conftest import DROOT, VENV_BIN, busybox_image_with_blob, droot
 
 
 def s3():
@@ -35,16 +35,10 @@ def check_app(root: Path):
 
 @pytest.fixture(scope="module")
 def big_image(docker_client, tmp_path_factory):
-    """An image whose archive needs several multipart parts (random data compresses to
-    itself)."""
-    context = tmp_path_factory.mktemp("ship-big-image")
-    make_busybox_root(context / "rootfs")
-    (context / "rootfs" / "blob").write_bytes(os.urandom(40 << 20))
-    (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
-    tag = f"droot-test-ship/big:{os.getpid()}"  # two test runs at once do not collide
-    docker_build(docker_client, context, tag)
-    yield tag
-    docker_client.images.remove(tag, force=True)
+    """An image whose archive needs several multipart parts."""
+    with busybox_image_with_blob(docker_client, tmp_path_factory.mktemp("ship-big-image"),
+                                 "big", 40) as tag:
+        yield tag
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])

@@ -126,11 +126,10 @@ def _rsync(staging: Path, layout: Layout, lock_fd: int):
     import subprocess
     if not shutil.which("rsync"):
         raise DrootError("--mode rsync needs the rsync command (apt-get install rsync)")
+    command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/", f"{layout.root}/"]
     first = not os.path.lexists(layout.root)
     layout.root.mkdir(mode=0o755, exist_ok=True)
     try:
-        command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/",
-                   f"{layout.root}/"]
         completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True, pass_fds=(lock_fd,))
         if completed.returncode != 0:
