@@ -98,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         if args is None:
             args = build_parser(command).parse_args(argv)
         debug = debug or args.debug
+        if debug:
+            import traceback  # noqa: F401  (now: `run` and `exec` import nothing after chroot)
         return args.handler(args) or 0
     except DrootError as error:
         if debug:
-            import traceback
-            traceback.print_exc()
+            print_traceback(error)
         print(f"droot: {error}", file=sys.stderr)
         return error.exit_status
     except KeyboardInterrupt:
@@ -115,8 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except Exception as error:  # a bug: still one line, the traceback on request
         if debug:
-            import traceback
-            traceback.print_exc()
+            print_traceback(error)
         print(f"droot: internal error: {type(error).__name__}: {error} "
               "(rerun with --debug for a traceback, and please report it)", file=sys.stderr)
         return failure_status
+
+
+def print_traceback(error: BaseException) -> None:
+    """The traceback of `error` on stderr. After chroot (`run`, `exec`) without the source
+    lines: the files at those paths are the image's, not droot's."""
+    import traceback
+    if "droot.importseal" in sys.modules and sys.modules["droot.importseal"].sealed():
+        print("Traceback (most recent call last, source lines omitted after chroot):",
+              file=sys.stderr)
+        for frame, line in traceback.walk_tb(error.__traceback__):
+            print(f'  File "{frame.f_code.co_filename}", line {line}, in '
+                  f"{frame.f_code.co_name}", file=sys.stderr)
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+    else:
+        traceback.print_exception(error)

@@ -1,5 +1,6 @@
-"""The opt-in namespaces, observed from the kernel's side: --pid, --net none, --hostname,
---ipc, and the default that shares them all with the host (as the original did)."""
+"""The namespaces, observed from the kernel's side: the opt-in --pid, --net none and
+--hostname, the default that shares those with the host (as the original did), and the
+IPC namespace, private unless --share ipc."""
 
 import fcntl
 import os
@@ -32,15 +33,18 @@ def host_namespace_ids():
     return {n: os.readlink(f"/proc/self/ns/{n}") for n in ("pid", "net", "uts", "ipc")}
 
 
-def test_default_shares_every_namespace_with_the_host(root):
-    assert namespace_ids(root) == host_namespace_ids()
+def test_default_shares_every_namespace_but_ipc_with_the_host(root):
+    inside, host = namespace_ids(root), host_namespace_ids()
+    assert {n for n in host if inside[n] != host[n]} == {"ipc"}
+    assert namespace_ids(root, ["--share", "ipc"]) == host
 
 
 @pytest.mark.parametrize("options, changed", [
-    (["--pid"], {"pid"}),
-    (["--net", "none"], {"net"}),
-    (["--hostname", "box"], {"uts"}),
+    (["--pid"], {"pid", "ipc"}),
+    (["--net", "none"], {"net", "ipc"}),
+    (["--hostname", "box"], {"uts", "ipc"}),
     (["--ipc"], {"ipc"}),
+    (["--pid", "--share", "ipc"], {"pid"}),
     (["--pid", "--net", "none", "--hostname", "box", "--ipc"], {"pid", "net", "uts", "ipc"}),
 ])
 def test_each_option_unshares_exactly_its_namespace(root, options, changed):
@@ -127,7 +131,8 @@ def test_hostname_is_set_inside_only(root):
 
 
 def test_ipc_namespace_hides_host_semaphores(root):
-    # A System V semaphore made on the host is visible without --ipc and not with it.
+    # A System V semaphore made on the host is visible with --share ipc, and not by
+    # default (nor with the older --ipc).
     key = 0x0D5007 + os.getpid() % 1000
     made = subprocess.run([sys.executable, "-c", "import ctypes;l=ctypes.CDLL(None);"
                            f"print(l.semget({key}, 1, 0o1600))"],
@@ -140,7 +145,8 @@ def test_ipc_namespace_hides_host_semaphores(root):
         def keys(options):
             output = run_app(root, options, script).stdout
             return [line.split()[0] for line in output.splitlines()[1:]]
-        assert str(key) in keys([])
+        assert str(key) in keys(["--share", "ipc"])
+        assert str(key) not in keys([])
         assert str(key) not in keys(["--ipc"])
     finally:
         subprocess.run(["ipcrm", "-s", str(semid)], check=False)

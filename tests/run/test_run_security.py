@@ -76,9 +76,12 @@ def test_host_root_through_proc_pid_root(run_root, host_marker, host_process, ta
     if not os.access(f"/proc/{pid}/root{host_marker}", os.R_OK):
         pytest.skip(f"even the host cannot reach /proc/{pid}/root here")
     script = f"cat /proc/{pid}/root{host_marker}"
-    result = droot("run", "--root", run_root, "--", "/bin/sh", "-c", script)
-    assert result.returncode != 0 and "host secret" not in result.stdout
-    assert "Permission denied" in result.stderr
+    # hidden from the app's /proc; listed with --share proc, but not entered
+    for options, refusal in (((), "No such file or directory"),
+                             (("--share", "proc"), "Permission denied")):
+        result = droot("run", "--root", run_root, *options, "--", "/bin/sh", "-c", script)
+        assert result.returncode != 0 and "host secret" not in result.stdout
+        assert refusal in result.stderr
     result = droot("run", "--root", run_root, "--no-dropcaps", "--", "/bin/sh", "-c", script)
     assert result.stdout == "host secret\n"
 
@@ -249,11 +252,12 @@ def test_proc_self_exe_interpreter_cannot_write_droots_python(python_root, pytho
     (root / "exe-attack").write_text(EXE_ATTACK.replace("ATTACK", '"/attack"'))
     (root / "exe-attack").chmod(0o755)
     before = python_copy.read_bytes()
+    # Landlock lets the app execute only files beneath its root: droot's Python, outside,
+    # cannot even start as the script's interpreter.
     process = droot_with(python_copy, root, options, ["/exe-attack"])
     stdout, stderr = process.communicate(timeout=120)
-    exe, verdict = stdout.splitlines()
-    assert exe == str(python_copy), stderr  # the attack really ran droot's Python
-    assert verdict == "/proc/self/fd/3: Permission denied" and process.returncode == 1
+    assert process.returncode == 126 and stdout == "", stderr
+    assert stderr == "droot: cannot run /exe-attack: Permission denied\n"
     assert python_copy.read_bytes() == before
     # without the Landlock confinement (--no-dropcaps) the same attack gets the file
     process = droot_with(python_copy, root, ["--no-dropcaps", *options], ["/exe-attack"])
@@ -266,18 +270,24 @@ def test_proc_self_exe_interpreter_cannot_write_droots_python(python_root, pytho
     assert host.stdout.splitlines() == [str(python_copy), "WRITABLE"], host.stderr
 
 
+@pytest.mark.parametrize("share, refusal", [
+    ([], "No such file or directory"),  # hidden in /proc: not ptraceable
+    (["--share", "proc"], "Permission denied"),  # listed, but Landlock denies the link
+])
 def test_proc_pid_exe_of_another_app_cannot_be_written(python_root, python_copy,
-                                                       attack_binary, tmp_path):
-    """One app holds the executable of another (droot's Python, run as its interpreter),
-    kills it and reopens the file for writing: runc's CVE-2019-5736 exploit."""
+                                                       attack_binary, share, refusal):
+    """One app holds the executable of another (a privileged app run by droot's Python as
+    its interpreter), kills it and reopens the file for writing: runc's CVE-2019-5736
+    exploit."""
     root, options = python_root
     (root / "sleeper").write_text(SLEEPER)
     (root / "sleeper").chmod(0o755)
-    victim = droot_with(python_copy, root, options, ["/sleeper"])
+    victim = droot_with(python_copy, root, ["--no-dropcaps", *options], ["/sleeper"])
     try:
         pid = int(victim.stdout.readline())
-        result = attack(root, "exe-attack", pid)
-        assert_refused(result, "Permission denied")
+        result = attack(root, "exe-attack", pid, options=share)
+        assert_refused(result, refusal)
+        assert victim.poll() is None  # not even killed: outside the app's reach
     finally:
         victim.kill()
         victim.wait()

@@ -6,8 +6,12 @@ in the app's working directory with the app's environment, as the app's user (or
 looked up in the app's /etc/passwd), with no capability the app could not have: the app's
 bounding set; for root the app's effective set (or `droot run`'s default set when the app
 is not root); none for another user; and no_new_privs when the app has it. The run's
-kernel sandboxes apply too (Landlock write confinement, no TIOCSTI). Without a PID namespace it execs in place; with one it must fork (joining a
-PID namespace takes effect for children only) and waits, forwarding signals.
+kernel sandboxes apply too, in their default form: a new session keyring, Landlock (files,
+signals and abstract sockets confined to the root, in a domain of the command's own, so
+the app's processes are hidden from it in /proc unless the app shares /proc), and the
+seccomp filter. Nothing is imported after chroot (droot.importseal). Without a PID
+namespace it execs in place; with one it must fork (joining a PID namespace takes effect
+for children only) and waits, forwarding signals.
 """
 
 import os
@@ -75,7 +79,7 @@ def resolve_user(spec: str) -> tuple[int, int, list[int], str | None]:
     """(uid, gid, groups, home) of `spec` in the (already entered) root's own files."""
     from droot.run import users  # imported before chroot by `run`
     name, _, group = spec.partition(":")
-    entry = users.find_entry(users.read_entries(users.PASSWD), name, 7)
+    entry = users.find_entry(users.image_entries(users.PASSWD), name, 7)
     if entry is None:
         if not name.isdigit():
             raise RunError(f"exec: unknown user {name!r} in the app's /etc/passwd")
@@ -83,7 +87,7 @@ def resolve_user(spec: str) -> tuple[int, int, list[int], str | None]:
         home, login = None, None
     else:
         uid, gid, home, login = int(entry[2]), int(entry[3]), entry[5] or "/", entry[0]
-    groups_file = users.read_entries(users.GROUP)
+    groups_file = users.image_entries(users.GROUP)
     if group:
         found = users.find_entry(groups_file, group, 4)
         if found is None and not group.isdigit():
@@ -121,9 +125,14 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
             raise RunError(f"exec: --env {item!r}: use NAME=VALUE", 125)
         env[name] = value
 
-    # Everything below runs in the app's world: import what it needs now, from the host.
-    from droot.run import capabilities, confinement, kernel, pidinit, users  # noqa: F401
+    # Everything below runs in the app's world: import what it needs now, from the host,
+    # and nothing after.
+    import resource  # noqa: F401  (pidinit.end_like)
+    from droot import importseal
+    from droot.run import capabilities, cgroups, confinement, kernel, pidinit, seccomp  # noqa: F401
+    from droot.run import users  # noqa: F401
     from droot.run.isolation import setns
+    importseal.seal()
     try:
         join_cgroups(target)
         for kind, fd in namespaces:
@@ -153,15 +162,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         if home:
             env["HOME"] = home
     bounding = int(status["CapBnd"], 16)
-    # The run's kernel sandboxes too: writes confined to the root (unless the app was left
-    # CAP_SYS_ADMIN, i.e. --no-dropcaps) and no TIOCSTI, which matters all the more for an
-    # interactive session on the operator's terminal.
-    try:
-        if not bounding >> 21 & 1:
-            confinement.confine_writes_to_root()
-        confinement.block_terminal_injection()
-    except OSError as error:
-        raise RunError(f"exec: cannot confine the command: {error.strerror}") from None
+    privileged = bool(bounding >> 21 & 1)  # CAP_SYS_ADMIN left to the app: --no-dropcaps
     # Root gets the app's capabilities, or a run's default ones if the app is not root;
     # never one outside the app's bounding set. Another user gets none.
     keep = set()
@@ -169,6 +170,17 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         keep = {n for n in range(64) if int(status["CapEff"], 16) >> n & 1} if \
             app_ids[0] == 0 else capabilities.kept_capabilities(True, [], [])
         keep = {n for n in keep if bounding >> n & 1}
+    # The run's kernel sandboxes too; no TIOCSTI matters all the more for an interactive
+    # session on the operator's terminal.
+    try:
+        kernel.keyctl(kernel.KEYCTL_JOIN_SESSION_KEYRING, 0)
+        if not privileged:
+            confinement.confine_to_root(confinement.SCOPE_SIGNAL
+                                        | confinement.SCOPE_ABSTRACT_UNIX_SOCKET)
+        seccomp.install(None if privileged else {capabilities.NAMES[n] for n in keep
+                                                  if n < len(capabilities.NAMES)}, set())
+    except OSError as error:
+        raise RunError(f"exec: cannot confine the command: {error.strerror}") from None
     try:
         capabilities.trim_bounding_set({n for n in range(64) if bounding >> n & 1})
         os.setgroups(groups)

@@ -23,8 +23,11 @@ NAMES = (
 
 # What a root app keeps by default: enough to manage its own files and switch users,
 # nothing that reaches past the chroot (no SYS_CHROOT, SYS_ADMIN, MKNOD, NET_RAW, ...).
-DEFAULT_ROOT_KEEP = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "SETGID",
-                     "SETUID", "NET_BIND_SERVICE")
+# Not DAC_READ_SEARCH: its open_by_handle_at(2) opens any inode of a filesystem the root
+# shares with the host, from the filesystem's root down ("Shocker"). DAC_OVERRIDE already
+# lets root read and search whatever it can reach.
+DEFAULT_ROOT_KEEP = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID",
+                     "NET_BIND_SERVICE")
 
 
 def capability_number(name: str) -> int | None:

@@ -28,14 +28,21 @@ RUN_OPTIONS = (
     (("-w", "--workdir"), "workdir", "value", "DIR",
      "working directory inside the root (default: the image's, else /)"),
     (("--no-dropcaps",), "no_dropcaps", "flag", None,
-     "keep all of droot's capabilities and skip the Landlock confinement (unsafe: root "
-     "inside can leave the chroot)"),
+     "keep all of droot's capabilities and skip the Landlock and seccomp confinement "
+     "(unsafe: root inside can leave the chroot)"),
     (("--cap-add",), "cap_add", "append", "CAP",
      "keep this capability too, e.g. NET_RAW, or ALL (repeatable; for a non-root user it "
      "becomes an ambient capability)"),
     (("--cap-drop",), "cap_drop", "append", "CAP", "drop this capability too, or ALL (repeatable)"),
     (("--allow-new-privs",), "allow_new_privs", "flag", None,
      "do not set no_new_privs: setuid binaries and file capabilities in the root take effect"),
+    (("--allow-syscall",), "allow_syscall", "append", "NAME",
+     "let the app make this system call, which droot's seccomp filter denies (e.g. "
+     "io_uring_setup, keyctl), or ALL for the whole list (repeatable)"),
+    (("--share",), "share", "append", "WHAT",
+     "share with the host what the app does not by default: ipc (System V IPC, POSIX "
+     "queues), proc (every host process in /proc), signals (may signal host processes), "
+     "abstract-sockets (may connect to the host's abstract unix sockets) (repeatable)"),
     # Opt-in isolation and limits (droot.run.isolation, imported only when one is given).
     (("--pid",), "pid", "flag", None,
      "own PID namespace and /proc, under a minimal init that forwards signals and reaps; "
@@ -44,7 +51,8 @@ RUN_OPTIONS = (
     (("--net",), "net", "value", "none", "'none': own network namespace, loopback only "
      "(default: the host's network)"),
     (("--hostname",), "hostname", "value", "NAME", "own UTS namespace with this hostname"),
-    (("--ipc",), "ipc", "flag", None, "own IPC namespace (System V IPC, POSIX queues)"),
+    (("--ipc",), "ipc", "flag", None,
+     "own IPC namespace: the default now (see --share ipc), accepted for older command lines"),
     (("--userns",), "userns", "value", "USER|FIRST:COUNT",
      "own user namespace: ids 0..COUNT-1 inside are FIRST.. on the host, from USER's ranges "
      "in /etc/subuid and /etc/subgid or given"),

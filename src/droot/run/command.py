@@ -9,6 +9,7 @@ import os
 
 from droot.errors import CommandNotExecutable, CommandNotFound, RunError
 from droot.imageconfig import parse_config, parse_env
+from droot.run import rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_ENV = "/.drootenv"
@@ -54,12 +55,7 @@ def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int)
     env = {"PATH": DEFAULT_PATH, "HOME": home}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
-    try:
-        with open(IMAGE_ENV, encoding="utf-8", errors="surrogateescape") as file:
-            text = file.read()
-    except FileNotFoundError:
-        text = ""
-    env.update(parse_env(text))
+    env.update(parse_env(read_image_file(IMAGE_ENV) or ""))
     env.update(settings)
     if passed_fds:
         env["LISTEN_FDS"] = str(passed_fds)
@@ -72,15 +68,21 @@ def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int)
 def image_config() -> dict:
     """The image's entrypoint, cmd, working dir and user, from /.droot.json (inside the
     root); empty when the archive carries none."""
-    try:
-        with open(IMAGE_CONFIG, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
+    text = read_image_file(IMAGE_CONFIG)
+    if text is None:
         return {}
     try:
         return parse_config(text)
     except ValueError as error:
         raise RunError(f"the image's {IMAGE_CONFIG} is not valid: {error}") from None
+
+
+def read_image_file(path: str) -> str | None:
+    """The image's file `path` (inside the root only), None when it has none."""
+    try:
+        return rootfs.read_text(path)
+    except OSError as error:
+        raise RunError(f"cannot read the image's {path}: {error.strerror}") from None
 
 
 def find_executable(name: str, search_path: str) -> str:

@@ -1,15 +1,15 @@
 """The opt-in isolation of `droot run`: namespaces (`--pid`, `--net none`, `--hostname NAME`,
-`--ipc`, `--userns`) and resource limits (`--memory`, `--cpus`, `--pids-limit`).
+`--userns`) and resource limits (`--memory`, `--cpus`, `--pids-limit`).
 
-By default droot shares the host's network, hostname, IPC, PIDs and users and sets no
-limit, as the original did; each option here adds one piece around the same run. Except
+By default droot shares the host's network, hostname, PIDs and users and sets no limit, as
+the original did (the IPC namespace is private by default: droot.run.runner); each option here adds one piece around the same run. Except
 for --pid, none adds a process between the supervisor and the app: droot unshares more
 namespaces of its own process (never clone(2)) and still execs the app in place.
 
 `Isolation` holds the options and hooks them into the run (droot.run.runner), in order:
 
     validate (before anything is made) → prepare_host (cgroups, the user namespace)
-    → [unshare(CLONE_NEWNS)] → enter_namespaces (net/uts/ipc, --pid's fork, the cgroups)
+    → [unshare(CLONE_NEWNS|CLONE_NEWIPC)] → enter_namespaces (net/uts, --pid's fork, the cgroups)
     → [chroot, mounts, files, user lookup] → enter_user_namespace
     → [capabilities, user, workdir] → before_exec (--pid: the init forks the app) → [exec]
 
@@ -23,7 +23,6 @@ from droot.errors import RunError, UsageError
 from droot.run import kernel
 
 CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -68,25 +67,23 @@ def parse_hostname(name: str) -> str:
     return name
 
 
-def namespace_flags(net: str = "host", hostname: str | None = None, ipc: bool = False) -> int:
+def namespace_flags(net: str = "host", hostname: str | None = None) -> int:
     flags = 0
     if net == "none":
         flags |= CLONE_NEWNET
     if hostname is not None:
         flags |= CLONE_NEWUTS
-    if ipc:
-        flags |= CLONE_NEWIPC
     return flags
 
 
-def enter(net: str = "host", hostname: str | None = None, ipc: bool = False):
+def enter(net: str = "host", hostname: str | None = None):
     """Unshare the requested namespaces of this process and set them up: loopback up in a
     new network namespace, the hostname in a new UTS namespace."""
-    flags = namespace_flags(net, hostname, ipc)
+    flags = namespace_flags(net, hostname)
     if not flags:
         return
-    names = [f for f, b in (("--net none", CLONE_NEWNET), ("--hostname", CLONE_NEWUTS),
-                            ("--ipc", CLONE_NEWIPC)) if flags & b]
+    names = [f for f, b in (("--net none", CLONE_NEWNET), ("--hostname", CLONE_NEWUTS))
+             if flags & b]
     unshare(flags, ", ".join(names))
     if flags & CLONE_NEWNET:
         loopback_up()
@@ -122,9 +119,6 @@ def _raise_errno(what: str):
     raise RunError(f"{what}: {os.strerror(ctypes.get_errno())}")
 
 
-OPTIONS = ("pid", "net", "hostname", "ipc", "userns", "memory", "cpus", "pids_limit")
-
-
 class Isolation:
     """The opt-in namespaces and limits of one run (see the module doc for the order)."""
 
@@ -134,7 +128,6 @@ class Isolation:
         self.net = parse_net(options.net) if options.net else "host"
         self.hostname = parse_hostname(options.hostname) if options.hostname is not None \
             else None
-        self.ipc = bool(options.ipc)
         self.id_ranges = None
         if options.userns:
             from droot.run import userns
@@ -175,7 +168,7 @@ class Isolation:
         joins them and the relay stays outside)."""
         if self.keeper_starter:
             os.waitpid(self.keeper_starter, 0)
-        enter(self.net, self.hostname, self.ipc)
+        enter(self.net, self.hostname)
         if self.pid:
             from droot.run import pidinit
             pidinit.enter_pid_namespace(self.cgroups)  # returns in the namespace's init

@@ -1,7 +1,7 @@
 """The system calls Python 3.11's `os` module lacks, called through the C library.
 
-unshare, mount, umount2, prctl, capset and mount_setattr. Each raises OSError
-with the errno, like the `os` functions do.
+unshare, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount and
+mount_setattr. Each raises OSError with the errno, like the `os` functions do.
 
 This module is on the start-up path of every `droot run`, so it uses ctypes' C core,
 `_ctypes`, directly: the `ctypes` package defines some forty types when imported (about
@@ -44,6 +44,7 @@ _unshare, _mount, _umount2, _prctl = (_function_type(c_int)((name, _libc)) for n
 syscall = _function_type(c_long)(("syscall", _libc))
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -64,15 +65,34 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-# x86_64 and aarch64 system call numbers of what glibc 2.36 has no wrapper for.
+# x86_64 and aarch64 system call numbers of what glibc 2.36 has no wrapper for (the calls
+# added since Linux 5.0 have one number on every architecture).
 _SYSCALL_NUMBERS = {
-    "x86_64": {"capset": 126, "mount_setattr": 442},
-    "aarch64": {"capset": 91, "mount_setattr": 442},
-}[os.uname().machine]
+    "x86_64": {"capset": 126, "keyctl": 250},
+    "aarch64": {"capset": 91, "keyctl": 219},
+}.get(os.uname().machine, {})
+_OPEN_TREE, _MOVE_MOUNT, _OPENAT2, _MOUNT_SETATTR = 428, 429, 437, 442
+
+
+def _number(name: str) -> int:
+    if name not in _SYSCALL_NUMBERS:
+        raise OSError(38, f"droot knows no {name}(2) number for {os.uname().machine} "
+                      "(x86_64 and aarch64 are supported)")
+    return _SYSCALL_NUMBERS[name]
+
 
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_CHOWN = 4
+KEY_SPEC_SESSION_KEYRING = -3
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -117,7 +137,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[index].effective = (effective >> shift) & 0xFFFFFFFF
         data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    check(syscall(_SYSCALL_NUMBERS["capset"], byref(header), data))
+    check(syscall(_number("capset"), byref(header), data))
 
 
 class _MountAttr(Structure):
@@ -125,8 +145,37 @@ class _MountAttr(Structure):
                 ("userns_fd", c_uint64)]
 
 
-def make_tree_read_only(path: str) -> None:
-    """Make the mount at `path` and every mount below it read-only (Linux 5.12+)."""
+def make_tree_read_only(tree: int) -> None:
+    """Make the mount `tree` (a descriptor of it) and every mount below it read-only
+    (Linux 5.12+)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    check(syscall(_SYSCALL_NUMBERS["mount_setattr"], AT_FDCWD, path.encode(), AT_RECURSIVE,
-                  byref(attr), sizeof(attr)), path)
+    check(syscall(_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, byref(attr),
+                  sizeof(attr)))
+
+
+def open_tree(path: str, flags: int) -> int:
+    """A descriptor of the mount at `path`; with OPEN_TREE_CLONE | AT_RECURSIVE, a
+    detached copy of it and every mount below it (Linux 5.2+)."""
+    return check(syscall(_OPEN_TREE, AT_FDCWD, path.encode(), flags | os.O_CLOEXEC), path)
+
+
+def move_mount_to(tree: int, target: int) -> None:
+    """Attach the detached mount `tree` on the directory or file open as `target`:
+    nothing is resolved by path, so nothing can be redirected."""
+    check(syscall(_MOVE_MOUNT, tree, b"", target, b"",
+                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+
+
+class _OpenHow(Structure):
+    _fields_ = [("flags", c_uint64), ("mode", c_uint64), ("resolve", c_uint64)]
+
+
+def openat2(directory: int, path: str, flags: int, mode: int, resolve: int) -> int:
+    """openat2(2) (Linux 5.6+): `path` opened from `directory` under the `resolve` rules."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
+    return check(syscall(_OPENAT2, directory, path.encode("utf-8", "surrogateescape"),
+                         byref(how), sizeof(how)), path)
+
+
+def keyctl(operation: int, *args: int) -> int:
+    return check(syscall(_number("keyctl"), operation, *(c_long(arg) for arg in args)))

@@ -1,15 +1,17 @@
 """The mounts of a run: /proc, a read-only /sys, a minimal /dev, and the bind mounts.
 
-All of them are made in droot's private mount namespace after chroot, so every path
-is resolved inside the root (a symbolic link in the image cannot point a mount, or a
-directory droot creates, at the host), and they all vanish with the namespace.
+All of them are made in droot's private mount namespace after chroot, and they all
+vanish with the namespace. The bind targets, named by the image, are opened (and made)
+inside the root before /proc exists (droot.run.rootfs), and the binds are attached to
+those descriptors: no path the image controls is resolved once /proc is there.
 """
 
 import errno
 import os
+import stat
 
 from droot.errors import RunError
-from droot.run import kernel
+from droot.run import kernel, rootfs
 from droot.run.kernel import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
 # The device nodes of the minimal /dev: name, major, minor (devices.txt). The original
@@ -34,12 +36,19 @@ def make_all_private() -> None:
     kernel.mount("none", "/", None, MS_REC | kernel.MS_PRIVATE)
 
 
-def mount_point(path: str) -> str:
-    try:
-        os.mkdir(path, 0o755)
-    except FileExistsError:
-        pass
-    return path
+def make_mount_points() -> None:
+    """/proc, /dev and /sys as real directories of the image (made 0755 if missing),
+    checked before /proc exists: through a symbolic link there, droot's mounts and the
+    device nodes it makes would land wherever the image likes, a magic link included.
+    (Once mounted, a running app cannot rename or replace them: they are mount points.)"""
+    for path in ("/proc", "/dev", "/sys"):
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise RunError(f"the image's {path} is not a directory (a symbolic link?): droot "
+                           f"mounts its own {path} there; remove it from the image")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None):
@@ -56,18 +65,33 @@ def bind_read_only(source: str, target: str) -> None:
           | MS_NOEXEC)
 
 
-def mount_proc() -> None:
-    mount("proc", mount_point("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def mount_proc(hide_other_processes: bool) -> None:
+    """/proc; with `hide_other_processes`, a /proc of this run's own that lists only the
+    processes the app may ptrace: with Landlock, only its own. Per-mount options need
+    Linux 5.8 (before, every /proc of a PID namespace shares them, so the host's too)."""
+    options = None
+    if hide_other_processes and kernel_at_least(5, 8):
+        options = "hidepid=ptraceable"
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, options)
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (major, minor)
+    except (IndexError, ValueError):
+        return False
 
 
 def mount_dev() -> None:
     """A tmpfs with the usual device nodes, its own devpts instance and a /dev/shm."""
-    mount("tmpfs", mount_point("/dev"), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
     for name, major, minor in DEVICES:
         os.mknod(f"/dev/{name}", CHARACTER_DEVICE | 0o666, os.makedev(major, minor))
     for name, target in DEV_LINKS:
         os.symlink(target, f"/dev/{name}")
-    mount("devpts", mount_point("/dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+    os.mkdir("/dev/pts", 0o755)
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=5")
     os.mkdir("/dev/shm", 0o1777)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
@@ -96,15 +120,15 @@ def hide_directory(path: str) -> None:
 def mount_sys() -> None:
     """A fresh sysfs, read-only: no write under /sys reaches the kernel. The firmware's
     tables (ACPI, memory map) are hidden."""
-    mount("sysfs", mount_point("/sys"), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if os.path.isdir("/sys/firmware"):
         hide_directory("/sys/firmware")
 
 
 class BindMount:
-    """`-b/--bind` or `--robind SRC[:DST]`: checked before anything is mounted, opened
-    in droot's mount namespace before chroot (the kernel binds only mounts of the
-    caller's namespace), mounted through /proc/self/fd after it."""
+    """`-b/--bind` or `--robind SRC[:DST]`: checked before anything is mounted; cloned
+    from droot's mount namespace before chroot (open_tree, Linux 5.2+), its target opened
+    inside the root before /proc exists, attached to that descriptor after."""
 
     def __init__(self, spec: str, read_only: bool):
         flag = "--robind" if read_only else "--bind"
@@ -116,39 +140,45 @@ class BindMount:
         self.read_only, self.flag = read_only, flag
         if not os.path.exists(self.source):
             raise RunError(f"{flag} source {self.source} does not exist on the host")
-        self.descriptor = -1
+        self.tree = self.target_descriptor = -1
+        self.read_only_after_mount = False  # Linux < 5.12: no mount_setattr(2)
 
     def open(self) -> None:
+        """A detached copy of the source and every mount below it, read-only if asked."""
         try:
-            self.descriptor = os.open(self.source, os.O_PATH | os.O_CLOEXEC)
+            self.tree = kernel.open_tree(self.source, kernel.OPEN_TREE_CLONE | kernel.AT_RECURSIVE)
         except OSError as error:
+            hint = " (needs Linux 5.2 or later)" if error.errno == errno.ENOSYS else ""
             raise RunError(f"cannot open {self.flag} source {self.source}: "
-                           f"{error.strerror}") from None
-        self.is_directory = os.path.isdir(f"/proc/self/fd/{self.descriptor}")
-
-    def mount(self) -> None:
-        """Create the target inside the root if missing, bind, then make it read-only
-        with every mount below it when asked (a write then fails inside)."""
-        target = self.target
-        try:
-            if self.is_directory:
-                os.makedirs(target, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        except OSError as error:
-            raise RunError(f"cannot create the bind target {target} inside the root: "
-                           f"{error.strerror}") from None
-        try:
-            kernel.mount(f"/proc/self/fd/{self.descriptor}", target, None, MS_BIND | MS_REC)
-        except OSError as error:
-            raise RunError(f"cannot bind {self.source} on {target} inside the root: "
-                           f"{error.strerror}") from None
+                           f"{error.strerror}{hint}") from None
+        self.is_directory = os.path.isdir(f"/proc/self/fd/{self.tree}")
         if self.read_only:
             try:
-                kernel.make_tree_read_only(target)
+                kernel.make_tree_read_only(self.tree)
             except OSError as error:
                 if error.errno != errno.ENOSYS:
-                    raise RunError(f"cannot make {target} read-only: {error.strerror}") from None
-                mount("none", target, None, MS_BIND | kernel.MS_REMOUNT | MS_RDONLY)
-        os.close(self.descriptor)
+                    raise RunError(f"cannot make {self.source} read-only: "
+                                   f"{error.strerror}") from None
+                self.read_only_after_mount = True
+
+    def open_target(self) -> None:
+        """The target inside the root, created if missing (a directory 0755, an empty file
+        0644); called after chroot, before /proc is mounted."""
+        try:
+            make = rootfs.make_directories if self.is_directory else rootfs.make_file
+            self.target_descriptor = make(self.target)
+        except OSError as error:
+            raise RunError(f"cannot create the {self.flag} target {self.target} inside the "
+                           f"root: {error.strerror}") from None
+
+    def mount(self) -> None:
+        try:
+            kernel.move_mount_to(self.tree, self.target_descriptor)
+        except OSError as error:
+            raise RunError(f"cannot bind {self.source} on {self.target} inside the root: "
+                           f"{error.strerror}") from None
+        if self.read_only_after_mount:  # this mount only, not those below it
+            mount("none", f"/proc/self/fd/{self.tree}", None,
+                  MS_BIND | kernel.MS_REMOUNT | MS_RDONLY)
+        os.close(self.tree)
+        os.close(self.target_descriptor)

@@ -1,24 +1,28 @@
 """`droot run`: one sequence of steps from the command line to the app's exec.
 
-    validate (host side) → unshare(CLONE_NEWNS), all mounts private → chroot
-    → /proc, /dev, /sys, bind mounts → files, user, environment → Landlock and
-    seccomp → capabilities, user, no_new_privs → working dir → close descriptors
-    → exec (same PID)
+    validate (host side) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
+    → seal imports, chroot → the image's files (config, users, --cp, bind targets),
+    before /proc exists → /proc, /dev, /sys, bind mounts → a new session keyring
+    → Landlock and seccomp → capabilities, user, no_new_privs → working dir
+    → close descriptors → exec (same PID)
 
 Everything that can be wrong with the input is checked before the first mount. Every
 mount is made in droot's own mount namespace, so none is visible to the host and all of
 them vanish when the app exits, however it exits; a failure after unshare needs no
-clean-up either.
+clean-up either. Every path the image controls is opened inside the root only
+(droot.run.rootfs), and nothing is imported after chroot (droot.importseal).
 """
 
 import os
 
+from droot import importseal
 from droot.errors import RunError
-from droot.run import capabilities, command, confinement, kernel, mounts, users
-from droot.run.files import write_atomically
+from droot.run import capabilities, command, confinement, kernel, mounts, rootfs, seccomp, users
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
 COPIED_FILES = ("/etc/passwd", "/etc/group", "/etc/resolv.conf", "/etc/hosts")
+# `--share`: what the app shares with the host only when asked.
+SHARABLE = ("ipc", "proc", "signals", "abstract-sockets")
 
 
 def run_container(options) -> None:
@@ -29,6 +33,8 @@ def run_container(options) -> None:
         raise RunError("droot run needs root (it mounts, chroots and drops capabilities); "
                        "run it as root, the app itself can run as any user with -u")
     root = checked_root(options.root)
+    share = checked_sharing(options)
+    allowed_calls = seccomp.checked_allowances(options.allow_syscall)
     if not options.no_dropcaps:
         capabilities.kept_capabilities(False, options.cap_add, options.cap_drop)  # names valid?
     settings = []
@@ -46,17 +52,19 @@ def run_container(options) -> None:
         host_group = users.read_entries(users.GROUP)
     passed_fds = command.listen_fds()
     isolation = None
-    if options.pid or options.net or options.hostname or options.ipc or options.userns or \
+    if options.pid or options.net or options.hostname or options.userns or \
             options.memory or options.cpus or options.pids_limit:
         from droot.run.isolation import Isolation
         isolation = Isolation(options, root)  # validates; creates nothing yet
         isolation.prepare_host()
 
-    # 2. A private mount namespace of droot's own process (its PID stays the same).
+    # 2. A private mount namespace of droot's own process (its PID stays the same), and
+    #    unless shared a private IPC namespace: no host SysV memory, semaphores, queues.
+    namespaces = kernel.CLONE_NEWNS | (0 if "ipc" in share else kernel.CLONE_NEWIPC)
     try:
-        kernel.unshare(kernel.CLONE_NEWNS)
+        kernel.unshare(namespaces)
     except OSError as error:
-        raise RunError(f"cannot create a mount namespace: {error.strerror}") from None
+        raise RunError(f"cannot create a mount and IPC namespace: {error.strerror}") from None
     mounts.make_all_private()
     if isolation:
         isolation.enter_namespaces()
@@ -64,24 +72,14 @@ def run_container(options) -> None:
         bind.open()
 
     # 3. chroot; from here on every path is inside the root, the standard library too:
-    #    whatever is imported later must be imported before this.
+    #    whatever is imported later must be imported before this, and nothing can be.
+    importseal.seal()
     os.chroot(root)
     os.chdir("/")
 
-    # 4. The mounts.
-    saved_umask = os.umask(0)
-    mounts.mount_proc()
-    mounts.mount_dev()
-    mounts.mask_proc()
-    mounts.mount_sys()
-    for bind in binds:
-        bind.mount()
-    os.umask(saved_umask)
-
-    # 5. Files, the image's own command, the user, the environment.
+    # 4. The image's own files, while the root has no /proc and so no magic link.
     for path, (data, mode) in host_files.items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, data, mode)
+        image_step(f"write {path}", rootfs.write_atomically, path, data, mode)
     argv, workdir, user_spec = options.app_argv, options.workdir, options.user
     if not argv:
         config = command.image_config()
@@ -93,18 +91,37 @@ def run_container(options) -> None:
         user_spec = user_spec or config["user"]
     user = users.resolve(user_spec or "", options.group or "", host_passwd, host_group)
     env = command.app_environment(user.home, settings, passed_fds)
+    mounts.make_mount_points()
+    for bind in binds:
+        bind.open_target()
 
+    # 5. The mounts.
+    saved_umask = os.umask(0)
+    mounts.mount_proc(hide_other_processes="proc" not in share)
+    mounts.mount_dev()
+    mounts.mask_proc()
+    mounts.mount_sys()
+    for bind in binds:
+        bind.mount()
+    os.umask(saved_umask)
+
+    join_new_session_keyring()
     if isolation:
         isolation.enter_user_namespace(user)
 
-    # 6. Writes confined to the root, no terminal injection; then capabilities in every
-    #    set, the user, no_new_privs.
-    if not options.no_dropcaps:  # a privileged app may mount, ptrace, write anywhere
-        confinement.confine_writes_to_root()
-    confinement.block_terminal_injection()
+    # 6. The kernel sandboxes: files, signals and abstract sockets confined to the root,
+    #    the risky system calls denied; then capabilities in every set, the user,
+    #    no_new_privs.
     keep = None
     if not options.no_dropcaps:
         keep = capabilities.kept_capabilities(user.uid == 0, options.cap_add, options.cap_drop)
+    if keep is not None:  # a privileged app may mount, ptrace, write anywhere
+        confinement.confine_to_root(
+            (0 if "signals" in share else confinement.SCOPE_SIGNAL)
+            | (0 if "abstract-sockets" in share else confinement.SCOPE_ABSTRACT_UNIX_SOCKET))
+    seccomp.install(None if keep is None else {capabilities.NAMES[n] for n in keep},
+                    allowed_calls)
+    if keep is not None:
         capabilities.trim_bounding_set(keep)
         if keep and user.uid != 0:
             kernel.prctl(kernel.PR_SET_KEEPCAPS, 1)
@@ -132,6 +149,35 @@ def run_container(options) -> None:
 
     # 9. Become the app.
     command.execute(argv, env)
+
+
+def checked_sharing(options) -> set[str]:
+    share = set(options.share)
+    unknown = share - set(SHARABLE)
+    if unknown:
+        raise RunError(f"--share {sorted(unknown)[0]!r}: choose from {', '.join(SHARABLE)}")
+    if options.ipc and "ipc" in share:
+        raise RunError("--ipc (a private IPC namespace, the default) contradicts --share ipc")
+    return share
+
+
+def image_step(what: str, function, *args):
+    """`function(*args)` on a file of the image, its failure one line naming `what`."""
+    try:
+        return function(*args)
+    except OSError as error:
+        raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
+
+
+def join_new_session_keyring() -> None:
+    """Leave the operator's session keyring behind: the app gets a new, empty one, which
+    it possesses whatever its uid. (The seccomp filter denies it the keyring calls too.)"""
+    try:
+        kernel.keyctl(kernel.KEYCTL_JOIN_SESSION_KEYRING, 0)
+    except OSError as error:
+        if error.errno != 38:  # ENOSYS: a kernel without keyrings has none to leak
+            raise RunError(f"cannot give the app a session keyring of its own: "
+                           f"{error.strerror}") from None
 
 
 def checked_root(path: str) -> str:

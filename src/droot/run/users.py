@@ -3,13 +3,14 @@
 These files are parsed here, never looked up through the C library: after chroot,
 getpwnam(3) would load NSS modules from the image (the CVE-2019-14271 class). A user
 or group that the image lacks but the host has is added to the image's files, with
-the host's entry (never its password), under the shadow tools' lock file.
+the host's entry (never its password), under the shadow tools' lock file. The image's
+files are opened inside the root only (droot.run.rootfs).
 """
 
 import os
 
 from droot.errors import RunError
-from droot.run.files import write_atomically
+from droot.run import rootfs
 
 PASSWD = "/etc/passwd"
 GROUP = "/etc/group"
@@ -24,12 +25,23 @@ class User:
 
 
 def read_entries(path: str) -> list[list[str]]:
-    """The colon-separated records of a passwd/group file (missing file: none)."""
+    """The colon-separated records of the host's passwd/group file (missing file: none)."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as file:
-            text = file.read()
+            return parse_entries(file.read())
     except FileNotFoundError:
         return []
+
+
+def image_entries(path: str) -> list[list[str]]:
+    """The records of the image's passwd/group file (the process is chrooted)."""
+    try:
+        return parse_entries(rootfs.read_text(path) or "")
+    except OSError as error:
+        raise RunError(f"cannot read the image's {path}: {error.strerror}") from None
+
+
+def parse_entries(text: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines()
             if line and not line.startswith(("#", "+", "-"))]
 
@@ -51,7 +63,7 @@ def find_entry(entries: list[list[str]], wanted: str, fields: int) -> list[str] 
 def append_entry(path: str, entry: list[str]) -> None:
     """Add one record to the image's passwd/group file, keeping its mode and owner."""
     try:
-        with open(path, "rb") as file:
+        with os.fdopen(rootfs.open_in_root(path, os.O_RDONLY), "rb") as file:
             old = file.read()
             status = os.fstat(file.fileno())
         mode, owner, group = status.st_mode & 0o7777, status.st_uid, status.st_gid
@@ -60,7 +72,7 @@ def append_entry(path: str, entry: list[str]) -> None:
     if old and not old.endswith(b"\n"):
         old += b"\n"
     line = ":".join(entry).encode("utf-8", "surrogateescape") + b"\n"
-    write_atomically(path, old + line, mode, owner, group)
+    rootfs.write_atomically(path, old + line, mode, owner, group)
 
 
 def resolve(user_spec: str, group_spec: str, host_passwd: list[list[str]],
@@ -72,12 +84,12 @@ def resolve(user_spec: str, group_spec: str, host_passwd: list[list[str]],
     user_part, _, group_from_user = user_spec.partition(":")
     group_spec = group_spec or group_from_user
     user_part = user_part or "0"
-    passwd = find_entry(read_entries(PASSWD), user_part, 7)
+    passwd = find_entry(image_entries(PASSWD), user_part, 7)
     if passwd is None:
         passwd = copy_host_entry(PASSWD, host_passwd, user_part, 7)
         if passwd is not None:
             # Its primary group too, when the image lacks it.
-            if find_entry(read_entries(GROUP), passwd[3], 4) is None:
+            if find_entry(image_entries(GROUP), passwd[3], 4) is None:
                 copy_host_entry(GROUP, host_group, passwd[3], 4)
     if passwd is None:
         if not user_part.isdigit():
@@ -87,7 +99,7 @@ def resolve(user_spec: str, group_spec: str, host_passwd: list[list[str]],
         name, home = None, "/root" if uid == 0 else "/"
     else:
         uid, gid, name, home = int(passwd[2]), int(passwd[3]), passwd[0], passwd[5] or "/"
-    groups = read_entries(GROUP)
+    groups = image_entries(GROUP)
     if group_spec:
         entry = find_entry(groups, group_spec, 4)
         if entry is None:
@@ -119,14 +131,18 @@ def copy_host_entry(path: str, host_entries: list[list[str]], wanted: str,
         entry = [entry[0], "x", *entry[2:]]  # never copy a password hash
     else:
         entry = [entry[0], "x", entry[2], ""]  # the host's members mean nothing here
-    lock = os.open(LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        os.lockf(lock, os.F_LOCK, 0)
-        # Another run may have added it while this one waited for the lock.
-        existing = find_entry(read_entries(path), wanted, fields)
-        if existing is None:
-            append_entry(path, entry)
-            existing = entry
-    finally:
-        os.close(lock)
+        lock = rootfs.open_in_root(LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.lockf(lock, os.F_LOCK, 0)
+            # Another run may have added it while this one waited for the lock.
+            existing = find_entry(image_entries(path), wanted, fields)
+            if existing is None:
+                append_entry(path, entry)
+                existing = entry
+        finally:
+            os.close(lock)
+    except OSError as error:
+        raise RunError(f"cannot add {wanted!r} to the image's {path}: {error.strerror}") \
+            from None
     return existing
