@@ -27,7 +27,6 @@ file, a stray name) is refused by rollback and rm and left alone by pruning.
 import errno
 import fcntl
 import os
-import re
 import stat
 import sys
 import time
@@ -35,8 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from droot.errors import DrootError, UsageError
-
-RELEASE_NAME = re.compile(r"^(\d{6,})-(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{12})$")
+from droot.releasename import RELEASE_NAME, releases_dir_name
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 
@@ -90,7 +88,7 @@ class Layout:
         if root == Path("/") or not root.name:
             raise DrootError(f"--root {root}: refusing to manage the filesystem root")
         self.root = root
-        self.releases_name = f"{root.name}.releases"
+        self.releases_name = releases_dir_name(root.name)
         self.releases_dir = root.parent / self.releases_name
         self.lock_path = self.releases_dir / LOCK_NAME
         self.switch_name = f".{root.name}.switch"
