@@ -307,3 +307,141 @@ def test_releases_of_an_rsync_mode_root(tmp_path):
     assert listing.stdout == f"* {root} (a real directory: rsync mode)\n"
     result = droot("releases", "--root", tmp_path / "never-deployed")
     assert result.returncode == 1 and "no releases" in result.stderr
+
+
+# --- release management through symlinks: refuse what droot did not make --------------------
+
+def one_line_refusal(result, *words):
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert stderr.startswith("droot: ") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    for word in words:
+        assert word in stderr, stderr
+
+
+def decoy(directory, name="decoy"):
+    """A directory of precious data outside any release (with a release-shaped entry)."""
+    path = directory / name
+    (path / "000001-20200101T000000.000000Z-aaaaaaaaaaaa").mkdir(parents=True)
+    (path / "data").write_text("precious")
+    return path
+
+
+def snapshot(directory) -> dict:
+    return {str(path.relative_to(directory)): path.is_dir() or path.read_text()
+            for path in sorted(directory.rglob("*"))}
+
+
+def test_a_symlinked_releases_directory_is_refused_by_every_command(tmp_path):
+    root = tmp_path / "app"
+    for n in range(2):
+        assert deploy(root, app_archive(tmp_path, f"v{n}")).returncode == 0
+    target = decoy(tmp_path)
+    before = snapshot(target)
+    # The control: what rm used to do, walking ROOT.releases by path, empties the decoy.
+    control = decoy(tmp_path, "control")
+    link = tmp_path / "control-link"
+    link.symlink_to(control)
+    import shutil
+    for name in os.listdir(link):
+        entry = link / name
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    assert os.listdir(control) == [], "the naive walk did not go through the symlink"
+
+    real = tmp_path / "app.releases.real"
+    os.rename(releases_dir(root), real)
+    releases_dir(root).symlink_to(target)
+    for command in (["rm"], ["rollback"], ["rollback", "--to", "000001"], ["releases"]):
+        one_line_refusal(droot(*command, "--root", root),
+                         f"{releases_dir(root)} is a symlink to {target}", "refusing")
+    one_line_refusal(deploy(root, app_archive(tmp_path, "v2"), "--keep", "1"),
+                     "is a symlink to", "refusing")
+    assert snapshot(target) == before
+    assert releases_dir(root).is_symlink() and os.readlink(root).startswith("app.releases/")
+    # It can succeed: with the real directory back, rm removes it all.
+    releases_dir(root).unlink()
+    os.rename(real, releases_dir(root))
+    assert droot("rm", "--root", root).returncode == 0
+    assert not os.path.lexists(root) and not os.path.lexists(releases_dir(root))
+    assert snapshot(target) == before
+
+
+def test_rollback_refuses_a_release_entry_that_is_a_symlink(tmp_path):
+    root = tmp_path / "app"
+    for n in range(2):
+        assert deploy(root, app_archive(tmp_path, f"v{n}"), "--keep", "0").returncode == 0
+    first, second = release_names(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "MARKER").write_text("not a release")
+    planted = releases_dir(root) / "000009-20200101T000000.000000Z-bbbbbbbbbbbb"
+    planted.symlink_to(elsewhere)
+    # The control: the check by path that rollback relied on takes it for a release.
+    assert planted.is_dir()
+    one_line_refusal(droot("rollback", "--root", root, "--to", "000009"),
+                     f"{planted} is a symlink to {elsewhere}", "not a release droot made")
+    assert current(root) == second and (root / "MARKER").read_text() == "v1"
+    listing = droot("releases", "--root", root).stdout.splitlines()
+    assert listing == [f"  {first}", f"* {second}",
+                       f"! {planted.name} (not a directory: not a release droot made)"]
+    # As the previous release (the current one deployed after it), it is refused too.
+    planted.unlink()
+    planted = releases_dir(root) / "000001-20200101T000000.000000Z-cccccccccccc"
+    os.rename(releases_dir(root) / first, tmp_path / "moved-away")
+    planted.symlink_to(elsewhere)
+    one_line_refusal(droot("rollback", "--root", root), "is a symlink to", "refusing")
+    assert current(root) == second
+    # It can succeed: a real release is switched to.
+    planted.unlink()
+    os.rename(tmp_path / "moved-away", releases_dir(root) / first)
+    assert droot("rollback", "--root", root, "--to", first[:6]).returncode == 0
+    assert (root / "MARKER").read_text() == "v0"
+
+
+def test_pruning_never_follows_or_removes_a_symlinked_entry(tmp_path):
+    root = tmp_path / "app"
+    target = decoy(tmp_path)
+    before = snapshot(target)
+    assert deploy(root, app_archive(tmp_path, "v0")).returncode == 0
+    planted = releases_dir(root) / "000000-20200101T000000.000000Z-dddddddddddd"
+    planted.symlink_to(target)  # the oldest "release": the first one pruning would take
+    for n in range(1, 4):
+        result = deploy(root, app_archive(tmp_path, f"v{n}"), "--keep", "1")
+        assert result.returncode == 0, result.stderr
+        assert f"ignoring {planted}: a symlink to {target}" in result.stderr.decode()
+    assert planted.is_symlink() and snapshot(target) == before
+    names = release_names(root)
+    assert len(names) == 3 and names[0] == planted.name  # the current and the previous
+    # rm refuses while it is there, and removes nothing.
+    one_line_refusal(droot("rm", "--root", root), f"{planted} is a symlink to {target}",
+                     f"refusing to remove {root}")
+    assert release_names(root) == names and (root / "MARKER").read_text() == "v3"
+    planted.unlink()
+    assert droot("rm", "--root", root).returncode == 0 and snapshot(target) == before
+
+
+def test_rm_refuses_anything_in_the_releases_directory_droot_did_not_make(tmp_path):
+    root = tmp_path / "app"
+    assert deploy(root, app_archive(tmp_path, "v0")).returncode == 0
+    notes = releases_dir(root) / "operator-notes"
+    notes.write_text("keep me")
+    one_line_refusal(droot("rm", "--root", root), f"{notes} is a regular file",
+                     "not something droot made")
+    assert notes.read_text() == "keep me" and (root / "MARKER").read_text() == "v0"
+    notes.unlink()
+    assert droot("rm", "--root", root).returncode == 0
+
+
+def test_a_releases_directory_others_can_write_is_refused(tmp_path):
+    root = tmp_path / "app"
+    assert deploy(root, app_archive(tmp_path, "v0")).returncode == 0
+    os.chmod(releases_dir(root), 0o777)
+    one_line_refusal(deploy(root, app_archive(tmp_path, "v1")), "writable by group or others")
+    one_line_refusal(droot("rm", "--root", root), "writable by group or others")
+    assert (root / "MARKER").read_text() == "v0"
+    os.chown(releases_dir(root), 65534, 65534)
+    os.chmod(releases_dir(root), 0o755)
+    one_line_refusal(droot("rollback", "--root", root), "owned by uid 65534")
+    os.chown(releases_dir(root), 0, 0)
+    assert deploy(root, app_archive(tmp_path, "v1")).returncode == 0

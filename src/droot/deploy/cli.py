@@ -120,21 +120,39 @@ def releases(args) -> int:
     from droot.deploy.releases import Layout
     layout = Layout(args.root)
     current = layout.current()
-    found = layout.releases()
+    found = layout.releases(everything=True)  # refuses a symlinked ROOT.releases
     state = layout.state()
     if state == "foreign":
         raise DrootError(f"{layout.root} is {_describe(layout.root)}, not an app deployed by "
                          "droot (a release symlink, or a directory in rsync mode)")
-    if state == "directory" and not layout.releases_dir.is_dir():
+    if state == "directory" and not _has_releases_dir(layout):
         raise DrootError(f"{layout.root} was not deployed by droot (no {layout.releases_dir})")
     if not found and state == "absent":
         raise DrootError(f"{layout.root} has no releases (not deployed yet?)")
     for release in found:
+        if not release.directory:  # never made by droot: rollback and rm refuse it
+            print(f"! {release.name} (not a directory: not a release droot made)")
+            continue
         mark = "*" if release.name == current else " "
         print(f"{mark} {release.name}")
     if state == "directory":
         print(f"* {layout.root} (a real directory: rsync mode)")
     return 0
+
+
+def _has_releases_dir(layout) -> bool:
+    import os
+    parent_fd = layout.open_parent()
+    if parent_fd is None:
+        return False
+    try:
+        releases_fd = layout.open_releases(parent_fd)
+    finally:
+        os.close(parent_fd)
+    if releases_fd is None:
+        return False
+    os.close(releases_fd)
+    return True
 
 
 def _describe(path) -> str:

@@ -4,7 +4,9 @@ Every change happens under the root's lock, in an order that survives a kill at 
 moment: leftovers of an interrupted deploy are removed first; the archive is extracted
 into a temporary directory and checked (its SHA-256 against the expected one); the
 filesystem is synced once; the directory is renamed to its final release name; the root
-symlink is switched with rename(2); only then are old releases pruned.
+symlink is switched with rename(2); only then are old releases pruned. All of it goes
+through the descriptors the lock holds (releases.py): nothing droot did not make is
+followed, switched to or removed.
 """
 
 import os
@@ -13,15 +15,16 @@ from pathlib import Path
 
 from droot.deploy import extract as extraction
 from droot.deploy import inuse
-from droot.deploy.releases import LOCK_NAME, TEMP_PREFIX, Layout, Lock, remove_tree
+from droot.deploy.releases import (LOCK_NAME, TEMP_PREFIX, Layout, Lock, describe,
+                                   remove_tree)
 from droot.errors import DrootError
 
 MODES = ("symlink", "rsync")
 DEFAULT_KEEP = 5
 
 
-def _check_mode(layout: Layout, mode: str):
-    state = layout.state()
+def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
+    state = layout.state(parent_fd)
     if state == "foreign":
         raise DrootError(f"{layout.root} exists and is not a directory or a droot release "
                          "symlink; move it away first")
@@ -50,13 +53,15 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
     _check_mode(layout, mode)
     created = _missing_directories(layout.releases_dir)
     with Lock(layout, lock_timeout) as lock:
-        _check_mode(layout, mode)  # again: another deploy may have changed it meanwhile
-        for leftover in layout.leftovers():
-            remove_tree(leftover)
-        staging = layout.releases_dir / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+        _check_mode(layout, mode, lock.parent_fd)  # again: another deploy may have changed it
+        layout.remove_leftovers(lock)
+        staging_name = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+        # The extraction chroots into it, rsync reads it: by a path through the descriptor,
+        # which cannot be redirected by renaming ROOT.releases meanwhile.
+        staging = Path(f"/proc/self/fd/{lock.dir_fd}/{staging_name}")
         try:
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
-            os.mkdir(staging, 0o755)
+            os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
             result = extraction.extract(stream, staging, devices=devices,
                                         write_back=(mode == "symlink"), progress=progress)
             if progress:
@@ -73,18 +78,18 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                        "size": result.size, **result.stats}
             if mode == "symlink":
                 extraction.syncfs(staging)
-                name = layout.new_release_name(result.sha256)
-                os.rename(staging, layout.releases_dir / name)
-                layout.switch(name)
+                name = layout.new_release_name(lock.dir_fd, result.sha256)
+                os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
+                layout.switch(lock, name)
                 summary["release"] = name
-                summary["pruned"] = prune(layout, keep)
+                summary["pruned"] = prune(layout, keep, lock)
             else:
-                _rsync(staging, layout, lock.fd)
+                _rsync(staging, layout, lock)
                 summary["release"] = str(layout.root)
-                remove_tree(staging)
+                remove_tree(lock.dir_fd, staging_name, layout.releases_dir / staging_name)
         except BaseException:
-            remove_tree(staging)
-            _remove_if_unused(layout, created)
+            remove_tree(lock.dir_fd, staging_name, layout.releases_dir / staging_name)
+            _remove_if_unused(layout, created, lock)
             raise
     return summary
 
@@ -99,7 +104,7 @@ def _missing_directories(path: Path) -> list[Path]:
     return missing
 
 
-def _remove_if_unused(layout: Layout, created: list[Path]):
+def _remove_if_unused(layout: Layout, created: list[Path], lock: Lock):
     """After a failed first deploy, remove the releases directory (and the parents) this
     deploy created, so that nothing is left where there was nothing. Only under the lock,
     and only while the root is absent and the directory holds nothing but the lock file:
@@ -107,17 +112,18 @@ def _remove_if_unused(layout: Layout, created: list[Path]):
     lock file goes before its directory: a deploy waiting for it notices, and starts
     afresh."""
     try:
-        if (not created or layout.state() != "absent"
-                or os.listdir(layout.releases_dir) != [LOCK_NAME]):
+        if (not created or layout.state(lock.parent_fd) != "absent"
+                or os.listdir(lock.dir_fd) != [LOCK_NAME]):
             return
-        os.unlink(layout.lock_path)
-        for directory in created:
+        os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
+        os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)
+        for directory in created[1:]:  # the parents: their paths are the operator's
             os.rmdir(directory)
     except OSError:  # a parent not empty (another root's deploy uses it): it stays, and
         pass         # the deploy's own error is the one to report
 
 
-def _rsync(staging: Path, layout: Layout, lock_fd: int):
+def _rsync(staging: Path, layout: Layout, lock: Lock):
     """Sync the extracted release into the real directory at the root: owners (numeric),
     modes, hard links, ACLs, xattrs; files gone from the image are deleted. Not atomic: a
     reader can see a mix while it runs. rsync holds the lock too, so if droot is killed
@@ -126,30 +132,44 @@ def _rsync(staging: Path, layout: Layout, lock_fd: int):
     import subprocess
     if not shutil.which("rsync"):
         raise DrootError("--mode rsync needs the rsync command (apt-get install rsync)")
-    command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/", f"{layout.root}/"]
-    first = not os.path.lexists(layout.root)
-    layout.root.mkdir(mode=0o755, exist_ok=True)
+    first = layout.state(lock.parent_fd) == "absent"
+    if first:
+        os.mkdir(layout.root.name, 0o755, dir_fd=lock.parent_fd)
+    # The root checked (a real directory, _check_mode) and opened without following a
+    # symlink: rsync writes into that directory, through the descriptor.
+    root_fd = os.open(layout.root.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                      | os.O_CLOEXEC, dir_fd=lock.parent_fd)
+    command = ["rsync", "-aHAX", "--numeric-ids", "--delete", f"{staging}/",
+               f"/proc/self/fd/{root_fd}/"]
     try:
         completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True, pass_fds=(lock_fd,))
+                                   text=True, pass_fds=(lock.fd, lock.dir_fd, root_fd))
         if completed.returncode != 0:
             last = (completed.stderr.strip().splitlines() or ["?"])[-1]
             raise DrootError(f"rsync into {layout.root} failed (status "
                              f"{completed.returncode}): {last}")
     except BaseException:
         if first:  # a half-synced first release is no release: leave nothing, as before
-            remove_tree(layout.root)
+            remove_tree(lock.parent_fd, layout.root.name, layout.root)
         raise
+    finally:
+        os.close(root_fd)
     extraction.syncfs(layout.root)
 
 
-def prune(layout: Layout, keep: int) -> list[str]:
+def prune(layout: Layout, keep: int, lock: Lock) -> list[str]:
     """Remove releases beyond the `keep` newest (0 keeps all), never the current one, the
-    previous one (the rollback target) or one a running process uses."""
-    releases = layout.releases()
+    previous one (the rollback target) or one a running process uses. Only real
+    directories are releases: an entry of a release's name that is a symlink or a file was
+    not made by droot, and is neither followed nor removed (a warning names it)."""
+    everything = layout.releases(lock.dir_fd, everything=True)
+    for stray in (release for release in everything if not release.directory):
+        print(f"droot: ignoring {stray.path}: {describe(None, lock.dir_fd, stray.name)}, "
+              "not a release droot made", file=sys.stderr)
+    releases = [release for release in everything if release.directory]
     if keep <= 0 or len(releases) <= keep:
         return []
-    current = layout.current()
+    current = layout.current(lock.parent_fd)
     protected = {current, _previous_name(releases, current)}
     candidates = [release for release in releases[:-keep] if release.name not in protected]
     busy = inuse.in_use([release.path for release in candidates])
@@ -159,7 +179,7 @@ def prune(layout: Layout, keep: int) -> list[str]:
             print(f"droot: keeping release {release.name}: in use by pid {busy[release.path]}",
                   file=sys.stderr)
             continue
-        remove_tree(release.path)
+        remove_tree(lock.dir_fd, release.name, release.path)
         pruned.append(release.name)
     return pruned
 
@@ -174,13 +194,17 @@ def _previous_name(releases, current: str | None) -> str | None:
 
 def rollback(root, *, to: str | None = None, lock_timeout: float | None = None) -> tuple:
     """Switch the root back to the release deployed before the current one (or to `to`).
-    Returns (from, to)."""
+    Returns (from, to). The target must be a real directory in ROOT.releases: an entry of
+    a release's name that is a symlink (to a directory elsewhere) or a file is refused,
+    whether named by --to or found as the previous one."""
     layout = Layout(root)
     if layout.current() is None:
         raise DrootError(f"{layout.root} is not a release symlink: nothing to roll back")
-    with Lock(layout, lock_timeout):
-        releases = layout.releases()
-        current = layout.current()
+    with Lock(layout, lock_timeout) as lock:
+        # Every entry of a release's name, so that a planted one is refused by name rather
+        # than silently skipped over to an older release.
+        releases = layout.releases(lock.dir_fd, everything=True)
+        current = layout.current(lock.parent_fd)
         if current is None:
             raise DrootError(f"{layout.root} is not a release symlink: nothing to roll back")
         if to:
@@ -194,41 +218,60 @@ def rollback(root, *, to: str | None = None, lock_timeout: float | None = None) 
             if target is None:
                 raise DrootError(f"{layout.root} has no release older than {current} "
                                  "to roll back to")
-        layout.switch(target)
+        layout.switch(lock, target)  # refuses a target that is not a real directory
         return current, target
 
 
 def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
-    """Remove the root and all its releases, unless a process still uses one of them."""
+    """Remove the root and all its releases, unless a process still uses one of them.
+    Only what droot made goes, through descriptors: the root symlink (or the rsync-mode
+    directory), ROOT.releases (never through a symlink: refused) and in it the release
+    and staging directories and the lock file. Anything else in ROOT.releases, a symlink
+    of a release's name included, makes rm refuse before it removes anything."""
     layout = Layout(root)
-    state = layout.state()
-    if state == "foreign" or (state == "directory" and not layout.releases_dir.is_dir()):
+    parent_fd = layout.open_parent()
+    try:
+        state = layout.state(parent_fd) if parent_fd is not None else "absent"
+        releases_fd = layout.open_releases(parent_fd) if parent_fd is not None else None
+    finally:
+        if parent_fd is not None:
+            os.close(parent_fd)
+    if releases_fd is not None:
+        os.close(releases_fd)
+    if state == "foreign" or (state == "directory" and releases_fd is None):
         raise DrootError(f"{layout.root} was not deployed by droot (no {layout.releases_dir}); "
                          "refusing to remove it")
-    if state == "absent" and not layout.releases_dir.is_dir():
+    if state == "absent" and releases_fd is None:
         raise DrootError(f"{layout.root} does not exist")
-    with Lock(layout, lock_timeout):
-        releases = layout.releases()
+    with Lock(layout, lock_timeout) as lock:
+        strays = layout.strays(lock.dir_fd)
+        if strays:
+            name = strays[0]
+            raise DrootError(f"{layout.releases_dir / name} is "
+                             f"{describe(None, lock.dir_fd, name)}, not something droot made; "
+                             f"refusing to remove {layout.root} (move it away first)")
+        releases = layout.releases(lock.dir_fd)
         paths = [release.path for release in releases]
-        if layout.state() == "directory":
+        state = layout.state(lock.parent_fd)  # again: it may have changed meanwhile
+        if state == "foreign":
+            raise DrootError(f"{layout.root} is {describe(None, lock.parent_fd, layout.root.name)}"
+                             ", not a release symlink or directory droot made; refusing to "
+                             "remove it")
+        if state == "directory":
             paths.append(layout.root)
         busy = inuse.in_use(paths)
         if busy:
             path, pid = next(iter(busy.items()))
             raise DrootError(f"{path} is in use by pid {pid} (a running app?); stop it first")
-        if os.path.islink(layout.root):
-            os.unlink(layout.root)
-        elif layout.root.is_dir():
-            remove_tree(layout.root)
-        for leftover in layout.leftovers():
-            remove_tree(leftover)
+        if state == "symlink":
+            os.unlink(layout.root.name, dir_fd=lock.parent_fd)
+        elif state == "directory":
+            remove_tree(lock.parent_fd, layout.root.name, layout.root)
+        layout.remove_leftovers(lock)
         for release in releases:
-            remove_tree(release.path)
+            remove_tree(lock.dir_fd, release.name, release.path)
         removed = [release.name for release in releases]
-        for name in os.listdir(layout.releases_dir):
-            if name != ".lock":
-                remove_tree(layout.releases_dir / name)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
-        os.unlink(layout.lock_path)
-        os.rmdir(layout.releases_dir)
+        os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
+        os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)
     return removed

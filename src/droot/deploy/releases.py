@@ -13,35 +13,73 @@ A release name is `SEQUENCE-UTCTIME-DIGEST`: the sequence number records the dep
 people, and the digest is the start of the archive's SHA-256. The switch writes a new
 symlink under a temporary name and rename(2)s it over the root: a reader sees the old
 release or the new one, never a mix or nothing.
+
+Everything that changes the releases works through directory descriptors, never by
+re-resolving paths: the root's parent is opened once (its path is the operator's, and may
+go through symlinks), `ROOT.releases` is opened from it with O_NOFOLLOW, and every entry is
+looked at, removed or switched to relative to that descriptor. droot only uses what it
+could have made itself: `ROOT.releases` must be a real directory owned by root (or the
+caller) and writable by nobody else (so nobody else can swap an entry between a check and
+its use), a release must be a real directory in it, and anything else there (a symlink, a
+file, a stray name) is refused by rollback and rm and left alone by pruning.
 """
 
 import errno
 import fcntl
 import os
-import re
+import stat
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from droot.errors import DrootError, UsageError
-
-RELEASE_NAME = re.compile(r"^(\d{6,})-(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{12})$")
+from droot.releasename import RELEASE_NAME, releases_dir_name
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NO_FOLLOW = _DIRECTORY | os.O_NOFOLLOW
+
 
 class Release:
-    def __init__(self, path: Path, sequence: int, deployed: str, digest: str):
+    """An entry of the releases directory whose name has a release's shape. `directory`
+    is False when it is not a real directory (a symlink, a file): droot never made it."""
+
+    def __init__(self, path: Path, sequence: int, deployed: str, digest: str,
+                 directory: bool = True):
         self.path = path
         self.name = path.name
         self.sequence = sequence
         self.deployed = deployed
         self.digest = digest
+        self.directory = directory
+
+
+def describe(path, dir_fd: int | None = None, name: str | None = None) -> str:
+    """What an entry that is not what droot made is ("a symlink to /etc", "a regular
+    file", ...), looked at without following it."""
+    name = name if name is not None else str(path)
+    try:
+        info = os.lstat(name, dir_fd=dir_fd)
+    except OSError:
+        return "gone"
+    if stat.S_ISLNK(info.st_mode):
+        return f"a symlink to {os.readlink(name, dir_fd=dir_fd)}"
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory"
+    return "a regular file" if stat.S_ISREG(info.st_mode) else "a special file"
+
+
+def _is_directory(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 class Layout:
-    """The paths that belong to one root directory."""
+    """The paths that belong to one root directory, and their descriptors."""
 
     def __init__(self, root):
         if not str(root).strip():
@@ -50,105 +88,205 @@ class Layout:
         if root == Path("/") or not root.name:
             raise DrootError(f"--root {root}: refusing to manage the filesystem root")
         self.root = root
-        self.releases_dir = root.parent / f"{root.name}.releases"
+        self.releases_name = releases_dir_name(root.name)
+        self.releases_dir = root.parent / self.releases_name
         self.lock_path = self.releases_dir / LOCK_NAME
-        self.switch_path = root.parent / f".{root.name}.switch"
+        self.switch_name = f".{root.name}.switch"
+        self.switch_path = root.parent / self.switch_name
 
-    def releases(self) -> list[Release]:
-        """The releases in deploy order, oldest first."""
-        found = []
+    def open_parent(self) -> int | None:
+        """The directory holding the root (its path is the operator's: it may go through
+        symlinks), or None when it does not exist."""
         try:
-            names = os.listdir(self.releases_dir)
+            return os.open(self.root.parent, _DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
-            return []
-        for name in names:
+            return None
+
+    def open_releases(self, parent_fd: int) -> int | None:
+        """ROOT.releases opened from its parent without following a symlink, or None when
+        absent. Refused unless it is a real directory that only its owner, root or the
+        caller, can change: anyone else who can write in it could swap a release for a
+        symlink between droot's check and its use."""
+        try:
+            fd = os.open(self.releases_name, _NO_FOLLOW, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return None
+        except (NotADirectoryError, OSError) as error:
+            if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise DrootError(f"cannot open {self.releases_dir}: {error.strerror}") from None
+            raise DrootError(
+                f"{self.releases_dir} is {describe(None, parent_fd, self.releases_name)}, "
+                "not the directory droot made; refusing to use it (move it away)") from None
+        info = os.fstat(fd)
+        if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
+            os.close(fd)
+            whose = (f"owned by uid {info.st_uid}" if info.st_uid not in (0, os.geteuid())
+                     else "writable by group or others")
+            raise DrootError(f"{self.releases_dir} is {whose}: someone else could swap its "
+                             "releases; refusing to use it (chown root and chmod go-w it)")
+        return fd
+
+    def releases(self, dir_fd: int | None = None, *, everything: bool = False) -> list[Release]:
+        """The releases in deploy order, oldest first: the real directories of
+        ROOT.releases with a release's name (with `everything`, also the entries of that
+        name that are not: symlinks, files). Without `dir_fd` it opens the directory."""
+        if dir_fd is None:
+            parent_fd = self.open_parent()
+            if parent_fd is None:
+                return []
+            try:
+                own_fd = self.open_releases(parent_fd)
+            finally:
+                os.close(parent_fd)
+            if own_fd is None:
+                return []
+            try:
+                return self.releases(own_fd, everything=everything)
+            finally:
+                os.close(own_fd)
+        found = []
+        for name in os.listdir(dir_fd):
             match = RELEASE_NAME.match(name)
             if match:
-                found.append(Release(self.releases_dir / name, int(match[1]),
-                                     match[2], match[3]))
+                directory = _is_directory(name, dir_fd)
+                if directory or everything:
+                    found.append(Release(self.releases_dir / name, int(match[1]),
+                                         match[2], match[3], directory))
         return sorted(found, key=lambda release: release.sequence)
 
-    def current(self) -> str | None:
+    def current(self, parent_fd: int | None = None) -> str | None:
         """The name of the release the root points at, or None when it is not a symlink
         into our releases directory."""
         try:
-            target = os.readlink(self.root)
-        except (FileNotFoundError, OSError):
+            if parent_fd is None:
+                target = os.readlink(self.root)
+            else:
+                target = os.readlink(self.root.name, dir_fd=parent_fd)
+        except OSError:
             return None
         target_path = Path(target) if os.path.isabs(target) else self.root.parent / target
         if target_path.parent != self.releases_dir or not RELEASE_NAME.match(target_path.name):
             return None
         return target_path.name
 
-    def state(self) -> str:
+    def state(self, parent_fd: int | None = None) -> str:
         """'absent', 'symlink' (ours), 'directory' (a real directory: rsync mode or a
         legacy deploy) or 'foreign' (something else, never touched)."""
         try:
-            info = os.lstat(self.root)
+            if parent_fd is None:
+                info = os.lstat(self.root)
+            else:
+                info = os.lstat(self.root.name, dir_fd=parent_fd)
         except (FileNotFoundError, NotADirectoryError):
             return "absent"
-        if os.path.islink(self.root):
-            return "symlink" if self.current() else "foreign"
-        import stat
+        if stat.S_ISLNK(info.st_mode):
+            return "symlink" if self.current(parent_fd) else "foreign"
         return "directory" if stat.S_ISDIR(info.st_mode) else "foreign"
 
-    def new_release_name(self, digest: str) -> str:
-        releases = self.releases()
+    def new_release_name(self, dir_fd: int, digest: str) -> str:
+        # Numbered after every entry of a release's shape, a planted symlink too: the new
+        # release never lands on (or beside, in the same place of the order) one of them.
+        releases = self.releases(dir_fd, everything=True)
         sequence = releases[-1].sequence + 1 if releases else 1
         now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         return f"{sequence:06d}-{now}-{digest[:12]}"
 
-    def switch(self, name: str):
-        """Point the root at release `name`, atomically, and make that durable."""
-        if os.path.lexists(self.switch_path):
-            os.unlink(self.switch_path)
-        os.symlink(f"{self.releases_dir.name}/{name}", self.switch_path)
-        os.rename(self.switch_path, self.root)
-        fsync_directory(self.root.parent)
+    def check_release(self, dir_fd: int, name: str):
+        """Refuse to use `name` unless it is a real directory in ROOT.releases."""
+        if not _is_directory(name, dir_fd):
+            raise DrootError(f"{self.releases_dir / name} is {describe(None, dir_fd, name)}, "
+                             "not a release droot made; refusing to switch to it "
+                             "(remove it, or choose another release)")
 
-    def leftovers(self) -> list[Path]:
-        """What interrupted deploys left behind (only safe to remove under the lock)."""
-        found = [self.switch_path] if os.path.lexists(self.switch_path) else []
+    def switch(self, lock: "Lock", name: str):
+        """Point the root at release `name` (a real directory in ROOT.releases, checked
+        here), atomically, and make that durable."""
+        self.check_release(lock.dir_fd, name)
+        self._remove_switch_link(lock.parent_fd)
+        os.symlink(f"{self.releases_name}/{name}", self.switch_name, dir_fd=lock.parent_fd)
+        os.rename(self.switch_name, self.root.name, src_dir_fd=lock.parent_fd,
+                  dst_dir_fd=lock.parent_fd)
+        os.fsync(lock.parent_fd)
+
+    def _remove_switch_link(self, parent_fd: int):
         try:
-            found += [self.releases_dir / name for name in os.listdir(self.releases_dir)
-                      if name.startswith(TEMP_PREFIX)]
-        except (FileNotFoundError, NotADirectoryError):
-            pass
+            info = os.lstat(self.switch_name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISLNK(info.st_mode):
+            raise DrootError(f"{self.switch_path} is {describe(None, parent_fd, self.switch_name)}"
+                             ", not the link droot makes to switch; refusing to remove it "
+                             "(move it away)")
+        os.unlink(self.switch_name, dir_fd=parent_fd)
+
+    def strays(self, dir_fd: int) -> list[str]:
+        """The entries of ROOT.releases droot did not make: anything but the lock file,
+        release directories and staging directories."""
+        found = []
+        for name in sorted(os.listdir(dir_fd)):
+            if name == LOCK_NAME:
+                if not stat.S_ISREG(os.lstat(name, dir_fd=dir_fd).st_mode):
+                    found.append(name)
+            elif not ((RELEASE_NAME.match(name) or name.startswith(TEMP_PREFIX))
+                      and _is_directory(name, dir_fd)):
+                found.append(name)
         return found
 
-
-def fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def remove_leftovers(self, lock: "Lock"):
+        """Remove what interrupted deploys left behind (only under the lock): the switch
+        link and staging directories. A leftover's name on something droot does not make
+        there (a file, a symlink) is refused, not removed."""
+        self._remove_switch_link(lock.parent_fd)
+        for name in os.listdir(lock.dir_fd):
+            if name.startswith(TEMP_PREFIX):
+                if not _is_directory(name, lock.dir_fd):
+                    raise DrootError(
+                        f"{self.releases_dir / name} is {describe(None, lock.dir_fd, name)}, "
+                        "not a directory droot made; refusing to remove it (move it away)")
+                remove_tree(lock.dir_fd, name, self.releases_dir / name)
 
 
 class Lock:
     """An exclusive flock(2) on DIR.releases/.lock, held while a deploy, rollback or rm
     changes the root. `timeout` None waits as long as it takes; 0 fails at once. The fd
     is inherited by the extraction child, so the lock outlives a killed parent until the
-    child is gone too."""
+    child is gone too. While held, `parent_fd` is the root's parent directory and `dir_fd`
+    ROOT.releases (opened without following a symlink, see Layout.open_releases): all the
+    work under the lock goes through them."""
 
     POLL_SECONDS = 0.05
 
     def __init__(self, layout: Layout, timeout: float | None = None):
         self.layout = layout
         self.timeout = timeout
-        self.fd = -1
+        self.fd = self.dir_fd = self.parent_fd = -1
 
     def __enter__(self):
-        self._make_directory()
+        try:
+            return self._lock()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _lock(self):
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         told = False
         while True:
+            self._close()
+            self._open_directories()
             try:
-                fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                             0o644)
+                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                             | os.O_NONBLOCK, 0o644, dir_fd=self.dir_fd)
             except FileNotFoundError:  # an rm, or a failed first deploy, removed the directory
-                self._make_directory()
                 continue
+            except OSError as error:
+                raise DrootError(f"{self.layout.lock_path} is "
+                                 f"{describe(None, self.dir_fd, LOCK_NAME)}, not droot's lock "
+                                 f"file ({error.strerror}); refusing to use it") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise DrootError(f"{self.layout.lock_path} is not a regular file, not droot's "
+                                 "lock file; refusing to use it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -166,41 +304,59 @@ class Lock:
                 continue
             # `droot rm` unlinks the lock file last: a lock on a removed file locks nothing.
             try:
-                same = os.stat(self.layout.lock_path).st_ino == os.fstat(fd).st_ino
+                same = os.stat(LOCK_NAME, dir_fd=self.dir_fd,
+                               follow_symlinks=False).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if not same:
                 os.close(fd)
-                self._make_directory()
                 continue
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self.fd = fd
             return self
 
-    def _make_directory(self):
+    def _open_directories(self):
+        """The root's parent and ROOT.releases, created when missing."""
+        layout = self.layout
         try:
-            self.layout.releases_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            try:
+                self.parent_fd = os.open(layout.root.parent, _DIRECTORY)
+            except FileNotFoundError:
+                layout.root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self.parent_fd = os.open(layout.root.parent, _DIRECTORY)
+            try:
+                os.mkdir(layout.releases_name, 0o755, dir_fd=self.parent_fd)
+            except FileExistsError:
+                pass
         except OSError as error:
-            raise DrootError(f"cannot create {self.layout.releases_dir}: "
+            raise DrootError(f"cannot create {layout.releases_dir}: "
                              f"{error.strerror}") from None
+        self.dir_fd = layout.open_releases(self.parent_fd)
+        if self.dir_fd is None:  # removed between the mkdir and the open: again
+            self.dir_fd = -1
+            self._open_directories()
+
+    def _close(self):
+        for name in ("fd", "dir_fd", "parent_fd"):
+            if getattr(self, name) >= 0:
+                os.close(getattr(self, name))
+                setattr(self, name, -1)
 
     def __exit__(self, *exc):
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._close()
 
 
-def remove_tree(path: Path):
-    """Remove a release or leftover (never following its symlinks)."""
+def remove_tree(dir_fd: int, name: str, shown: Path):
+    """Remove the directory `name` of `dir_fd` and everything in it, through descriptors
+    (shutil.rmtree with dir_fd, which never follows a symlink, even one swapped in while
+    it runs); `shown` is its path for messages."""
     import shutil
-    try:
-        if os.path.islink(path) or not path.is_dir():
-            os.unlink(path)
-        else:
-            shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        if error.errno != errno.ENOENT:
-            raise DrootError(f"cannot remove {path}: {error.strerror}") from None
+
+    def failed(function, path, exc_info):
+        error = exc_info[1]
+        if isinstance(error, FileNotFoundError):
+            return
+        raise DrootError(f"cannot remove {shown}: {getattr(error, 'strerror', None) or error}")
+
+    shutil.rmtree(name, onerror=failed, dir_fd=dir_fd)
