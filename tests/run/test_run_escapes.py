@@ -294,3 +294,53 @@ def test_capability_gates_and_unknown_calls(run_root):
 def test_the_filter_is_installed(run_root):
     result = droot("run", "--root", run_root, "--", "/bin/grep", "^Seccomp:", "/proc/self/status")
     assert result.stdout.split() == ["Seccomp:", "2"]
+
+
+# --- what the image holds at a path, not only where it leads ---------------------------
+
+def test_device_nodes_in_the_image_open_nothing(run_root):
+    """An archive may carry a device node (the host's disk, say): the root is mounted
+    nodev in the app's namespace, while droot's own /dev works."""
+    os.mknod(run_root / "random-device", 0o20666, os.makedev(1, 9))
+    result = droot("run", "--root", run_root, "--", "/bin/sh", "-c",
+                   "head -c 4 /random-device | wc -c; head -c 4 /dev/urandom | wc -c")
+    assert "/random-device: Permission denied" in result.stderr
+    assert result.stdout.split() == ["0", "4"]
+    control = subprocess.run(["chroot", run_root, "/bin/sh", "-c",
+                              "head -c 4 /random-device | wc -c"], capture_output=True, text=True)
+    assert control.stdout.split() == ["4"], control.stderr
+
+
+def test_a_fifo_or_device_as_an_image_file_is_refused_not_read(run_root):
+    """A FIFO would block droot (still root, before any capability is dropped); a device
+    would feed it anything, endlessly for /dev/zero."""
+    os.mkfifo(run_root / ".drootenv")
+    result = droot("run", "--root", run_root, "--", "/bin/true", timeout=60)
+    assert result.returncode == 125
+    assert result.stderr == "droot: cannot read the image's /.drootenv: not a regular file\n"
+    (run_root / ".drootenv").unlink()
+    (run_root / "etc" / "passwd").unlink()
+    (run_root / "etc" / "passwd").symlink_to("/dev/zero")
+    os.mknod(run_root / "dev" / "zero", 0o20666, os.makedev(1, 5))  # the image's own
+    result = droot("run", "--root", run_root, "-u", "app", "--", "/bin/true", timeout=60)
+    assert result.returncode == 125  # the image's devices are inert: refused at the open
+    assert result.stderr == "droot: cannot read the image's /etc/passwd: Permission denied\n"
+
+
+def test_ps_reads_the_apps_passwd_inside_its_root(run_root, tmp_path):
+    decoy = tmp_path / "host-passwd"
+    decoy.write_text("HOST-DECOY-SECRET:x:0:0::/:/bin/sh\n")
+    script = f"ln -sf {decoy} /etc/passwd && echo ready && exec sleep 60"
+    app = subprocess.Popen([sys.prefix + "/bin/droot", "run", "--root", str(run_root), "--",
+                            "/bin/sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline() == "ready\n"
+        listing = droot("ps")
+        assert listing.returncode == 0, listing.stderr
+        assert str(run_root) in listing.stdout
+        assert "HOST-DECOY-SECRET" not in listing.stdout
+        # the control: the same name opened on the host leads to the decoy
+        assert "HOST-DECOY-SECRET" in (run_root / "etc" / "passwd").read_text()
+    finally:
+        app.kill()
+        app.wait()

@@ -133,15 +133,17 @@ def given_root(release: str) -> str:
 
 
 def user_name(root: str, uid: int) -> str:
-    """The name of `uid` in the app's own /etc/passwd (parsed, never looked up via NSS)."""
+    """The name of `uid` in the app's own /etc/passwd (parsed, never looked up via NSS;
+    a file the app controls, so opened inside its root only, and only a regular one)."""
+    from droot.run import rootfs
     try:
-        with open(os.path.join(root, "etc/passwd"), errors="replace") as file:
-            for line in file:
-                fields = line.split(":")
-                if len(fields) >= 3 and fields[2] == str(uid):
-                    return fields[0]
+        text = rootfs.read_text("/etc/passwd", root=root) or ""
     except OSError:
-        pass
+        return str(uid)
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2] == str(uid):
+            return fields[0].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return str(uid)
 
 

@@ -85,6 +85,7 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NODEV = 0x4
 OPEN_TREE_CLONE = 1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
@@ -145,10 +146,10 @@ class _MountAttr(Structure):
                 ("userns_fd", c_uint64)]
 
 
-def make_tree_read_only(tree: int) -> None:
-    """Make the mount `tree` (a descriptor of it) and every mount below it read-only
-    (Linux 5.12+)."""
-    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+def set_tree_attributes(tree: int, attributes: int) -> None:
+    """Set MOUNT_ATTR_* `attributes` on the mount `tree` (a descriptor of it) and every
+    mount below it (Linux 5.12+)."""
+    attr = _MountAttr(attributes, 0, 0, 0)
     check(syscall(_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, byref(attr),
                   sizeof(attr)))
 

@@ -9,9 +9,10 @@ those descriptors: no path the image controls is resolved once /proc is there.
 import errno
 import os
 import stat
+import sys
 
 from droot.errors import RunError
-from droot.run import kernel, rootfs
+from droot.run import kernel, mountinfo, rootfs
 from droot.run.kernel import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
 # The device nodes of the minimal /dev: name, major, minor (devices.txt). The original
@@ -34,6 +35,28 @@ CHARACTER_DEVICE = 0o020000
 def make_all_private() -> None:
     """Stop mount events from propagating to the host (or from it) in this namespace."""
     kernel.mount("none", "/", None, MS_REC | kernel.MS_PRIVATE)
+
+
+def forbid_image_devices(root: str) -> None:
+    """Device nodes in the image (an archive can carry one for the host's disk) open
+    nothing: droot's copy of the mount holding the root, with every mount below it, is
+    made `nodev`, in droot's namespace only (the host's mounts keep their flags). Called
+    after the binds are cloned, which keep theirs; droot's own /dev is mounted later.
+    (The root is not bound onto itself to get a mount of its own: Landlock would take a
+    file opened by handle through that bind for one beneath the root.)"""
+    point = mountinfo.containing(root, mountinfo.read()).point
+    try:
+        tree = os.open(point, os.O_PATH | os.O_CLOEXEC)
+        try:
+            kernel.set_tree_attributes(tree, kernel.MOUNT_ATTR_NODEV)
+        finally:
+            os.close(tree)
+    except OSError as error:
+        if error.errno != errno.ENOSYS:
+            raise RunError(f"cannot make the root's device nodes inert (nodev on {point}): "
+                           f"{error.strerror}") from None
+        print("droot: warning: this kernel has no mount_setattr(2) (Linux < 5.12): device "
+              "nodes in the image are not made inert", file=sys.stderr)
 
 
 def make_mount_points() -> None:
@@ -154,7 +177,7 @@ class BindMount:
         self.is_directory = os.path.isdir(f"/proc/self/fd/{self.tree}")
         if self.read_only:
             try:
-                kernel.make_tree_read_only(self.tree)
+                kernel.set_tree_attributes(self.tree, kernel.MOUNT_ATTR_RDONLY)
             except OSError as error:
                 if error.errno != errno.ENOSYS:
                     raise RunError(f"cannot make {self.source} read-only: "

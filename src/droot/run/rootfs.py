@@ -12,25 +12,27 @@ links. Two layers keep every such path inside the root:
 
 On a kernel without openat2 the first layer stands alone; droot says so once on stderr.
 Directories droot creates get mode 0755, files it writes the mode asked for (owner-only
-while they are written).
+while they are written). What droot reads must be a regular file of a sane size.
 """
 
 import errno
 import os
+import stat
 import sys
 
 from droot.run import kernel
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
+MAX_FILE_SIZE = 16 << 20  # /etc/passwd, /.drootenv and the like: far below
 _have_openat2 = True
 
 
-def open_in_root(path: str, flags: int, mode: int = 0o600) -> int:
-    """A descriptor of `path`, resolved as if the process root were the only root and
-    through no magic link."""
+def open_in_root(path: str, flags: int, mode: int = 0o600, root: str = "/") -> int:
+    """A descriptor of `path`, resolved as if `root` (by default the process root) were
+    the only root and through no magic link."""
     global _have_openat2
     if _have_openat2:
-        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_path, root = root, os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             return kernel.openat2(root, path, flags, mode, _RESOLVE)
         except OSError as error:
@@ -40,27 +42,47 @@ def open_in_root(path: str, flags: int, mode: int = 0o600) -> int:
                                   "symbolic links", path) from None
                 raise
             _have_openat2 = False
+            if root_path != "/":
+                raise
             print("droot: warning: this kernel has no openat2(2) (Linux < 5.6): the image's "
                   "files are read before /proc is mounted, but a magic link already mounted "
                   "in the root is not refused", file=sys.stderr)
         finally:
             os.close(root)
+    if root != "/":
+        raise OSError(errno.ENOSYS, "no openat2(2) to open it safely", path)
     return os.open(path, flags | os.O_CLOEXEC, mode)
 
 
-def read_file(path: str) -> bytes | None:
-    """The contents of the image's file `path`; None when it does not exist."""
+def read_file(path: str, root: str = "/") -> bytes | None:
+    """The contents of the image's regular file `path`, at most MAX_FILE_SIZE bytes; None
+    when it does not exist. A FIFO or device there is refused, not read (it could block
+    droot, or feed it a host disk)."""
     try:
-        descriptor = open_in_root(path, os.O_RDONLY)
+        descriptor = open_in_root(path, os.O_RDONLY | os.O_NONBLOCK, root=root)
     except FileNotFoundError:
         return None
     with os.fdopen(descriptor, "rb") as file:
-        return file.read()
+        return read_regular(file, path)
 
 
-def read_text(path: str) -> str | None:
-    data = read_file(path)
+def read_regular(file, path: str) -> bytes:
+    """The contents of the open `file`, which must be a regular file of a sane size."""
+    require_regular(file.fileno(), path)
+    data = file.read(MAX_FILE_SIZE + 1)
+    if len(data) > MAX_FILE_SIZE:
+        raise OSError(errno.EFBIG, f"larger than {MAX_FILE_SIZE >> 20} MiB", path)
+    return data
+
+
+def read_text(path: str, root: str = "/") -> str | None:
+    data = read_file(path, root)
     return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def require_regular(descriptor: int, path: str) -> None:
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
 
 
 def make_directories(path: str) -> int:

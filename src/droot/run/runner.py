@@ -1,7 +1,7 @@
 """`droot run`: one sequence of steps from the command line to the app's exec.
 
     validate (host side) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
-    → seal imports, chroot → the image's files (config, users, --cp, bind targets),
+    → binds cloned, the root nodev → seal imports, chroot → the image's files (config, users, --cp, bind targets),
     before /proc exists → /proc, /dev, /sys, bind mounts → a new session keyring
     → Landlock and seccomp → capabilities, user, no_new_privs → working dir
     → close descriptors → exec (same PID)
@@ -70,6 +70,7 @@ def run_container(options) -> None:
         isolation.enter_namespaces()
     for bind in binds:
         bind.open()
+    mounts.forbid_image_devices(root)
 
     # 3. chroot; from here on every path is inside the root, the standard library too:
     #    whatever is imported later must be imported before this, and nothing can be.

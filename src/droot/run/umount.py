@@ -20,35 +20,13 @@ through the descriptor: a mount that moved or changed is left alone.
 
 import errno
 import os
-import re
 import stat
 
 from droot.errors import DrootError
 from droot.releasename import release_of_link, releases_dir_name
-from droot.run import kernel
+from droot.run import kernel, mountinfo
 
 _STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class Mount:
-    def __init__(self, mount_id: int, point: str):
-        self.mount_id = mount_id
-        self.point = point
-
-
-def _decode(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
-
-
-def mounts(mountinfo: str) -> list[Mount]:
-    """The mounts listed in /proc/self/mountinfo text, in its order (octal escapes
-    decoded)."""
-    found = []
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4 and fields[0].isdigit():
-            found.append(Mount(int(fields[0]), _decode(fields[4])))
-    return found
 
 
 def _open_step(name: str, dir_fd: int, *, directory: bool) -> int:
@@ -145,8 +123,7 @@ def unmount_below(root: str) -> list[str]:
     """Unmount every mount below `root`, deepest (and latest) first; the paths done."""
     root_fd, real = open_root(root)
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as file:
-            table = mounts(file.read())
+        table = mountinfo.read()
         prefix = real.rstrip("/") + "/"
         below = [(index, mount) for index, mount in enumerate(table)
                  if mount.point.startswith(prefix)]

@@ -63,8 +63,8 @@ def find_entry(entries: list[list[str]], wanted: str, fields: int) -> list[str] 
 def append_entry(path: str, entry: list[str]) -> None:
     """Add one record to the image's passwd/group file, keeping its mode and owner."""
     try:
-        with os.fdopen(rootfs.open_in_root(path, os.O_RDONLY), "rb") as file:
-            old = file.read()
+        with os.fdopen(rootfs.open_in_root(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            old = rootfs.read_regular(file, path)
             status = os.fstat(file.fileno())
         mode, owner, group = status.st_mode & 0o7777, status.st_uid, status.st_gid
     except FileNotFoundError:
@@ -132,8 +132,9 @@ def copy_host_entry(path: str, host_entries: list[list[str]], wanted: str,
     else:
         entry = [entry[0], "x", entry[2], ""]  # the host's members mean nothing here
     try:
-        lock = rootfs.open_in_root(LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+        lock = rootfs.open_in_root(LOCK, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o600)
         try:
+            rootfs.require_regular(lock, LOCK)
             os.lockf(lock, os.F_LOCK, 0)
             # Another run may have added it while this one waited for the lock.
             existing = find_entry(image_entries(path), wanted, fields)
