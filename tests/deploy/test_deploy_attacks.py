@@ -138,12 +138,13 @@ def test_two_step_symlink_attack_cve_2025_45582(tmp_path, victim, mode):
     assert (root / "x" / "victim").read_bytes() == EVIL and not (root / "x").is_symlink()
 
 
-def test_device_nodes_are_refused_with_no_devices(tmp_path, victim):
+def test_device_nodes_are_skipped_unless_asked_for(tmp_path, victim):
+    """A host disk's node in a release would be usable by anyone reaching the release."""
     archive = attack_tar([("disk", "blk", (7, 0)), ("null", "chr", (1, 3))])
     root = tmp_path / "app"
-    result = deploy(root, archive, "--no-devices")
+    result = deploy(root, archive)
     assert result.returncode == 0, result.stderr
     assert not os.path.lexists(root / "disk") and not os.path.lexists(root / "null")
-    # Without the flag they are reproduced, as a root filesystem needs them.
-    result = deploy(root, archive)
+    # With --devices they are reproduced (as a root filesystem with /dev nodes needs).
+    result = deploy(root, archive, "--devices")
     assert result.returncode == 0 and (root / "null").is_char_device()

@@ -58,7 +58,7 @@ def test_deploy_reproduces_a_root_filesystem_exactly(tmp_path, compression):
     os.chmod(source / "etc" / "readonly", 0o444)
 
     root = tmp_path / "app"
-    result = deploy(root, tar_of(source, compression))
+    result = deploy(root, tar_of(source, compression), "--devices")
     assert result.returncode == 0, result.stderr
     assert root.is_symlink() and not os.path.isabs(os.readlink(root))
     assert tree(root.resolve()) == tree(source)
@@ -71,16 +71,17 @@ def test_deploy_reproduces_a_root_filesystem_exactly(tmp_path, compression):
     assert f"{compression if compression != 'none' else 'none'}" in result.stderr.decode()
 
 
-def test_no_devices_skips_device_nodes(tmp_path):
+@pytest.mark.parametrize("options", [(), ("--no-devices",)])
+def test_device_nodes_are_skipped_by_default(tmp_path, options):
     source = make_busybox_root(tmp_path / "source")
     os.mknod(source / "dev" / "sda", 0o666 | 0o060000, os.makedev(8, 0))
     os.mkfifo(source / "dev" / "fifo")
     root = tmp_path / "app"
-    result = deploy(root, tar_of(source), "--no-devices")
+    result = deploy(root, tar_of(source), *options)
     assert result.returncode == 0, result.stderr
     assert not os.path.lexists(root / "dev" / "sda")
     assert (root / "dev" / "fifo").exists()
-    assert b"skipped 1 device node" in result.stderr
+    assert b"skipped 1 device node(s) (--devices creates them)" in result.stderr
 
 
 def test_each_deploy_is_a_new_release_and_names_never_collide(tmp_path):

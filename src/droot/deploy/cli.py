@@ -47,8 +47,12 @@ def target_arguments(parser):
     parser.add_argument("--keep", type=_keep, default=5, metavar="N",
                         help="releases to keep, newest first (default 5; 0 keeps all); the "
                         "current and previous ones and those in use are always kept")
+    parser.add_argument("--devices", action="store_true",
+                        help="create the device nodes found in the archive (by default they "
+                        "are skipped: a node in a release is usable by anyone who reaches it "
+                        "on the host, a disk's too)")
     parser.add_argument("--no-devices", dest="devices", action="store_false",
-                        help="do not create device nodes found in the archive")
+                        help="skip device nodes: the default, kept for older command lines")
 
 
 def deploy_arguments(parser):
@@ -73,7 +77,7 @@ def report(summary: dict, root) -> None:
     extra = f", pruned {len(pruned)} old release(s)" if pruned else ""
     skipped = summary.get("skipped_devices")
     if skipped:
-        extra += f", skipped {skipped} device node(s)"
+        extra += f", skipped {skipped} device node(s) (--devices creates them)"
     print(f"droot: deployed {summary['release']} at {root} ({summary['files']} files, "
           f"{summary['compression']}, sha256 {summary['sha256'][:12]}){extra}", file=sys.stderr)
 

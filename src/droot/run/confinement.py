@@ -5,7 +5,8 @@ app starts:
 
 - Files: the app may read, run, create, change or remove files only beneath its root
   (which holds its bind mounts, /dev and /proc), and reopen its own stdin, stdout and
-  stderr. A file outside reached by any route (a /proc magic link, a file handle, a
+  stderr. (A device node beneath the root would reach further: the root is mounted
+  nodev, droot.run.mounts.forbid_image_devices.) A file outside reached by any route (a /proc magic link, a file handle, a
   descriptor passed in) stays closed to it. This is the CVE-2019-5736 class, where a
   command whose interpreter is `/proc/self/exe` runs the host's Python and then reopens
   it for writing: root owns that file, so no capability check stops it; Landlock does.

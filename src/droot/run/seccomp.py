@@ -14,6 +14,9 @@ the chroot or into rarely audited kernel code:
 - the host itself: modules, kexec, reboot, swap, accounting, clocks, port I/O, syslog;
 - `ioctl` TIOCSTI and TIOCLINUX on any terminal: input pushed into a terminal is run by
   the host's shell once the app exits (this kernel allows it on one's own terminal).
+  (A process the app leaves behind on the operator's terminal can still make itself the
+  terminal's foreground with tcsetpgrp, which shells need for job control: docs/run.md
+  says to run untrusted apps without a terminal.)
 
 A call whose capability the app keeps (`--cap-add SYS_ADMIN`, `SYS_TIME`, ...) is allowed,
 as in Docker; `--allow-syscall NAME` allows one call, `--allow-syscall ALL` the whole list
