@@ -198,6 +198,26 @@ def test_debug_after_chroot_imports_nothing_from_the_image(run_root):
     assert (run_root / "PWNED").read_text() == "imported from the image"
 
 
+def test_exec_into_an_app_that_planted_modules_imports_nothing(run_root):
+    """A running app can write its root: `droot exec --debug` into it, failing after
+    chroot, must not run what the app planted."""
+    script = "echo ready; exec sleep 60"
+    app = subprocess.Popen([sys.prefix + "/bin/droot", "run", "--root", str(run_root), "--",
+                            "/bin/sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline() == "ready\n"
+        plant_modules(run_root, ["traceback", "linecache", "tokenize"])
+        result = droot("--debug", "exec", "--pid", app.pid, "-u", "no-such-user", "--", "/bin/true")
+        assert result.returncode == 125
+        assert result.stderr.endswith("droot: exec: unknown user 'no-such-user' in the app's "
+                                      "/etc/passwd\n"), result.stderr
+        assert "source lines omitted after chroot" in result.stderr
+        assert not (run_root / "PWNED").exists()
+    finally:
+        app.kill()
+        app.wait()
+
+
 def test_a_late_import_fails_instead_of_searching_the_image(run_root, tmp_path):
     """The seal itself: after it, a module not yet loaded is refused, not searched for."""
     plant_modules(run_root, ["colorsys"])
