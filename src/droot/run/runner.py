@@ -1,10 +1,10 @@
 """`droot run`: one sequence of steps from the command line to the app's exec.
 
     validate (host side) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
-    → binds cloned, the root nodev → seal imports, chroot → the image's files (config, users, --cp, bind targets),
-    before /proc exists → /proc, /dev, /sys, bind mounts → a new session keyring
-    → Landlock and seccomp → capabilities, user, no_new_privs → working dir
-    → close descriptors → exec (same PID)
+    → binds cloned, the root nodev → seal imports, chroot → the image's files (config,
+    users, --cp, bind targets, mount points), before /proc exists → /proc, /dev, /sys,
+    bind mounts → a new session keyring → Landlock and seccomp → capabilities, user,
+    no_new_privs → working dir → close descriptors → exec (same PID)
 
 Everything that can be wrong with the input is checked before the first mount. Every
 mount is made in droot's own mount namespace, so none is visible to the host and all of
@@ -92,7 +92,7 @@ def run_container(options) -> None:
         user_spec = user_spec or config["user"]
     user = users.resolve(user_spec or "", options.group or "", host_passwd, host_group)
     env = command.app_environment(user.home, settings, passed_fds)
-    mounts.make_mount_points()
+    image_step("make /proc, /dev and /sys", mounts.make_mount_points)
     for bind in binds:
         bind.open_target()
 

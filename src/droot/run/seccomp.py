@@ -108,7 +108,12 @@ _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 
 
 def checked_allowances(names: list[str]) -> set[str]:
-    """`--allow-syscall` values, validated before anything is made."""
+    """`--allow-syscall` values, validated before anything is made; on a machine whose
+    system call numbers droot does not know, only ALL (no deny list) is possible."""
+    machine = os.uname().machine
+    if machine not in _ARCHITECTURES and "ALL" not in names:
+        raise RunError(f"droot's seccomp filter knows no system call numbers for {machine} "
+                       "(x86_64 and aarch64): run with --allow-syscall ALL to go without it")
     allowed = set()
     for name in names:
         if name != "ALL" and name not in DENIED and name != "clone3":
@@ -122,9 +127,6 @@ def program(kept: set[str] | None, allowed: set[str]) -> list[tuple[int, int, in
     """The filter for an app that keeps the capabilities named `kept` (None: every one,
     so only the terminal rule) with the `allowed` calls let through."""
     machine = os.uname().machine
-    if machine not in _ARCHITECTURES:
-        raise RunError(f"droot's seccomp filter knows no system call numbers for {machine} "
-                       "(x86_64 and aarch64): run with --allow-syscall ALL to go without it")
     if kept is None or "ALL" in allowed:
         denied = []
     else:
@@ -176,6 +178,8 @@ class _SockFprog(Structure):
 def install(kept: set[str] | None, allowed: set[str]) -> None:
     """Install the filter on this process and what it execs (needs no_new_privs or
     CAP_SYS_ADMIN: droot still has the latter)."""
+    if os.uname().machine not in _ARCHITECTURES:
+        return  # no numbers for this machine: `run` refuses it earlier without ALL
     instructions = program(kept, allowed)
     filters = (_SockFilter * len(instructions))(*instructions)
     fprog = _SockFprog(len(instructions), filters)  # both kept alive until the call returns
