@@ -303,9 +303,18 @@ class HeaderReader:
             h.pax = records
             try:
                 for key, value in records.items():
-                    if not value:
+                    if key.startswith(XATTR_PREFIX):
+                        attribute = key[len(XATTR_PREFIX):]
+                        if not attribute or b"\0" in attribute:
+                            raise TarFormatError(f"{where}: extended attribute name "
+                                                 f"'{show(attribute)}' is empty or has a "
+                                                 "NUL byte")
+                        if h.xattrs is None:
+                            h.xattrs = []
+                        h.xattrs.append((attribute, value))  # an empty value is one
+                    elif not value:
                         continue  # an empty value unsets the keyword: the ustar field counts
-                    if key == b"size":
+                    elif key == b"size":
                         h.size = _pax_decimal(value)
                     elif key == b"mtime":
                         h.mtime_ns = _pax_seconds_ns(value)
@@ -313,14 +322,6 @@ class HeaderReader:
                         h.uid = _pax_decimal(value)
                     elif key == b"gid":
                         h.gid = _pax_decimal(value)
-                    elif key.startswith(XATTR_PREFIX):
-                        attribute = key[len(XATTR_PREFIX):]
-                        if not attribute or b"\0" in attribute:
-                            raise TarFormatError(f"{where}: extended attribute name "
-                                                 f"{show(attribute)} is empty or has a NUL byte")
-                        if h.xattrs is None:
-                            h.xattrs = []
-                        h.xattrs.append((attribute, value))
                     elif key.startswith(b"GNU.sparse."):
                         h.sparse = True
             except ValueError:
