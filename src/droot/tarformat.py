@@ -16,6 +16,8 @@ Standard library only, and no import of any stage: both stages build on this.
 Paths and names are bytes end to end (never decoded here).
 """
 
+from zlib import adler32
+
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 
@@ -38,7 +40,7 @@ XATTR_PREFIX = b"SCHILY.xattr."
 
 MAX_ID = (1 << 32) - 2          # (uid_t)-1 means "leave unchanged" to chown(2)
 MAX_SIZE = (1 << 63) - 1        # off_t
-MAX_SECONDS = (1 << 63) - 1     # time_t
+MAX_TIME_NS = (1 << 63) * 1_000_000_000  # time_t seconds
 MAX_DEVICE_NUMBER = (1 << 32) - 1
 
 
@@ -63,6 +65,8 @@ def number(field) -> int:
     """A numeric header field: octal text (NUL- or space-terminated, leading spaces
     allowed, empty = 0), or GNU base-256 (high bit of the first byte set; the next bit
     is the sign, in two's complement over the whole field). ValueError if neither."""
+    if field[-1] == 0 and field[:-1].isdigit():  # the usual "0000644\0": fast path
+        return int(field[:-1], 8)
     first = field[0]
     if first & 0x80:
         value = int.from_bytes(field, "big")
@@ -78,14 +82,26 @@ def number(field) -> int:
     return int(digits, 8)
 
 
+def byte_sum(block: bytes) -> int:
+    """The sum of the bytes of a 512-byte block, exactly, 10x faster than sum(): the low
+    half of Adler-32 is 1 + the sum of the bytes modulo 65521, which a 256-byte half
+    (at most 65280) never reaches."""
+    view = memoryview(block)
+    return (adler32(view[:256]) & 0xFFFF) + (adler32(view[256:]) & 0xFFFF) - 2
+
+
 def checksum_ok(block) -> bool:
     """The header's checksum, as GNU tar and tarfile accept it: the sum of its bytes with
     the checksum field as spaces, unsigned, or signed as some old tars computed it."""
-    try:
-        stored = number(block[148:156])
-    except ValueError:
-        return False
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    field = block[148:156]
+    if field[6:] == b"\0 " and field[:6].isdigit():  # as nearly every tar writes it
+        stored = int(field[:6], 8)
+    else:
+        try:
+            stored = number(field)
+        except ValueError:
+            return False
+    unsigned = byte_sum(block) - sum(field) + 8 * 32
     if stored == unsigned:
         return True
     high = sum(1 for byte in block if byte & 0x80) - sum(1 for byte in block[148:156] if byte & 0x80)
@@ -153,6 +169,18 @@ def _pax_decimal(value: bytes) -> int:
     if not value.isdigit():
         raise ValueError(value)
     return int(value)
+
+
+class _Where:
+    """A member's name for a message, made readable only if a message needs it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: bytes):
+        self.name = name
+
+    def __str__(self) -> str:
+        return show(self.name)
 
 
 class Header:
@@ -261,20 +289,21 @@ class HeaderReader:
         records = {**self._globals, **local} if self._globals else local
         type_ = block[156]
         # The name: pax path, else GNU long name, else ustar prefix/name.
-        name = records.get(b"path") or records.get(b"GNU.longname")
+        name = (records.get(b"path") or records.get(b"GNU.longname")) if records else None
         if not name:
-            name = text(block[0:100])
-            if block[257:263] == POSIX_MAGIC and block[345]:
+            end = block.find(b"\0", 0, 100)
+            name = block[:100 if end < 0 else end]
+            if block[345] and block[257:263] == POSIX_MAGIC:
                 name = text(block[345:500]) + b"/" + name
-        h.name = name
-        if b"\0" in name:
+        elif b"\0" in name:
             raise TarFormatError(f"{show(name)}: its name has a NUL byte")
+        h.name = name
         try:
             h.path = path = member_path(name)
         except ValueError as error:
             raise TarFormatError(f"{show(name)}: {error}; refusing the archive") from None
-        where = show(path) if path else show(name)
-        if type_ in REGULAR_TYPES and name.endswith(b"/"):
+        where = _Where(path or name)
+        if name[-1:] == b"/" and type_ in REGULAR_TYPES:
             type_ = DIRECTORY  # pre-POSIX archives mark directories with a trailing slash
         h.type = type_
         if not path and type_ != DIRECTORY:
@@ -282,10 +311,13 @@ class HeaderReader:
                 self._error("a member with an empty name")
             raise TarFormatError(f"{where}: a member that is not a directory names the "
                                  "root directory")
-        h.linkname = records.get(b"linkpath") or records.get(b"GNU.longlink") or \
-            text(block[157:257])
-        if b"\0" in h.linkname:
-            raise TarFormatError(f"{where}: link target '{show(h.linkname)}' has a NUL byte")
+        linkname = (records.get(b"linkpath") or records.get(b"GNU.longlink")) if records else None
+        if not linkname:
+            end = block.find(b"\0", 157, 257)
+            linkname = block[157:257 if end < 0 else end]
+        elif b"\0" in linkname:
+            raise TarFormatError(f"{where}: link target '{show(linkname)}' has a NUL byte")
+        h.linkname = linkname
         try:
             h.mode = number(block[100:108]) & 0o7777
             h.uid = number(block[108:116])
@@ -331,12 +363,13 @@ class HeaderReader:
             raise TarFormatError(f"{where}: negative size {h.size} in its header")
         if h.size > MAX_SIZE:
             raise TarFormatError(f"{where}: size {h.size} is out of range")
-        for what, value in (("uid", h.uid), ("gid", h.gid)):
-            if value < 0:
-                raise TarFormatError(f"{where}: negative {what} {value} in its header")
-            if value > MAX_ID:
-                raise TarFormatError(f"{where}: {what} {value} is out of range")
-        if abs(h.mtime_ns) // 1_000_000_000 >= MAX_SECONDS:
+        if not (0 <= h.uid <= MAX_ID and 0 <= h.gid <= MAX_ID):
+            for what, value in (("uid", h.uid), ("gid", h.gid)):
+                if value < 0:
+                    raise TarFormatError(f"{where}: negative {what} {value} in its header")
+                if value > MAX_ID:
+                    raise TarFormatError(f"{where}: {what} {value} is out of range")
+        if not -MAX_TIME_NS < h.mtime_ns < MAX_TIME_NS:
             raise TarFormatError(f"{where}: modification time is out of range")
         h.data_size = 0 if type_ in NO_DATA else h.size
         if type_ == CHARDEV or type_ == BLOCKDEV:
