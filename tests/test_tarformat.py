@@ -117,7 +117,7 @@ def gnu_tar_trees(draw):
     elif format_name == "gnu":
         mtimes = st.integers(-2 ** 31, 2 ** 33).map(lambda s: s * 1_000_000_000)
     else:
-        mtimes = st.integers(0, 2 ** 33).map(lambda s: s * 1_000_000_000)
+        mtimes = st.integers(0, 8 ** 11 - 1).map(lambda s: s * 1_000_000_000)  # 11 octal digits
     max_id = 2 ** 21 - 1 if format_name == "ustar" else 2 ** 32 - 2
     entries = draw(st.lists(st.tuples(
         st.text("abcdefghij-_.é", min_size=1, max_size=60).filter(lambda n: n not in (".", "..")),
