@@ -24,6 +24,7 @@ import threading
 from droot.deploy import unpack
 from droot.errors import DrootError
 from droot.ship import compression
+from droot.tarformat import TarFormatError
 
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
@@ -272,6 +273,7 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         os.chroot(release_dir)
         os.chdir("/")
         os.umask(0)
+        unpack.clear_default_acl()
         # Nothing can be imported from here on: the interpreter's files are outside (the
         # decompressors were imported with droot.ship.compression).
         try:
@@ -284,7 +286,7 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
             status = 0
         except _CorruptStream as error:
             os.write(result_write, str(error).encode())
-        except unpack.ArchiveError as error:
+        except TarFormatError as error:
             os.write(result_write, f"cannot extract the archive: {error}".encode())
         except OSError as error:
             name = error.filename.decode(errors="replace") if isinstance(

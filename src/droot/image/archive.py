@@ -12,8 +12,8 @@ from droot.errors import DrootError
 from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingRaw,
                                VerifyingReader, choose_manifest, image_config, manifest_layers, uncompressed,
                                verified_json)
-from droot.image.tarstream import (CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK,
-                                   TarFormatError, TarReader, normalise)
+from droot.image.tarstream import TarFormatError, TarReader, normalise
+from droot.tarformat import CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK
 
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -141,8 +141,9 @@ def index_archive(path: str) -> dict:
                 if entry.type in (REGULAR, OLD_REGULAR, CONTIGUOUS):
                     members[entry.path] = (file.tell(), entry.size)
                 elif entry.type == SYMLINK:
-                    members[entry.path] = ("link", normalise(posixpath.join(
-                        posixpath.dirname(entry.path), entry.linkname)))
+                    # docker save links repeated layers as `../ID/layer.tar`
+                    members[entry.path] = ("link", normalise(posixpath.normpath(
+                        posixpath.join(posixpath.dirname(entry.path), entry.linkname))))
                 elif entry.type == HARDLINK:
                     members[entry.path] = ("link", normalise(entry.linkname))
         except TarFormatError as error:

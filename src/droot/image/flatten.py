@@ -23,8 +23,9 @@ import tarfile
 import zlib
 
 from droot.errors import DrootError
-from droot.image.tarstream import (DIRECTORY, HARDLINK, OPAQUE_MARKER, WHITEOUT_PREFIX,
-                                   TarFormatError, TarReader, header_for, normalise)
+from droot.image.tarstream import (OPAQUE_MARKER, WHITEOUT_PREFIX, TarFormatError, TarReader,
+                                   header_for, normalise)
+from droot.tarformat import DIRECTORY, HARDLINK
 
 ROOT_DROOT_FILES = frozenset((".drootenv", ".droot.json"))
 

@@ -80,6 +80,12 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+def is_zstd_skippable_frame(head: bytes) -> bool:
+    """A zstd skippable frame (magic 0x184D2A50-0x184D2A5F, little-endian), which may
+    start a valid zstd stream: pzstd writes one first, with the sizes of its frames."""
+    return len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
+
+
 def sniff(stream) -> tuple[str, io.BufferedReader]:
     """The compression of `stream` from its magic bytes, and a reader of the whole stream."""
     head = b""
@@ -90,7 +96,7 @@ def sniff(stream) -> tuple[str, io.BufferedReader]:
         head += data
     if head.startswith(GZIP_MAGIC):
         kind = "gzip"
-    elif head.startswith(ZSTD_MAGIC):
+    elif head.startswith(ZSTD_MAGIC) or is_zstd_skippable_frame(head):
         kind = "zstd"
     else:
         kind = "none"
