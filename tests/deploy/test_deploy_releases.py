@@ -3,6 +3,9 @@ switch, pruning by deploy order, rollback, releases, rm, rsync mode, the lock.""
 
 import os
 import select
+import shutil
+import tempfile
+from pathlib import Path
 import subprocess
 import time
 
@@ -82,6 +85,43 @@ def test_device_nodes_are_skipped_by_default(tmp_path, options):
     assert not os.path.lexists(root / "dev" / "sda")
     assert (root / "dev" / "fifo").exists()
     assert b"skipped 1 device node(s) (--devices creates them)" in result.stderr
+
+
+@pytest.fixture
+def open_tmp_path():
+    """A temporary directory other users may enter (pytest's own are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="droot-test-open-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_only_root_reaches_the_releases(open_tmp_path):
+    """A setuid-root program in a release (the image's, or one the app made) must not be
+    runnable by the host's other users: ROOT.releases is 0700, and an older 0755 one is
+    tightened by the next deploy."""
+    source = make_busybox_root(open_tmp_path / "source")
+    shutil.copy2("/usr/bin/id", source / "bin" / "suid-id")  # runs on the host, as is
+    os.chmod(source / "bin" / "suid-id", 0o4755)
+    root = open_tmp_path / "app"
+    assert deploy(root, tar_of(source)).returncode == 0
+    program = root / "bin" / "suid-id"
+    assert program.stat().st_mode & 0o4000  # deployed exactly, setuid bit included
+
+    def run_as_nobody():
+        try:
+            return subprocess.run(["id", "-u"], executable=program, user=65534, group=65534,
+                                  extra_groups=[], capture_output=True, text=True).stdout
+        except PermissionError:
+            return "refused"
+    assert (releases_dir(root).stat().st_mode & 0o777) == 0o700
+    assert run_as_nobody() == "refused"
+    # the control: a releases directory others may enter, as older deploys made it
+    releases_dir(root).chmod(0o755)
+    assert run_as_nobody() == "0\n"
+    assert deploy(root, tar_of(source)).returncode == 0
+    assert (releases_dir(root).stat().st_mode & 0o777) == 0o700
+    assert run_as_nobody() == "refused"
 
 
 def test_each_deploy_is_a_new_release_and_names_never_collide(tmp_path):

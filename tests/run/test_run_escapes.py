@@ -364,3 +364,40 @@ def test_ps_reads_the_apps_passwd_inside_its_root(run_root, tmp_path):
     finally:
         app.kill()
         app.wait()
+
+
+def test_stdio_is_reopened_only_as_it_was_given(run_root, tmp_path):
+    """Landlock lets the app reopen its stdin, stdout and stderr, which may be host files:
+    only for what each descriptor was opened for."""
+    given = tmp_path / "host-config"
+    given.write_text("host config\n")
+    log = tmp_path / "host-log"
+    log.write_text("earlier secret line\n")
+    write_input = ["/bin/sh", "-c", "echo overwritten > /proc/self/fd/0"]
+    read_output = ["/bin/sh", "-c", "exec 3</proc/self/fd/1 && cat <&3 >&2"]
+    with open(given) as stdin:
+        result = droot("run", "--root", run_root, "--", *write_input, stdin=stdin)
+    assert "Permission denied" in result.stderr and given.read_text() == "host config\n"
+    with open(log, "a") as stdout:
+        result = droot("run", "--root", run_root, "--", *read_output, stdout=stdout,
+                       stderr=subprocess.PIPE, capture_output=False, timeout=60)
+    assert "Permission denied" in result.stderr and "secret" not in result.stderr
+    # writing where it was given to write still works, through /dev/stdout too
+    with open(log, "a") as stdout:
+        result = droot("run", "--root", run_root, "--", "/bin/sh", "-c",
+                       "echo appended >> /dev/stdout", stdout=stdout,
+                       stderr=subprocess.PIPE, capture_output=False)
+    assert result.returncode == 0 and log.read_text().endswith("appended\n")
+    # the control: the same shell on the host reopens them as it likes
+    with open(given) as stdin:
+        subprocess.run([run_root / "bin" / "busybox", *write_input], stdin=stdin, check=True)
+    assert given.read_text() == "overwritten\n"
+
+
+def test_the_pid_init_cannot_be_taken_over(run_root):
+    """Under --pid the init (PID 1) shares the app's uid, capabilities and Landlock
+    domain, but is not dumpable: no ptrace, no pidfd_getfd of its pipe to the relay."""
+    assert_refused(attack(run_root, "ptrace", 1, options=["--pid"]),
+                   "ptrace: Operation not permitted")
+    assert_worked(attack(run_root, "ptrace", 1, options=["--pid", "--no-dropcaps"]),
+                  "ATTACHED")

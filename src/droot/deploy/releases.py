@@ -326,7 +326,7 @@ class Lock:
                 layout.root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 self.parent_fd = os.open(layout.root.parent, _DIRECTORY)
             try:
-                os.mkdir(layout.releases_name, 0o755, dir_fd=self.parent_fd)
+                os.mkdir(layout.releases_name, 0o700, dir_fd=self.parent_fd)
             except FileExistsError:
                 pass
         except OSError as error:
@@ -336,6 +336,11 @@ class Lock:
         if self.dir_fd is None:  # removed between the mkdir and the open: again
             self.dir_fd = -1
             self._open_directories()
+        elif os.fstat(self.dir_fd).st_mode & 0o077:
+            # Only root may reach the releases: a setuid-root program in an image (or one
+            # an app made) would otherwise make any local user root. Older deploys made
+            # it 0755; the next one tightens it.
+            os.fchmod(self.dir_fd, 0o700)
 
     def _close(self):
         for name in ("fd", "dir_fd", "parent_fd"):

@@ -72,17 +72,30 @@ def confine_to_root(scopes: int) -> int:
     try:
         _allow(ruleset, "/", handled)
         for descriptor in (0, 1, 2):
-            try:
-                mode = os.fstat(descriptor).st_mode
-            except OSError:
-                continue
-            if stat.S_ISREG(mode) or stat.S_ISCHR(mode):
-                _allow(ruleset, f"/proc/self/fd/{descriptor}",
-                       handled & (_READ_FILE | _WRITE_FILE | _TRUNCATE))
+            access = _stdio_access(descriptor)
+            if access:
+                _allow(ruleset, f"/proc/self/fd/{descriptor}", handled & access)
         check(syscall(_RESTRICT_SELF, ruleset, 0), "Landlock")
     finally:
         os.close(ruleset)
     return abi
+
+
+def _stdio_access(descriptor: int) -> int:
+    """What reopening stdio `descriptor` (a file or terminal outside the root) may do: as
+    much as the descriptor itself was opened for, no more (a log file given for append
+    stays unreadable, a file given as input unwritable)."""
+    try:
+        mode = os.fstat(descriptor).st_mode
+        with open(f"/proc/self/fdinfo/{descriptor}", "rb") as info:  # fcntl costs an import
+            flags = int(info.read().split(b"flags:", 1)[1].split()[0], 8)
+    except OSError:
+        return 0
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        return 0  # pipes and sockets are not reopened through a path Landlock checks
+    access_mode = flags & os.O_ACCMODE
+    return ((_READ_FILE if access_mode in (os.O_RDONLY, os.O_RDWR) else 0)
+            | (_WRITE_FILE | _TRUNCATE if access_mode in (os.O_WRONLY, os.O_RDWR) else 0))
 
 
 def _allow(ruleset: int, path: str, access: int) -> None:

@@ -37,6 +37,7 @@ _WAITED = FORWARDED + [signal.SIGCHLD]
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent, e.g. Ctrl-C to the terminal's group
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _status_fd: int | None = None  # the init's end of the pipe to the relay
 _relay_pidfd: int | None = None  # in the init: the relay, to notice if it was killed
 
@@ -90,6 +91,10 @@ def fork_app():
             signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         return
+    # The app must not take the init over (ptrace, pidfd_getfd of the pipe to the relay:
+    # a forged status). Same uid, capabilities and Landlock domain would let it; an init
+    # that is not dumpable needs CAP_SYS_PTRACE, which the app does not have.
+    kernel.prctl(_PR_SET_DUMPABLE, 0)
     # The init holds nothing the app owns: no inherited descriptor beyond stdio and the pipe.
     os.closerange(3, _status_fd)
     os.closerange(_status_fd + 1, os.sysconf("SC_OPEN_MAX"))
