@@ -37,6 +37,8 @@ NO_DATA = frozenset((HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO))
 EXTENSIONS = frozenset((PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK))
 POSIX_MAGIC = b"ustar\0"
 XATTR_PREFIX = b"SCHILY.xattr."
+# The pax records nearly every member of a docker export has, and none of them an xattr.
+_COMMON_PAX_KEYS = frozenset((b"atime", b"ctime", b"mtime", b"path", b"size", b"linkpath"))
 
 MAX_ID = (1 << 32) - 2          # (uid_t)-1 means "leave unchanged" to chown(2)
 MAX_SIZE = (1 << 63) - 1        # off_t
@@ -65,8 +67,9 @@ def number(field) -> int:
     """A numeric header field: octal text (NUL- or space-terminated, leading spaces
     allowed, empty = 0), or GNU base-256 (high bit of the first byte set; the next bit
     is the sign, in two's complement over the whole field). ValueError if neither."""
-    if field[-1] == 0 and field[:-1].isdigit():  # the usual "0000644\0": fast path
-        return int(field[:-1], 8)
+    digits = field[:-1]
+    if field[-1] == 0 and digits.isdigit():  # the usual "0000644\0": fast path
+        return int(digits, 8)
     first = field[0]
     if first & 0x80:
         value = int.from_bytes(field, "big")
@@ -82,17 +85,15 @@ def number(field) -> int:
     return int(digits, 8)
 
 
-def byte_sum(block: bytes) -> int:
-    """The sum of the bytes of a 512-byte block, exactly, 10x faster than sum(): the low
-    half of Adler-32 is 1 + the sum of the bytes modulo 65521, which a 256-byte half
-    (at most 65280) never reaches."""
-    view = memoryview(block)
-    return (adler32(view[:256]) & 0xFFFF) + (adler32(view[256:]) & 0xFFFF) - 2
-
-
 def checksum_ok(block) -> bool:
     """The header's checksum, as GNU tar and tarfile accept it: the sum of its bytes with
-    the checksum field as spaces, unsigned, or signed as some old tars computed it."""
+    the checksum field as spaces, unsigned, or signed as some old tars computed it.
+
+    The sum comes from Adler-32, whose low half is 1 + the sum of the bytes modulo 65521,
+    ten times faster than sum(): a 512-byte block sums to at most 130560, so the true
+    sum is that remainder or 65521 more, and the one of the two the stored value names
+    is taken. (Both are checks against corruption; the checksum is no signature: whoever
+    writes a hostile archive writes a right checksum too.)"""
     field = block[148:156]
     if field[6:] == b"\0 " and field[:6].isdigit():  # as nearly every tar writes it
         stored = int(field[:6], 8)
@@ -101,10 +102,13 @@ def checksum_ok(block) -> bool:
             stored = number(field)
         except ValueError:
             return False
-    unsigned = byte_sum(block) - sum(field) + 8 * 32
+    low = (adler32(block) & 0xFFFF) - 1 - sum(field) + 8 * 32
+    if stored == low or stored == low + 65521:
+        return True
+    unsigned = sum(block) - sum(field) + 8 * 32  # not a usual header: exactly, slowly
     if stored == unsigned:
         return True
-    high = sum(1 for byte in block if byte & 0x80) - sum(1 for byte in block[148:156] if byte & 0x80)
+    high = sum(1 for byte in block if byte & 0x80) - sum(1 for byte in field if byte & 0x80)
     return stored == unsigned - 256 * high
 
 
@@ -118,12 +122,16 @@ def text(field: bytes, size: int | None = None) -> bytes:
 
 def pax_records(data: bytes, end: int | None = None) -> dict[bytes, bytes]:
     """The records of a pax extended header (its first `end` bytes of `data`),
-    `LENGTH KEY=VALUE\\n` each, with one copy of each key and value and none of the
-    whole. ValueError if malformed. Records end at `end` or at a NUL where the next
-    record would start (padding)."""
+    `LENGTH KEY=VALUE\\n` each, with one copy of each key and value and, past a few KiB,
+    none of the whole. ValueError if malformed. Records end at `end` or at a NUL where
+    the next record would start (padding)."""
+    end = len(data) if end is None else end
+    if end <= 4096:  # the usual header: a copy costs less than the careful way's calls
+        records = _records_one_a_line(data[:end])
+        if records is not None:
+            return records
     records = {}
     pos = 0
-    end = len(data) if end is None else end
     find = data.find
     while pos < end and data[pos] != 0:
         space = find(b" ", pos, min(end, pos + 21))
@@ -140,6 +148,24 @@ def pax_records(data: bytes, end: int | None = None) -> dict[bytes, bytes]:
             raise ValueError("a record without a keyword")
         records[bytes(data[space + 1:equals])] = bytes(data[equals + 1:stop - 1])
         pos = stop
+    return records
+
+
+def _records_one_a_line(header: bytes) -> dict[bytes, bytes] | None:
+    """The records of a pax header whose every record is one line (as good as always);
+    None when one is not (a value with a newline in it), or is malformed."""
+    lines = header.split(b"\n")
+    if lines.pop() != b"":
+        return None
+    records = {}
+    for line in lines:
+        space = line.find(b" ", 0, 21)
+        equals = line.find(b"=", space)
+        length = line[:space]
+        if space < 1 or equals <= space + 1 or not length.isdigit() or \
+                int(length) != len(line) + 1:
+            return None
+        records[line[space + 1:equals]] = line[equals + 1:]
     return records
 
 
@@ -169,6 +195,11 @@ def _pax_decimal(value: bytes) -> int:
     if not value.isdigit():
         raise ValueError(value)
     return int(value)
+
+
+# pax keyword -> (Header attribute, parser) of the numbers a pax header may override
+_PAX_NUMBERS = {b"size": ("size", _pax_decimal), b"mtime": ("mtime_ns", _pax_seconds_ns),
+                b"uid": ("uid", _pax_decimal), b"gid": ("gid", _pax_decimal)}
 
 
 class _Where:
@@ -276,6 +307,22 @@ class HeaderReader:
         self.offset += padded(header.data_size)
         return header
 
+    @staticmethod
+    def _xattrs_and_sparse(h: Header, records: dict[bytes, bytes], where) -> None:
+        """The SCHILY.xattr.* and GNU.sparse.* records: a pass over the records made only
+        when there are others than the usual times and names."""
+        for key, value in records.items():
+            if key.startswith(XATTR_PREFIX):
+                attribute = key[len(XATTR_PREFIX):]
+                if not attribute or b"\0" in attribute:
+                    raise TarFormatError(f"{where}: extended attribute name "
+                                         f"'{show(attribute)}' is empty or has a NUL byte")
+                if h.xattrs is None:
+                    h.xattrs = []
+                h.xattrs.append((attribute, value))  # an empty value is one
+            elif key.startswith(b"GNU.sparse."):
+                h.sparse = True
+
     def _number(self, block, start, end, what):
         try:
             return number(block[start:end])
@@ -333,32 +380,18 @@ class HeaderReader:
         h.sparse = type_ == GNU_SPARSE or type_ == GNU_MULTIVOLUME
         if records:
             h.pax = records
-            try:
-                for key, value in records.items():
-                    if key.startswith(XATTR_PREFIX):
-                        attribute = key[len(XATTR_PREFIX):]
-                        if not attribute or b"\0" in attribute:
-                            raise TarFormatError(f"{where}: extended attribute name "
-                                                 f"'{show(attribute)}' is empty or has a "
-                                                 "NUL byte")
-                        if h.xattrs is None:
-                            h.xattrs = []
-                        h.xattrs.append((attribute, value))  # an empty value is one
-                    elif not value:
-                        continue  # an empty value unsets the keyword: the ustar field counts
-                    elif key == b"size":
-                        h.size = _pax_decimal(value)
-                    elif key == b"mtime":
-                        h.mtime_ns = _pax_seconds_ns(value)
-                    elif key == b"uid":
-                        h.uid = _pax_decimal(value)
-                    elif key == b"gid":
-                        h.gid = _pax_decimal(value)
-                    elif key.startswith(b"GNU.sparse."):
-                        h.sparse = True
-            except ValueError:
-                raise TarFormatError(f"{where}: bad {show(key)} value '{show(value[:40])}' "
-                                     "in its pax header") from None
+            for key in records.keys() & _PAX_NUMBERS.keys():
+                value = records[key]
+                if not value:
+                    continue  # an empty value unsets the keyword: the ustar field counts
+                attribute, parse = _PAX_NUMBERS[key]
+                try:
+                    setattr(h, attribute, parse(value))
+                except ValueError:
+                    raise TarFormatError(f"{where}: bad {show(key)} value "
+                                         f"'{show(value[:40])}' in its pax header") from None
+            if not records.keys() <= _COMMON_PAX_KEYS:
+                self._xattrs_and_sparse(h, records, where)
         if h.size < 0:
             raise TarFormatError(f"{where}: negative size {h.size} in its header")
         if h.size > MAX_SIZE:
