@@ -1,4 +1,4 @@
-"""droot's tar header codec (droot.tarformat) against two writers as oracles: random
+"""droot's tar header codec (droot.core.tarformat) against two writers as oracles: random
 members written by Python's tarfile and random files archived by GNU tar, in each of their
 formats, must read back exactly as written. Plus the codec's own rules, each next to what
 the old readers or the oracles do with the same bytes."""
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from droot.tarformat import (MAX_EXTENSION_SIZE, HeaderReader, TarFormatError, member_path,
+from droot.core.tarformat import (MAX_EXTENSION_SIZE, HeaderReader, TarFormatError, member_path,
                              number, padded, pax_records)
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}

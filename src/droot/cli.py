@@ -11,7 +11,7 @@ import os
 import sys
 
 from droot import __version__
-from droot.errors import DrootError, UsageError
+from droot.core.errors import DrootError, UsageError
 
 # command -> (stage module, exit status when droot itself fails, one-line summary)
 COMMANDS = {
@@ -126,7 +126,7 @@ def print_traceback(error: BaseException) -> None:
     """The traceback of `error` on stderr. After chroot (`run`, `exec`) without the source
     lines: the files at those paths are the image's, not droot's."""
     import traceback
-    if "droot.importseal" in sys.modules and sys.modules["droot.importseal"].sealed():
+    if "droot.core.importseal" in sys.modules and sys.modules["droot.core.importseal"].sealed():
         print("Traceback (most recent call last, source lines omitted after chroot):",
               file=sys.stderr)
         for frame, line in traceback.walk_tb(error.__traceback__):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from droot.errors import UsageError
+from droot.core.errors import UsageError
 from droot.run import cgroups
 from opshelp import (app_cgroup_dirs, fresh_root, remove_cgroups, run_app,
                      start_app, stop_app, wait_until)

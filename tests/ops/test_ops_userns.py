@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from droot.errors import RunError, UsageError
+from droot.core.errors import RunError, UsageError
 from droot.run import userns
 from opshelp import fresh_root, run_app
 

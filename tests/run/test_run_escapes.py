@@ -221,7 +221,7 @@ def test_exec_into_an_app_that_planted_modules_imports_nothing(run_root):
 def test_a_late_import_fails_instead_of_searching_the_image(run_root, tmp_path):
     """The seal itself: after it, a module not yet loaded is refused, not searched for."""
     plant_modules(run_root, ["colorsys"])
-    script = ("import os, sys; from droot import importseal; importseal.seal(); "
+    script = ("import os, sys; from droot.core import importseal; importseal.seal(); "
               "os.chroot(sys.argv[1]); os.chdir('/')\n"
               "try:\n    import colorsys\nexcept ImportError as error:\n    print(error)\n"
               "import xxsubtype")  # built into the interpreter: still importable

@@ -3,7 +3,7 @@ the implementation is imported when a command runs)."""
 
 import sys
 
-from droot.errors import DrootError, UsageError
+from droot.core.errors import DrootError, UsageError
 
 
 def _non_negative(convert, flag: str, expected: str):

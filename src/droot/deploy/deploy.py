@@ -17,7 +17,7 @@ from droot.deploy import extract as extraction
 from droot.deploy import inuse
 from droot.deploy.releases import (LOCK_NAME, TEMP_PREFIX, Layout, Lock, describe,
                                    remove_tree)
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 
 MODES = ("symlink", "rsync")
 DEFAULT_KEEP = 5

@@ -22,9 +22,9 @@ import signal
 import threading
 
 from droot.deploy import unpack
-from droot.errors import DrootError
-from droot.ship import compression
-from droot.tarformat import TarFormatError
+from droot.core.errors import DrootError
+from droot.core import compression
+from droot.core.tarformat import TarFormatError
 
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
@@ -275,7 +275,7 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         os.umask(0)
         unpack.clear_default_acl()
         # Nothing can be imported from here on: the interpreter's files are outside (the
-        # decompressors were imported with droot.ship.compression).
+        # decompressors were imported with droot.core.compression).
         try:
             decompression = _Decompression(data_read)
             stats = unpack.Unpacker(unpack.Input(decompression.next_chunk),

@@ -33,8 +33,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from droot.errors import DrootError, UsageError
-from droot.releasename import RELEASE_NAME, releases_dir_name
+from droot.core.errors import DrootError, UsageError
+from droot.core.releasename import RELEASE_NAME, releases_dir_name
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 

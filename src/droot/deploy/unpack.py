@@ -9,7 +9,7 @@ replaces whatever the archive planted at its name before (O_EXCL after unlink), 
 is never written *through* an earlier symlink or device node, and names with `..` are
 refused outright: a real root filesystem never has them.
 
-Headers are read by droot's one tar codec (droot.tarformat), as export reads them: POSIX
+Headers are read by droot's one tar codec (droot.core.tarformat), as export reads them: POSIX
 ustar and pax (path, linkpath, size, uid, gid, mtime, SCHILY.xattr.*), GNU long
 names/links and base-256 numbers, which covers docker export, Go's archive/tar, GNU tar,
 bsdtar and Python's tarfile. Paths stay bytes end to end (no decoding). Every error is
@@ -20,7 +20,7 @@ import errno
 import os
 import stat
 
-from droot.tarformat import (BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK,
+from droot.core.tarformat import (BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK,
                              REGULAR_TYPES, SYMLINK, HeaderReader, TarFormatError, show)
 
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -8,12 +8,12 @@ import json
 import os
 import posixpath
 
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingRaw,
                                VerifyingReader, choose_manifest, image_config, manifest_layers, uncompressed,
                                verified_json)
 from droot.image.tarstream import TarFormatError, TarReader, normalise
-from droot.tarformat import CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK
+from droot.core.tarformat import CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK
 
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
 

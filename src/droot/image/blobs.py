@@ -8,7 +8,7 @@ import json
 import platform
 from dataclasses import dataclass, field
 
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 from droot.image.export import ImageConfig
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -84,7 +84,7 @@ def uncompressed(stream):
     """A reader of the uncompressed contents of buffered `stream` (gzip, zstd or plain)."""
     head = stream.peek(4)[:4]
     if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-        from droot.ship.compression import decompressing_reader
+        from droot.core.compression import decompressing_reader
         return ForwardOnly(decompressing_reader(stream)[1])
     return stream
 

@@ -4,14 +4,14 @@ import os
 import sys
 import tempfile
 
-from droot.errors import UsageError
+from droot.core.errors import UsageError
 
 
 def run_export(args) -> int:
     from droot.image.daemon import sigterm_raises
     from droot.image.export import export_image
-    from droot.ship.compression import compressing_writer
-    from droot.ship.progress import Progress
+    from droot.core.compression import compressing_writer
+    from droot.core.progress import Progress
 
     to_stdout = args.output in (None, "-")
     if to_stdout and sys.stdout.isatty():

@@ -14,11 +14,11 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 from droot.image.engine import NoSuchImage, connect
 from droot.image.export import DROOT_FILES, ImageConfig
 from droot.image.tarstream import TarFormatError, TarReader
-from droot.tarformat import DIRECTORY, OLD_REGULAR, REGULAR, SYMLINK
+from droot.core.tarformat import DIRECTORY, OLD_REGULAR, REGULAR, SYMLINK
 
 EMPTY_PLACEHOLDERS = frozenset(("etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"))
 MOUNT_DIRS = frozenset(("dev/pts", "dev/shm"))

@@ -15,7 +15,7 @@ import os
 import socket
 from urllib.parse import quote, urlencode
 
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 CHUNK = 1 << 16

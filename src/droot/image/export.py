@@ -10,8 +10,8 @@ Sources (the naming convention of skopeo, podman and buildah):
 
 from dataclasses import dataclass, field
 
-from droot import imageconfig
-from droot.errors import DrootError
+from droot.core import imageconfig
+from droot.core.errors import DrootError
 from droot.image.tarstream import END_OF_ARCHIVE, file_member
 
 # Files droot writes itself: an image's own copies (an image made from a droot export)

@@ -22,10 +22,10 @@ import sys
 import tarfile
 import zlib
 
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 from droot.image.tarstream import (OPAQUE_MARKER, WHITEOUT_PREFIX, TarFormatError, TarReader,
                                    header_for, normalise)
-from droot.tarformat import DIRECTORY, HARDLINK
+from droot.core.tarformat import DIRECTORY, HARDLINK
 
 ROOT_DROOT_FILES = frozenset((".drootenv", ".droot.json"))
 

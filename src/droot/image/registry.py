@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-from droot.errors import DrootError, UsageError
+from droot.core.errors import DrootError, UsageError
 from droot.image.blobs import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, OCI_MANIFEST,
                                READ_BUFFER, Image, Layer, VerifyingRaw, VerifyingReader, choose_manifest,
                                image_config, manifest_layers, uncompressed, verified_json)

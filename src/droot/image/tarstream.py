@@ -6,12 +6,12 @@ to an entry (path, type, size, link target) and keeps the entry's header blocks 
 PAX and GNU extension headers included (xattrs, long names, big ids travel untouched).
 Only an entry that must change (a hardlink that becomes a regular file, the config files
 droot adds) gets a new header, written by `tarfile` in PAX format. Headers are read by
-droot's one tar codec (droot.tarformat), as deploy reads them.
+droot's one tar codec (droot.core.tarformat), as deploy reads them.
 """
 
 import tarfile
 
-from droot.tarformat import BLOCK, HeaderReader, TarFormatError, member_path, padded
+from droot.core.tarformat import BLOCK, HeaderReader, TarFormatError, member_path, padded
 
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 COPY_CHUNK = 1 << 16  # below malloc's mmap threshold: no page-fault churn per chunk

@@ -9,7 +9,7 @@ is not root); none for another user; and no_new_privs when the app has it. The r
 kernel sandboxes apply too, in their default form: a new session keyring, Landlock (files,
 signals and abstract sockets confined to the root, in a domain of the command's own, so
 the app's processes are hidden from it in /proc unless the app shares /proc), and the
-seccomp filter. Nothing is imported after chroot (droot.importseal). Without a PID
+seccomp filter. Nothing is imported after chroot (droot.core.importseal). Without a PID
 namespace it execs in place; with one it must fork (joining a PID namespace takes effect
 for children only) and waits, forwarding signals.
 """
@@ -17,7 +17,7 @@ for children only) and waits, forwarding signals.
 import os
 import signal
 
-from droot.errors import CommandNotExecutable, CommandNotFound, RunError
+from droot.core.errors import CommandNotExecutable, CommandNotFound, RunError
 from droot.ops.apps import App, app_of, find_apps, inside_id
 
 # Joined in this order: the user namespace last, since after it droot is no longer
@@ -128,8 +128,9 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     # Everything below runs in the app's world: import what it needs now, from the host,
     # and nothing after.
     import resource  # noqa: F401  (pidinit.end_like)
-    from droot import importseal
-    from droot.run import capabilities, cgroups, confinement, kernel, pidinit, seccomp  # noqa: F401
+    from droot.core import importseal
+    from droot.core import kernel
+    from droot.run import capabilities, cgroups, confinement, pidinit, seccomp  # noqa: F401
     from droot.run import users  # noqa: F401
     from droot.run.isolation import setns
     importseal.seal()

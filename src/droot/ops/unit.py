@@ -74,7 +74,7 @@ def check_root(root: str, allow_missing: bool):
     """A unit runs with / as its working directory and starts at every boot: its root
     must be an absolute path, and one that exists (unless the operator writes the unit
     before the first deploy, and says so)."""
-    from droot.errors import DrootError, UsageError
+    from droot.core.errors import DrootError, UsageError
     if not os.path.isabs(root):
         raise UsageError(f"--root {root}: give an absolute path (systemd runs the unit from /)")
     if os.path.isdir(root) or (allow_missing and not os.path.exists(root)):

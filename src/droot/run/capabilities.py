@@ -7,8 +7,8 @@ inheritable and ambient sets, and a non-root app keeps none unless `--cap-add` a
 
 import errno
 
-from droot.errors import RunError
-from droot.run import kernel
+from droot.core.errors import RunError
+from droot.core import kernel
 
 # Index = capability number (linux/capability.h).
 NAMES = (

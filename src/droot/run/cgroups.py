@@ -20,7 +20,7 @@ Standard library only: this module is imported by `droot run` when a limit is gi
 import os
 import sys
 
-from droot.errors import RunError, UsageError
+from droot.core.errors import RunError, UsageError
 
 PREFIX = "droot"
 CPU_PERIOD_US = 100_000

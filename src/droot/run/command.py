@@ -7,8 +7,8 @@ systemd's socket-activation variables are passed through.
 
 import os
 
-from droot.errors import CommandNotExecutable, CommandNotFound, RunError
-from droot.imageconfig import parse_config, parse_env
+from droot.core.errors import CommandNotExecutable, CommandNotFound, RunError
+from droot.core.imageconfig import parse_config, parse_env
 from droot.run import rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -25,7 +25,7 @@ import os
 import stat
 import sys
 
-from droot.run.kernel import Structure, byref, c_int32, c_uint64, check, sizeof, syscall
+from droot.core.kernel import Structure, byref, c_int32, c_uint64, check, sizeof, syscall
 
 # linux/landlock.h; the system call numbers are the same on every architecture.
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446

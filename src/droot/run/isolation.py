@@ -19,15 +19,15 @@ Standard library only, imported by `droot run` only when one of these options is
 import ctypes
 import os
 
-from droot.errors import RunError, UsageError
-from droot.run import kernel
+from droot.core.errors import RunError, UsageError
+from droot.core import kernel
 
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(None, use_errno=True)  # for setns(2), which droot.run.kernel lacks
+_libc = ctypes.CDLL(None, use_errno=True)  # for setns(2), which droot.core.kernel lacks
 
 # Linux <net/if.h> and <linux/sockios.h>
 _SIOCGIFFLAGS = 0x8913

@@ -11,9 +11,10 @@ import os
 import stat
 import sys
 
-from droot.errors import RunError
-from droot.run import kernel, mountinfo, rootfs
-from droot.run.kernel import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
+from droot.core.errors import RunError
+from droot.core import kernel, mountinfo
+from droot.run import rootfs
+from droot.core.kernel import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
 # The device nodes of the minimal /dev: name, major, minor (devices.txt). The original
 # droot gave /dev/zero the numbers of /dev/null.

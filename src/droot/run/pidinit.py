@@ -26,7 +26,7 @@ import struct
 # import (enum, functools, collections) would cost --pid about 10 ms of start-up.
 import _signal as signal
 
-from droot.run import kernel
+from droot.core import kernel
 
 # Signals that are not forwarded: uncatchable ones, SIGCHLD (the waiter's own business), and
 # the synchronous fault signals, which are about the process itself.

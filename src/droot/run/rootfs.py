@@ -20,7 +20,7 @@ import os
 import stat
 import sys
 
-from droot.run import kernel
+from droot.core import kernel
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
 MAX_FILE_SIZE = 16 << 20  # /etc/passwd, /.drootenv and the like: far below

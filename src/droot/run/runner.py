@@ -10,14 +10,15 @@ Everything that can be wrong with the input is checked before the first mount. E
 mount is made in droot's own mount namespace, so none is visible to the host and all of
 them vanish when the app exits, however it exits; a failure after unshare needs no
 clean-up either. Every path the image controls is opened inside the root only
-(droot.run.rootfs), and nothing is imported after chroot (droot.importseal).
+(droot.run.rootfs), and nothing is imported after chroot (droot.core.importseal).
 """
 
 import os
 
-from droot import importseal
-from droot.errors import RunError
-from droot.run import capabilities, command, confinement, kernel, mounts, rootfs, seccomp, users
+from droot.core import importseal
+from droot.core.errors import RunError
+from droot.core import kernel
+from droot.run import capabilities, command, confinement, mounts, rootfs, seccomp, users
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
 COPIED_FILES = ("/etc/passwd", "/etc/group", "/etc/resolv.conf", "/etc/hosts")

@@ -29,8 +29,8 @@ about 0.1 ms: no compiler, no library, nothing read from disk.
 
 import os
 
-from droot.errors import RunError
-from droot.run.kernel import POINTER, Structure, addressof, c_uint8, c_uint16, c_uint32, prctl
+from droot.core.errors import RunError
+from droot.core.kernel import POINTER, Structure, addressof, c_uint8, c_uint16, c_uint32, prctl
 
 # name -> (x86_64, i386, aarch64) numbers; None where the architecture lacks the call.
 # Then the capability whose holder may make the call anyway ("" for none).

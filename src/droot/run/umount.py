@@ -22,9 +22,9 @@ import errno
 import os
 import stat
 
-from droot.errors import DrootError
-from droot.releasename import release_of_link, releases_dir_name
-from droot.run import kernel, mountinfo
+from droot.core.errors import DrootError
+from droot.core.releasename import release_of_link, releases_dir_name
+from droot.core import kernel, mountinfo
 
 _STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -18,7 +18,7 @@ Standard library only, imported by `droot run` only with --userns.
 
 import os
 
-from droot.errors import RunError, UsageError
+from droot.core.errors import RunError, UsageError
 from droot.run.isolation import CLONE_NEWUSER, setns, unshare
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"

@@ -9,7 +9,7 @@ files are opened inside the root only (droot.run.rootfs).
 
 import os
 
-from droot.errors import RunError
+from droot.core.errors import RunError
 from droot.run import rootfs
 
 PASSWD = "/etc/passwd"

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from droot.errors import UsageError
+from droot.core.errors import UsageError
 
 
 def push_arguments(parser):

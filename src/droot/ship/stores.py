@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from droot.errors import DrootError, UsageError
+from droot.core.errors import DrootError, UsageError
 
 SIDECAR_SUFFIX = ".sha256"
 # 5 MiB parts (S3's minimum): at most three in memory (filling, queued, uploading), up to

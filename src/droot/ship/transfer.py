@@ -3,10 +3,10 @@ pull: download → hash → decompress → extract into a new release → verify
 
 import hashlib
 
-from droot.errors import DrootError
+from droot.core.errors import DrootError
 from droot.ship import stores
-from droot.ship.compression import check_kind, compressing_writer
-from droot.ship.progress import Progress
+from droot.core.compression import check_kind, compressing_writer
+from droot.core.progress import Progress
 
 
 class _HashingWriter:

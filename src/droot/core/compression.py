@@ -8,7 +8,7 @@ import io
 import zstandard
 from isal import igzip  # ISA-L: the gzip format, 2-3x faster than zlib
 
-from droot.errors import UsageError
+from droot.core.errors import UsageError
 
 KINDS = ("gzip", "zstd", "none")
 GZIP_MAGIC = b"\x1f\x8b"
