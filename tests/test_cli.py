@@ -2,6 +2,7 @@
 
 from conftest import droot
 from droot import __version__
+from droot.cli import COMMANDS
 
 
 def test_version():
@@ -11,10 +12,15 @@ def test_version():
 
 
 def test_help_lists_every_command():
+    """Each command on a line of its own, with its summary (a bare substring test would
+    pass for `rm` or `ps` on any help text)."""
     result = droot("--help")
     assert result.returncode == 0
-    for command in ("export", "push", "pull", "deploy", "run", "umount", "rollback", "releases"):
-        assert command in result.stdout
+    listed = [line.split(None, 1) for line in result.stdout.splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]
+    assert [entry[0] for entry in listed] == list(COMMANDS)
+    for name, summary in listed:
+        assert " ".join(summary.split()).startswith(COMMANDS[name][2][:30]), (name, summary)
 
 
 def test_module_entry_point():

@@ -1,7 +1,9 @@
-"""The system calls Python 3.11's `os` module lacks, called through the C library.
+"""The system calls Python 3.11's `os` module lacks, called through the C library: the
+one module of droot that uses ctypes.
 
-unshare, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount and
-mount_setattr. Each raises OSError with the errno, like the `os` functions do.
+unshare, setns, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount,
+mount_setattr, syncfs, sethostname, and an ioctl on a socket. Each raises OSError with
+the errno, like the `os` functions do (and releases the GIL while it runs).
 
 This module is on the start-up path of every `droot run`, so it uses ctypes' C core,
 `_ctypes`, directly: the `ctypes` package defines some forty types when imported (about
@@ -39,8 +41,10 @@ class _CLibrary:
 
 
 _libc = _CLibrary()
-_unshare, _mount, _umount2, _prctl = (_function_type(c_int)((name, _libc)) for name in
-                                      ("unshare", "mount", "umount2", "prctl"))
+_unshare, _setns, _mount, _umount2, _prctl, _syncfs, _sethostname, _socket, _ioctl = (
+    _function_type(c_int)((name, _libc)) for name in
+    ("unshare", "setns", "mount", "umount2", "prctl", "syncfs", "sethostname", "socket",
+     "ioctl"))
 syscall = _function_type(c_long)(("syscall", _libc))
 
 CLONE_NEWNS = 0x00020000
@@ -108,6 +112,31 @@ def check(result: int, *what: str) -> int:
 
 def unshare(flags: int) -> None:
     check(_unshare(flags))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    check(_setns(fd, nstype))
+
+
+def syncfs(fd: int) -> None:
+    check(_syncfs(fd))
+
+
+def sethostname(name: str) -> None:
+    encoded = name.encode()
+    check(_sethostname(encoded, c_ulong(len(encoded))))
+
+
+def socket_ioctl(domain: int, kind: int, request: int, argument: bytes) -> bytes:
+    """ioctl(2) `request` on a new socket of `domain` and `kind`, with `argument` (a
+    struct, e.g. an ifreq) that the kernel may change: what it left there."""
+    sock = check(_socket(domain, kind, 0))
+    try:
+        buffer = (c_uint8 * len(argument)).from_buffer_copy(argument)
+        check(_ioctl(sock, c_ulong(request), buffer))
+        return bytes(buffer)
+    finally:
+        os.close(sock)
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None):

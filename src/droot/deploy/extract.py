@@ -12,7 +12,6 @@ parent's. It dies with the parent (PDEATHSIG) and inherits the deploy lock, so n
 starts on the release dir while it still writes.
 """
 
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -23,7 +22,7 @@ import threading
 
 from droot.deploy import unpack
 from droot.core.errors import DrootError
-from droot.core import compression
+from droot.core import compression, kernel
 from droot.core.tarformat import TarFormatError
 
 PIPE_SIZE = 1 << 20
@@ -44,22 +43,13 @@ class Extracted:
         self.stats = stats
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _syncfs(fd: int) -> int:
-    """syncfs(2); 0 or the errno."""
-    return 0 if _libc().syncfs(fd) == 0 else ctypes.get_errno()
-
-
 def syncfs(path) -> None:
     """Flush the filesystem holding `path` to disk: one call for a whole release."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        error = _syncfs(fd)
-        if error:
-            raise DrootError(f"cannot sync {path} to disk: {os.strerror(error)}")
+        kernel.syncfs(fd)
+    except OSError as error:
+        raise DrootError(f"cannot sync {path} to disk: {error.strerror}") from None
     finally:
         os.close(fd)
 
@@ -80,7 +70,10 @@ class _Flusher:
 
     def _run(self):
         while not self._done.wait(self.PAUSE):
-            _syncfs(self._fd)
+            try:
+                kernel.syncfs(self._fd)
+            except OSError:
+                pass  # left for the final syncfs to report
 
     def stop(self):
         self._done.set()
@@ -267,7 +260,7 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        kernel.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
             os._exit(1)
         os.chroot(release_dir)

@@ -132,7 +132,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     from droot.core import kernel
     from droot.run import capabilities, cgroups, confinement, pidinit, seccomp  # noqa: F401
     from droot.run import users  # noqa: F401
-    from droot.run.isolation import setns
+    from droot.core.kernel import setns
     importseal.seal()
     try:
         join_cgroups(target)

@@ -16,7 +16,6 @@ namespaces of its own process (never clone(2)) and still execs the app in place.
 Standard library only, imported by `droot run` only when one of these options is given.
 """
 
-import ctypes
 import os
 
 from droot.core.errors import RunError, UsageError
@@ -27,9 +26,8 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(None, use_errno=True)  # for setns(2), which droot.core.kernel lacks
-
 # Linux <net/if.h> and <linux/sockios.h>
+_AF_INET, _SOCK_DGRAM = 2, 2
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -41,12 +39,6 @@ def unshare(flags: int, what: str):
         kernel.unshare(flags)
     except OSError as error:
         raise RunError(f"{what}: cannot create the namespace: {error.strerror}") from None
-
-
-def setns(fd: int, nstype: int = 0):
-    if _libc.setns(fd, nstype) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
 
 
 def parse_net(value: str) -> str:
@@ -94,29 +86,23 @@ def enter(net: str = "host", hostname: str | None = None):
 def loopback_up():
     """`ip link set lo up` without needing `ip`: SIOCSIFFLAGS on a datagram socket (through
     the C library: the socket module would cost more to import than the call)."""
-    sock = _libc.socket(2, 2, 0)  # AF_INET, SOCK_DGRAM
-    if sock < 0:
-        _raise_errno("--net none: cannot bring up the loopback interface")
     try:
-        ifreq = ctypes.create_string_buffer(b"lo", 40)  # struct ifreq: name, then the flags
-        if _libc.ioctl(sock, _SIOCGIFFLAGS, ifreq) != 0:
-            _raise_errno("--net none: cannot bring up the loopback interface")
-        flags = int.from_bytes(ifreq.raw[16:18], "little") | _IFF_UP
-        ifreq[16:18] = flags.to_bytes(2, "little")
-        if _libc.ioctl(sock, _SIOCSIFFLAGS, ifreq) != 0:
-            _raise_errno("--net none: cannot bring up the loopback interface")
-    finally:
-        os.close(sock)
+        ifreq = b"lo".ljust(40, b"\0")  # struct ifreq: the name, then the flags
+        ifreq = kernel.socket_ioctl(_AF_INET, _SOCK_DGRAM, _SIOCGIFFLAGS, ifreq)
+        flags = int.from_bytes(ifreq[16:18], "little") | _IFF_UP
+        kernel.socket_ioctl(_AF_INET, _SOCK_DGRAM, _SIOCSIFFLAGS,
+                            ifreq[:16] + flags.to_bytes(2, "little") + ifreq[18:])
+    except OSError as error:
+        raise RunError(f"--net none: cannot bring up the loopback interface: "
+                       f"{error.strerror}") from None
 
 
 def set_hostname(name: str):
-    encoded = name.encode()
-    if _libc.sethostname(encoded, len(encoded)) != 0:
-        _raise_errno(f"--hostname {name}: cannot set the hostname")
-
-
-def _raise_errno(what: str):
-    raise RunError(f"{what}: {os.strerror(ctypes.get_errno())}")
+    try:
+        kernel.sethostname(name)
+    except OSError as error:
+        raise RunError(f"--hostname {name}: cannot set the hostname: {error.strerror}") \
+            from None
 
 
 class Isolation:

@@ -19,7 +19,8 @@ Standard library only, imported by `droot run` only with --userns.
 import os
 
 from droot.core.errors import RunError, UsageError
-from droot.run.isolation import CLONE_NEWUSER, setns, unshare
+from droot.core.kernel import setns
+from droot.run.isolation import CLONE_NEWUSER, unshare
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 
