@@ -11,22 +11,23 @@ import os
 import sys
 
 from droot import __version__
-from droot.core.errors import DrootError, UsageError
+from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError, Terminated,
+                               UsageError)
 
-# command -> (stage module, exit status when droot itself fails, one-line summary)
+# command -> (stage module, one-line summary)
 COMMANDS = {
-    "export": ("droot.image.cli", 1, "write an image's flattened root filesystem as a tar stream"),
-    "push": ("droot.ship.cli", 1, "export, compress and upload an image to a store in one stream"),
-    "pull": ("droot.ship.cli", 1, "download, verify and deploy an archive in one stream"),
-    "deploy": ("droot.deploy.cli", 1, "make the archive on stdin the new release at --root"),
-    "rollback": ("droot.deploy.cli", 1, "switch --root back to the previous release"),
-    "releases": ("droot.deploy.cli", 1, "list the releases of --root, the current one marked"),
-    "rm": ("droot.deploy.cli", 1, "remove --root and all its releases"),
-    "run": ("droot.run.cli", 125, "run a command (or the image's own) inside --root"),
-    "umount": ("droot.run.cli", 1, "undo mounts that an older run left under --root"),
-    "exec": ("droot.ops.cli", 125, "run a command inside a running app's environment"),
-    "ps": ("droot.ops.cli", 1, "list the apps running from droot roots on this host"),
-    "unit": ("droot.ops.cli", 1, "print a systemd service unit that runs an app"),
+    "export": ("droot.image.cli", "write an image's flattened root filesystem as a tar stream"),
+    "push": ("droot.ship.cli", "export, compress and upload an image to a store in one stream"),
+    "pull": ("droot.ship.cli", "download, verify and deploy an archive in one stream"),
+    "deploy": ("droot.deploy.cli", "make the archive on stdin the new release at --root"),
+    "rollback": ("droot.deploy.cli", "switch --root back to the previous release"),
+    "releases": ("droot.deploy.cli", "list the releases of --root, the current one marked"),
+    "rm": ("droot.deploy.cli", "remove --root and all its releases"),
+    "run": ("droot.run.cli", "run a command (or the image's own) inside --root"),
+    "umount": ("droot.run.cli", "undo mounts that an older run left under --root"),
+    "exec": ("droot.ops.cli", "run a command inside a running app's environment"),
+    "ps": ("droot.ops.cli", "list the apps running from droot roots on this host"),
+    "unit": ("droot.ops.cli", "print a systemd service unit that runs an app"),
 }
 
 
@@ -38,13 +39,10 @@ def parser_type():
     class Parser(argparse.ArgumentParser):
         """argparse that reports a usage error as one `droot: …` line, not a usage dump."""
 
-        usage_exit_status = 2
-
         def error(self, message):
             command = self.prog.removeprefix("droot").strip()
             where = f"{command}: " if command else ""
-            raise UsageError(f"{where}{message} (see '{self.prog} --help')",
-                             self.usage_exit_status)
+            raise UsageError(f"{where}{message} (see '{self.prog} --help')")
 
     return Parser
 
@@ -62,18 +60,15 @@ def build_parser(command: str | None):
                         help="show a traceback on errors (also DROOT_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS if command is None else (command,):
-        module_name, failure_status, summary = COMMANDS[name]
+        module_name, summary = COMMANDS[name]
         sub = subparsers.add_parser(name, help=summary, description=summary)
         # SUPPRESS keeps a `--debug` given before the command from being reset here.
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show a traceback on errors (also DROOT_DEBUG=1)")
-        sub.usage_exit_status = 125 if failure_status == 125 else 2
         if command:
             stage = __import__(module_name, fromlist=["_"])
             getattr(stage, f"{name}_arguments")(sub)
             sub.set_defaults(handler=getattr(stage, name))
-            # Options the command does not know are reported by this top-level parser.
-            parser.usage_exit_status = sub.usage_exit_status
     return parser
 
 
@@ -85,11 +80,33 @@ def requested_command(argv: list[str]) -> str | None:
     return None
 
 
+def exit_status(error: DrootError, command: str | None) -> int:
+    """The exit status for `error` in `command`, the one place it is decided:
+
+    - `run` and `exec` (docker run's convention): the command's own status once it runs;
+      126 when it cannot be executed, 127 when it is not found, 125 for anything else
+      droot refused or failed at, bad usage included.
+    - every other command: 2 for bad usage (a flag, a value), 1 for any other failure.
+    - any command: 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 141 when the reader of
+      its output went away (main() decides those three).
+    """
+    if command in ("run", "exec"):
+        return error.exit_status if isinstance(
+            error, (CommandNotExecutable, CommandNotFound)) else 125
+    return 2 if isinstance(error, UsageError) else 1
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = requested_command(argv)
     debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
-    failure_status = COMMANDS[command][1] if command else 1
+    if command not in ("run", "exec"):  # those two become the app, or forward to it
+        import signal
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         args = None
         if command == "run":
@@ -105,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             print_traceback(error)
         print(f"droot: {error}", file=sys.stderr)
-        return error.exit_status
-    except KeyboardInterrupt:
-        print("droot: interrupted", file=sys.stderr)
-        return 130
+        return exit_status(error, command)
+    except KeyboardInterrupt as error:
+        terminated = isinstance(error, Terminated)
+        print(f"droot: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # The reader went away (`droot export IMAGE | head`): not droot's failure to report.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print_traceback(error)
         print(f"droot: internal error: {type(error).__name__}: {error} "
               "(rerun with --debug for a traceback, and please report it)", file=sys.stderr)
-        return failure_status
+        return 125 if command in ("run", "exec") else 1
 
 
 def print_traceback(error: BaseException) -> None:

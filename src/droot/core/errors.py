@@ -1,4 +1,5 @@
-"""Error types. Each is reported as one line on stderr (`droot: …`) with its exit status."""
+"""Error types. Each is reported as one line on stderr (`droot: …`); the exit status is
+decided in one place, droot.cli.exit_status (the table is in the README)."""
 
 
 class DrootError(Exception):
@@ -10,6 +11,12 @@ class DrootError(Exception):
         super().__init__(message)
         if exit_status is not None:
             self.exit_status = exit_status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stop, kill), raised where droot is: everything Ctrl-C cleans up
+    (a half-extracted release, a multipart upload, the engine's container) is cleaned up
+    the same way."""
 
 
 class UsageError(DrootError):

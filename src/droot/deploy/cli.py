@@ -61,17 +61,6 @@ def deploy_arguments(parser):
                         help="refuse the archive unless its SHA-256 (as received) is HEX")
 
 
-def terminate_as_interrupt():
-    """SIGTERM (systemd stop, kill) unwinds like Ctrl-C: the half-extracted release is
-    removed and a multipart upload aborted (SIGKILL is left to the next deploy's cleanup)."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def report(summary: dict, root) -> None:
     pruned = summary.get("pruned") or []
     extra = f", pruned {len(pruned)} old release(s)" if pruned else ""
@@ -91,7 +80,6 @@ def deploy(args) -> int:
         raise DrootError("deploy reads the archive on stdin, which is a terminal: "
                          "pipe it in, e.g. aws s3 cp s3://bucket/app.tar.gz - | droot deploy "
                          f"--root {args.root}")
-    terminate_as_interrupt()
     # The descriptor, not a stream: the extraction child reads it itself (extract.py).
     summary = implementation.deploy(sys.stdin.fileno(), args.root, mode=args.mode,
                                     keep=args.keep, expected_sha256=args.sha256,

@@ -8,7 +8,6 @@ from droot.core.errors import UsageError
 
 
 def run_export(args) -> int:
-    from droot.image.daemon import sigterm_raises
     from droot.image.export import export_image
     from droot.core.compression import compressing_writer
     from droot.core.progress import Progress
@@ -19,8 +18,9 @@ def run_export(args) -> int:
                          "(droot export IMAGE > FILE) or use -o FILE")
     if args.plain_http:
         os.environ["DROOT_PLAIN_HTTP"] = "1"
-    # SIGTERM raises, so that cleanup runs: the engine's container, the partial -o file
-    with sigterm_raises(), Progress("export") as progress:
+    # SIGTERM raises (droot.cli), so that cleanup runs: the engine's container, the
+    # partial -o file
+    with Progress("export") as progress:
         if to_stdout:
             out = sys.stdout.buffer
             writer = compressing_writer(out, args.compress)

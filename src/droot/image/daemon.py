@@ -10,9 +10,6 @@ copies of these files from the engine's export; the daemonless sources keep them
 """
 
 import secrets
-import signal
-import threading
-from contextlib import contextmanager
 
 from droot.core.errors import DrootError
 from droot.image.engine import NoSuchImage, connect
@@ -25,27 +22,6 @@ MOUNT_DIRS = frozenset(("dev/pts", "dev/shm"))
 LAST_PLACEHOLDER_DIRECTORY = "etc"
 
 
-class Terminated(DrootError):
-    exit_status = 143
-
-
-@contextmanager
-def sigterm_raises():
-    """Turn SIGTERM into an exception while exporting, so cleanup (`finally`) runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise Terminated("terminated")
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def export_from_daemon(reference: str, output) -> ImageConfig:
     engine = connect()
     try:
@@ -56,15 +32,14 @@ def export_from_daemon(reference: str, output) -> ImageConfig:
                              "first, or name a docker-archive:, oci: or docker:// source)") from None
         config = ImageConfig.from_docker(attrs.get("Config"), attrs["Id"])
         name = f"droot-export-{secrets.token_hex(8)}"
-        with sigterm_raises():
-            try:
-                engine.create(attrs["Id"], name)
-                stream = engine.export(name)
-                copy_filesystem(TarReader(stream, f"the engine's export of {reference}"), output)
-            except TarFormatError as error:
-                raise DrootError(str(error)) from None
-            finally:
-                engine.remove(name)
+        try:  # SIGTERM raises here too (droot.cli), so the container is removed
+            engine.create(attrs["Id"], name)
+            stream = engine.export(name)
+            copy_filesystem(TarReader(stream, f"the engine's export of {reference}"), output)
+        except TarFormatError as error:
+            raise DrootError(str(error)) from None
+        finally:
+            engine.remove(name)
     finally:
         engine.close()
     return config

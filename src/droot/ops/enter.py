@@ -122,7 +122,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     for item in env_overrides:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise RunError(f"exec: --env {item!r}: use NAME=VALUE", 125)
+            raise RunError(f"exec: --env {item!r}: use NAME=VALUE")
         env[name] = value
 
     # Everything below runs in the app's world: import what it needs now, from the host,

@@ -40,11 +40,11 @@ def parse_memory(text: str) -> int:
         value = None
     if value is None or unit not in _SIZE_UNITS or spec[len(number):] in ("i", "ib"):
         raise UsageError(f"--memory {text!r}: not a size (use a number with an optional unit "
-                         "K, M, G or T, e.g. 64M)", 125)
+                         "K, M, G or T, e.g. 64M)")
     size = int(value * _SIZE_UNITS[unit])
     if size < 1 << 20:
         raise UsageError(f"--memory {text!r}: too small, the app could not even start "
-                         "(at least 1M)", 125)
+                         "(at least 1M)")
     return size
 
 
@@ -55,13 +55,13 @@ def parse_cpus(text: str) -> float:
     except ValueError:
         cpus = 0.0
     if not 0.01 <= cpus <= 100_000 or cpus != cpus:
-        raise UsageError(f"--cpus {text!r}: not a number of CPUs (e.g. 0.5 or 2)", 125)
+        raise UsageError(f"--cpus {text!r}: not a number of CPUs (e.g. 0.5 or 2)")
     return cpus
 
 
 def parse_pids(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"--pids-limit {text!r}: not a positive number of processes", 125)
+        raise UsageError(f"--pids-limit {text!r}: not a positive number of processes")
     return int(text)
 
 

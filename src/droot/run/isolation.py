@@ -44,7 +44,7 @@ def unshare(flags: int, what: str):
 def parse_net(value: str) -> str:
     if value not in ("host", "none"):
         raise UsageError(f"--net {value!r}: use 'none' (loopback only) or 'host' (the "
-                         "default)", 125)
+                         "default)")
     return value
 
 
@@ -55,7 +55,7 @@ def parse_hostname(name: str) -> str:
             0 < len(label) < 64 and label.isascii() and label.replace("-", "").isalnum()
             and not label.startswith("-") and not label.endswith("-") for label in labels):
         raise UsageError(f"--hostname {name!r}: not a valid hostname (letters, digits, '-' "
-                         "and '.', at most 64 characters)", 125)
+                         "and '.', at most 64 characters)")
     return name
 
 

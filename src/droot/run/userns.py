@@ -64,7 +64,7 @@ def parse(value: str, subuid: str = SUBUID, subgid: str = SUBGID) -> tuple[IdRan
     if colon:
         if not (first.isdigit() and count.isdigit() and int(count) > 0):
             raise UsageError(f"--userns {value!r}: use a user with ranges in {subuid} and "
-                             f"{subgid}, or FIRST:COUNT (e.g. 100000:65536)", 125)
+                             f"{subgid}, or FIRST:COUNT (e.g. 100000:65536)")
         uids = gids = IdRange(int(first), int(count))
     else:
         uids, gids = subordinate_range(subuid, value), subordinate_range(subgid, value)
@@ -76,9 +76,9 @@ def parse(value: str, subuid: str = SUBUID, subgid: str = SUBGID) -> tuple[IdRan
     for ids in (uids, gids):
         if ids.first == 0:
             raise UsageError(f"--userns {value}: the range starts at host id 0, which would "
-                             "make root inside root on the host", 125)
+                             "make root inside root on the host")
         if ids.first + ids.count > 2**32 - 1:
-            raise UsageError(f"--userns {value}: the range ends past the largest id", 125)
+            raise UsageError(f"--userns {value}: the range ends past the largest id")
     return uids, gids
 
 

@@ -20,14 +20,12 @@ def push_arguments(parser):
 
 
 def push(args) -> int:
-    from droot.deploy.cli import terminate_as_interrupt
     from droot.ship import transfer
     dest = args.dest or getattr(args, "to", None)
     if not dest:
         raise UsageError("push: give a destination: droot push IMAGE s3://BUCKET/KEY "
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
-    terminate_as_interrupt()
     result = transfer.push(args.image, dest, compression=args.compress)
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
           f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
@@ -57,14 +55,13 @@ def pull_arguments(parser):
 
 
 def pull(args) -> int:
-    from droot.deploy.cli import report, terminate_as_interrupt
+    from droot.deploy.cli import report
     from droot.ship import transfer
     src = args.src or args.src_option
     if not src:
         raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
-    terminate_as_interrupt()
     summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
                             mode=args.mode, keep=args.keep, devices=args.devices,
                             lock_timeout=args.lock_timeout)
