@@ -313,3 +313,21 @@ def test_engine_through_the_docker_sdk(small_image, engine_over_tcp, tmp_path):
     unreachable = {**os.environ, "DOCKER_HOST": "tcp://127.0.0.1:1"}
     assert_clean_failure(droot("export", small_image[0], env=unreachable),
                          "cannot reach the Docker engine at tcp://127.0.0.1:1")
+
+
+def test_plain_http_reaches_the_registry_as_an_argument(monkeypatch):
+    """--plain-http (or DROOT_PLAIN_HTTP=1) is passed down to the registry source, not
+    through the process environment, for export and push alike."""
+    from droot.cli import build_parser
+    from droot.image.registry import Registry
+    host = "registry.internal:5000"  # not loopback: HTTPS unless asked
+    assert Registry(host, "app").base == f"https://{host}/v2/app"
+    assert Registry(host, "app", plain_http=True).base == f"http://{host}/v2/app"
+    for command in ("export", "push"):
+        argv = [command, f"docker://{host}/app", *(["-"] if command == "push" else [])]
+        assert not build_parser(command).parse_args(argv).plain_http
+        assert build_parser(command).parse_args([*argv, "--plain-http"]).plain_http
+        monkeypatch.setenv("DROOT_PLAIN_HTTP", "1")
+        assert build_parser(command).parse_args(argv).plain_http
+        monkeypatch.delenv("DROOT_PLAIN_HTTP")
+    assert "DROOT_PLAIN_HTTP" not in os.environ

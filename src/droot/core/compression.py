@@ -86,6 +86,16 @@ def is_zstd_skippable_frame(head: bytes) -> bool:
     return len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
 
 
+def kind_of(head: bytes) -> str:
+    """"gzip", "zstd" or "none": the compression a stream starting with `head` (its first
+    4 bytes or fewer) has. The one place droot tells compressions apart."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC) or is_zstd_skippable_frame(head):
+        return "zstd"
+    return "none"
+
+
 def sniff(stream) -> tuple[str, io.BufferedReader]:
     """The compression of `stream` from its magic bytes, and a reader of the whole stream."""
     head = b""
@@ -94,13 +104,7 @@ def sniff(stream) -> tuple[str, io.BufferedReader]:
         if not data:
             break
         head += data
-    if head.startswith(GZIP_MAGIC):
-        kind = "gzip"
-    elif head.startswith(ZSTD_MAGIC) or is_zstd_skippable_frame(head):
-        kind = "zstd"
-    else:
-        kind = "none"
-    return kind, io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
+    return kind_of(head), io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
 
 
 def decompressing_reader(stream):

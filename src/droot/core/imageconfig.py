@@ -20,6 +20,7 @@ it imports) only where a function needs it.
 
 ENV_FILE = ".drootenv"
 CONFIG_FILE = ".droot.json"
+DROOT_FILES = frozenset((ENV_FILE, CONFIG_FILE))  # what droot itself adds at the root
 FORMAT_VERSION = 1
 
 

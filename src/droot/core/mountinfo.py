@@ -1,11 +1,17 @@
-"""The kernel's mount table of this process (/proc/self/mountinfo), for `droot run` and
-`droot umount`. Standard library only, and no `re`: `droot run` reads it on every start."""
+"""The kernel's mount table of a process (/proc/PID/mountinfo), parsed in this one place
+for every stage. Standard library only, and no `re`: `droot run` reads it on every start."""
 
 
 class Mount:
-    def __init__(self, mount_id: int, point: str):
-        self.mount_id = mount_id
-        self.point = point
+    """One line of mountinfo: its ID, the directory of its filesystem it shows (`root`),
+    where (`point`), the device, the filesystem type and the superblock's options."""
+
+    __slots__ = ("mount_id", "root", "point", "device", "fstype", "super_options")
+
+    def __init__(self, mount_id: int, root: str, point: str, device: str, fstype: str,
+                 super_options: str):
+        self.mount_id, self.root, self.point, self.device = mount_id, root, point, device
+        self.fstype, self.super_options = fstype, super_options
 
 
 def decode(field: str) -> str:
@@ -21,17 +27,22 @@ def decode(field: str) -> str:
 
 
 def parse(text: str) -> list[Mount]:
-    """The mounts listed in mountinfo text, in its order."""
+    """The mounts listed in mountinfo text, in its order (malformed lines left out)."""
     found = []
     for line in text.splitlines():
         fields = line.split(" ")
-        if len(fields) > 4 and fields[0].isdigit():
-            found.append(Mount(int(fields[0]), decode(fields[4])))
+        try:
+            separator = fields.index("-", 6)  # after the optional fields
+            found.append(Mount(int(fields[0]), decode(fields[3]), decode(fields[4]),
+                               fields[2], fields[separator + 1], fields[separator + 3]))
+        except (ValueError, IndexError):
+            continue
     return found
 
 
-def read() -> list[Mount]:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as file:
+def read(pid: int | str = "self") -> list[Mount]:
+    """The mounts process `pid` sees (OSError when it is gone)."""
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as file:
         return parse(file.read())
 
 

@@ -6,6 +6,8 @@ pruned or removed."""
 import os
 from pathlib import Path
 
+from droot.core import mountinfo
+
 
 def _inside(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory + "/")
@@ -18,22 +20,13 @@ def _readlink(path: str) -> str | None:
         return None
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    return (field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-            .replace("\\134", "\\"))
-
-
 def _mountinfo(pid: str):
     """(mount root within its filesystem, mount point, device) of each mount of `pid`."""
     try:
-        with open(f"/proc/{pid}/mountinfo") as lines:
-            for line in lines:
-                fields = line.split()
-                if len(fields) >= 5:
-                    yield _unescape(fields[3]), _unescape(fields[4]), fields[2]
+        mounts = mountinfo.read(pid)
     except OSError:
-        return
+        return []
+    return [(mount.root, mount.point, mount.device) for mount in mounts]
 
 
 def _filesystem_path(directory: str) -> tuple[str, str] | None:

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from droot.core.errors import DrootError
 from droot.image.export import ImageConfig
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_BUFFER = 1 << 20
 
 # media types
@@ -82,9 +80,8 @@ class VerifyingRaw(io.RawIOBase):
 
 def uncompressed(stream):
     """A reader of the uncompressed contents of buffered `stream` (gzip, zstd or plain)."""
-    head = stream.peek(4)[:4]
-    if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-        from droot.core.compression import decompressing_reader
+    from droot.core.compression import decompressing_reader, kind_of
+    if kind_of(stream.peek(4)[:4]) != "none":
         return ForwardOnly(decompressing_reader(stream)[1])
     return stream
 

@@ -1,6 +1,7 @@
 """`droot export` options; the implementation is imported only when the command runs."""
 
 import argparse
+import os
 
 COMPRESSIONS = ("gzip", "zstd", "none")
 
@@ -14,10 +15,16 @@ def export_arguments(parser: argparse.ArgumentParser):
                         "instead of stdout")
     parser.add_argument("--compress", choices=COMPRESSIONS, default="none",
                         help="compress the stream (default: none, a plain tar)")
+    plain_http_argument(parser)
+
+
+def plain_http_argument(parser: argparse.ArgumentParser):
+    """--plain-http, for export and push (the environment's DROOT_PLAIN_HTTP=1 too)."""
     parser.add_argument("--plain-http", "--insecure-registry", dest="plain_http",
                         action="store_true",
+                        default=os.environ.get("DROOT_PLAIN_HTTP", "") not in ("", "0"),
                         help="docker://: talk to the registry over plain HTTP (automatic "
-                        "for loopback addresses)")
+                        "for loopback addresses; also DROOT_PLAIN_HTTP=1)")
 
 
 def export(args) -> int:

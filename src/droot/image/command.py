@@ -16,21 +16,19 @@ def run_export(args) -> int:
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal: redirect stdout "
                          "(droot export IMAGE > FILE) or use -o FILE")
-    if args.plain_http:
-        os.environ["DROOT_PLAIN_HTTP"] = "1"
     # SIGTERM raises (droot.cli), so that cleanup runs: the engine's container, the
     # partial -o file
     with Progress("export") as progress:
         if to_stdout:
             out = sys.stdout.buffer
             writer = compressing_writer(out, args.compress)
-            export_image(args.image, writer, progress=progress)
+            export_image(args.image, writer, progress=progress, plain_http=args.plain_http)
             writer.close()
             out.flush()
             return 0
         with replaced_on_success(args.output) as out:
             writer = compressing_writer(out, args.compress)
-            export_image(args.image, writer, progress=progress)
+            export_image(args.image, writer, progress=progress, plain_http=args.plain_http)
             writer.close()
     return 0
 

@@ -13,7 +13,8 @@ import secrets
 
 from droot.core.errors import DrootError
 from droot.image.engine import NoSuchImage, connect
-from droot.image.export import DROOT_FILES, ImageConfig
+from droot.core.imageconfig import DROOT_FILES
+from droot.image.export import ImageConfig
 from droot.image.tarstream import TarFormatError, TarReader
 from droot.core.tarformat import DIRECTORY, OLD_REGULAR, REGULAR, SYMLINK
 

@@ -16,7 +16,6 @@ from droot.image.tarstream import END_OF_ARCHIVE, file_member
 
 # Files droot writes itself: an image's own copies (an image made from a droot export)
 # are left out, so the stream carries exactly one of each.
-DROOT_FILES = frozenset((imageconfig.ENV_FILE, imageconfig.CONFIG_FILE))
 
 
 @dataclass
@@ -75,9 +74,10 @@ def source_kind(source: str) -> tuple[str, str]:
     return "daemon", source
 
 
-def export_image(source: str, out, *, progress=None) -> dict:
+def export_image(source: str, out, *, progress=None, plain_http: bool = False) -> dict:
     """Write the uncompressed, flattened tar stream of image `source` into the binary
-    file object `out`; return facts about it ({"source", "digest", "layers", "bytes"})."""
+    file object `out`; return facts about it ({"source", "digest", "layers", "bytes"}).
+    `plain_http`: a docker:// registry is spoken to over HTTP, not HTTPS."""
     kind, reference = source_kind(source)
     output = TarOutput(out, progress)
     if kind == "daemon":
@@ -86,7 +86,7 @@ def export_image(source: str, out, *, progress=None) -> dict:
         layers = None
     else:
         from droot.image.flatten import flatten
-        image = open_daemonless(kind, reference)
+        image = open_daemonless(kind, reference, plain_http)
         try:
             flatten(image.layers, output)
         finally:
@@ -96,7 +96,7 @@ def export_image(source: str, out, *, progress=None) -> dict:
     return {"source": source, "digest": config.digest, "layers": layers, "bytes": output.bytes}
 
 
-def open_daemonless(kind: str, reference: str):
+def open_daemonless(kind: str, reference: str, plain_http: bool = False):
     if kind == "docker-archive":
         from droot.image.archive import open_docker_archive
         return open_docker_archive(reference)
@@ -104,4 +104,4 @@ def open_daemonless(kind: str, reference: str):
         from droot.image.archive import open_oci_layout
         return open_oci_layout(reference)
     from droot.image.registry import open_registry_image
-    return open_registry_image(reference)
+    return open_registry_image(reference, plain_http)

@@ -23,11 +23,11 @@ import tarfile
 import zlib
 
 from droot.core.errors import DrootError
+from droot.core.imageconfig import DROOT_FILES
 from droot.image.tarstream import (OPAQUE_MARKER, WHITEOUT_PREFIX, TarFormatError, TarReader,
                                    header_for, normalise)
 from droot.core.tarformat import DIRECTORY, HARDLINK
 
-ROOT_DROOT_FILES = frozenset((".drootenv", ".droot.json"))
 
 
 class Shadows:
@@ -97,7 +97,7 @@ def copy_layer(reader, index, layers, shadows, output, carried):
     hidden = shadows.hidden
     for entry in reader:
         path = entry.path
-        if is_marker(path) or path in ROOT_DROOT_FILES or hidden(path, index):
+        if is_marker(path) or path in DROOT_FILES or hidden(path, index):
             continue
         if entry.type == HARDLINK:
             target = normalise(entry.linkname)

@@ -123,11 +123,11 @@ def credentials(host: str) -> tuple[str, str] | None:
 
 
 class Registry:
-    def __init__(self, host: str, repository: str):
+    def __init__(self, host: str, repository: str, plain_http: bool = False):
         import requests
         self.host = host
         self.repository = repository
-        plain = is_loopback(host) or os.environ.get("DROOT_PLAIN_HTTP", "") not in ("", "0")
+        plain = plain_http or is_loopback(host)
         self.base = f"{'http' if plain else 'https'}://{host}/v2/{repository}"
         self.session = requests.Session()
         self.credentials = credentials(host)
@@ -239,10 +239,10 @@ class ResponseRaw(io.RawIOBase):
         super().close()
 
 
-def open_registry_image(reference: str) -> Image:
+def open_registry_image(reference: str, plain_http: bool = False) -> Image:
     host, repository, ref = parse_reference(reference)
     what = f"docker://{reference}"
-    registry = Registry(host, repository)
+    registry = Registry(host, repository, plain_http)
     try:
         digest = ref if ":" in ref else None
         for _ in range(4):  # an index, then the manifest for this platform

@@ -16,6 +16,7 @@ indistinguishable from droot and is.
 
 import os
 
+from droot.core import mountinfo
 from droot.run.cgroups import PREFIX, parse_cgroup_name
 
 
@@ -75,14 +76,10 @@ def droot_cgroup_root(pid: int) -> str | None:
 def has_proc_inside(pid: int) -> bool:
     """Does the process see a proc filesystem mounted at /proc (relative to its root)?"""
     try:
-        with open(f"/proc/{pid}/mountinfo") as file:
-            for line in file:
-                fields = line.split()
-                if fields[4] == "/proc" and fields[fields.index("-") + 1] == "proc":
-                    return True
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
+        return any(mount.point == "/proc" and mount.fstype == "proc"
+                   for mount in mountinfo.read(pid))
+    except OSError:
+        return False
 
 
 class App:

@@ -20,6 +20,7 @@ Standard library only: this module is imported by `droot run` when a limit is gi
 import os
 import sys
 
+from droot.core import mountinfo
 from droot.core.errors import RunError, UsageError
 
 PREFIX = "droot"
@@ -146,17 +147,13 @@ def hierarchies() -> tuple[str | None, dict[str, str]]:
     """(mount point of the unified v2 hierarchy or None, {v1 controller: mount point}),
     from /proc/self/mountinfo."""
     unified, v1 = None, {}
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            separator = fields.index("-")
-            mount_point, fstype, options = fields[4], fields[separator + 1], fields[separator + 3]
-            if fstype == "cgroup2" and unified is None:
-                unified = mount_point
-            elif fstype == "cgroup":
-                for option in options.split(","):
-                    if option in ("memory", "cpu", "pids", "cpuacct"):
-                        v1.setdefault(option, mount_point)
+    for mount in mountinfo.read():
+        if mount.fstype == "cgroup2" and unified is None:
+            unified = mount.point
+        elif mount.fstype == "cgroup":
+            for option in mount.super_options.split(","):
+                if option in ("memory", "cpu", "pids", "cpuacct"):
+                    v1.setdefault(option, mount.point)
     return unified, v1
 
 

@@ -8,12 +8,12 @@ systemd's socket-activation variables are passed through.
 import os
 
 from droot.core.errors import CommandNotExecutable, CommandNotFound, RunError
-from droot.core.imageconfig import parse_config, parse_env
+from droot.core.imageconfig import CONFIG_FILE, ENV_FILE, parse_config, parse_env
 from droot.run import rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-IMAGE_ENV = "/.drootenv"
-IMAGE_CONFIG = "/.droot.json"
+IMAGE_ENV = f"/{ENV_FILE}"
+IMAGE_CONFIG = f"/{CONFIG_FILE}"
 
 
 def parse_env_option(item: str) -> tuple[str, str]:

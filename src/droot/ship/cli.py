@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from droot.core.errors import UsageError
+from droot.image.cli import plain_http_argument
 
 
 def push_arguments(parser):
@@ -17,6 +18,7 @@ def push_arguments(parser):
                         help="archive compression (default gzip)")
     parser.add_argument("--zstd", dest="compress", action="store_const", const="zstd",
                         help="same as --compress zstd")
+    plain_http_argument(parser)
 
 
 def push(args) -> int:
@@ -26,7 +28,8 @@ def push(args) -> int:
         raise UsageError("push: give a destination: droot push IMAGE s3://BUCKET/KEY "
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
-    result = transfer.push(args.image, dest, compression=args.compress)
+    result = transfer.push(args.image, dest, compression=args.compress,
+                           plain_http=args.plain_http)
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
           f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
     return 0

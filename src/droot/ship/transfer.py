@@ -26,7 +26,7 @@ class _HashingWriter:
         return len(data)
 
 
-def push(source: str, dest: str, *, compression: str = "gzip") -> dict:
+def push(source: str, dest: str, *, compression: str = "gzip", plain_http: bool = False) -> dict:
     from droot.image.export import export_image
     check_kind(compression)
     location = stores.parse(dest)
@@ -35,7 +35,7 @@ def push(source: str, dest: str, *, compression: str = "gzip") -> dict:
     try:
         hashing = _HashingWriter(upload, progress)
         compressor = compressing_writer(hashing, compression)
-        info = export_image(source, compressor)
+        info = export_image(source, compressor, plain_http=plain_http)
         compressor.close()
         upload.commit(hashing.hash.hexdigest())
     except BaseException:
