@@ -10,6 +10,7 @@ This module is on the start-up path of every `droot run`, so it uses ctypes' C c
 4 ms here, a sixth of droot's whole start), and droot needs the few below.
 """
 
+import errno
 import os
 
 import _ctypes
@@ -60,7 +61,6 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 MNT_DETACH = 2
-UMOUNT_NOFOLLOW = 8
 
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
@@ -96,8 +96,6 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 KEYCTL_JOIN_SESSION_KEYRING = 1
-KEYCTL_CHOWN = 4
-KEY_SPEC_SESSION_KEYRING = -3
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -209,3 +207,13 @@ def openat2(directory: int, path: str, flags: int, mode: int, resolve: int) -> i
 
 def keyctl(operation: int, *args: int) -> int:
     return check(syscall(_number("keyctl"), operation, *(c_long(arg) for arg in args)))
+
+
+def join_new_session_keyring() -> None:
+    """A new, empty session keyring for this process and what it execs, possessed by it
+    whatever its uid; nothing on a kernel without keyrings (none to leak)."""
+    try:
+        keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0)
+    except OSError as error:
+        if error.errno != errno.ENOSYS:
+            raise

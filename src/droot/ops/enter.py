@@ -174,7 +174,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     # The run's kernel sandboxes too; no TIOCSTI matters all the more for an interactive
     # session on the operator's terminal.
     try:
-        kernel.keyctl(kernel.KEYCTL_JOIN_SESSION_KEYRING, 0)
+        kernel.join_new_session_keyring()
         if not privileged:
             confinement.confine_to_root(confinement.SCOPE_SIGNAL
                                         | confinement.SCOPE_ABSTRACT_UNIX_SOCKET)

@@ -31,8 +31,8 @@ from droot.core.kernel import Structure, byref, c_int32, c_uint64, check, sizeof
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
-_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-_ABI1 = (1 << 13) - 1  # execute, read, write, remove_*, make_*
+_WRITE_FILE, _READ_FILE = 1 << 1, 1 << 2
+_ABI1 = (1 << 13) - 1  # execute, write_file, read_file, read_dir, remove_*, make_*
 _REFER = 1 << 13  # ABI 2
 _TRUNCATE = 1 << 14  # ABI 3
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
@@ -58,13 +58,12 @@ def confine_to_root(scopes: int) -> int:
     says, with the `scopes` (SCOPE_* bits) the kernel has. Returns the ABI version used."""
     abi = abi_version()
     if abi < 1:
-        _warn("this kernel has no Landlock (Linux < 5.13, or not enabled): the app's "
-                   "file access is not confined beyond the chroot, and CVE-2019-5736 is not "
-                   "stopped")
+        _warn("this kernel has no Landlock (Linux < 5.13, or not enabled): the app's file "
+              "access is not confined beyond the chroot, and CVE-2019-5736 is not stopped")
         return 0
     if abi < 6 and scopes:
         _warn(f"this kernel's Landlock is ABI {abi} (< 6, Linux < 6.12): the app may "
-                   "signal host processes of its uid and reach host abstract sockets")
+              "signal host processes of its uid and reach host abstract sockets")
     handled = _ABI1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
     attr = _RulesetAttr(handled, 0, scopes if abi >= 6 else 0)
     size = sizeof(attr) if abi >= 6 else 8

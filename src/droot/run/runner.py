@@ -107,7 +107,11 @@ def run_container(options) -> None:
         bind.mount()
     os.umask(saved_umask)
 
-    join_new_session_keyring()
+    try:  # the operator's session keyring stays behind (the filter denies keyctl too)
+        kernel.join_new_session_keyring()
+    except OSError as error:
+        raise RunError(f"cannot give the app a session keyring of its own: "
+                       f"{error.strerror}") from None
     if isolation:
         isolation.enter_user_namespace(user)
 
@@ -169,17 +173,6 @@ def image_step(what: str, function, *args):
         return function(*args)
     except OSError as error:
         raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
-
-
-def join_new_session_keyring() -> None:
-    """Leave the operator's session keyring behind: the app gets a new, empty one, which
-    it possesses whatever its uid. (The seccomp filter denies it the keyring calls too.)"""
-    try:
-        kernel.keyctl(kernel.KEYCTL_JOIN_SESSION_KEYRING, 0)
-    except OSError as error:
-        if error.errno != 38:  # ENOSYS: a kernel without keyrings has none to leak
-            raise RunError(f"cannot give the app a session keyring of its own: "
-                           f"{error.strerror}") from None
 
 
 def checked_root(path: str) -> str:
