@@ -144,7 +144,9 @@ def print_traceback(error: BaseException) -> None:
     """The traceback of `error` on stderr. After chroot (`run`, `exec`) without the source
     lines: the files at those paths are the image's, not droot's."""
     import traceback
-    if "droot.core.importseal" in sys.modules and sys.modules["droot.core.importseal"].sealed():
+
+    from droot.core.importseal import sealed  # loaded already if sealed: no search runs
+    if sealed():
         print("Traceback (most recent call last, source lines omitted after chroot):",
               file=sys.stderr)
         for frame, line in traceback.walk_tb(error.__traceback__):

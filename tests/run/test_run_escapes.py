@@ -331,6 +331,28 @@ def test_device_nodes_in_the_image_open_nothing(run_root):
     assert control.stdout.split() == ["4"], control.stderr
 
 
+
+def test_device_nodes_on_a_mount_below_the_root_open_nothing(run_root, tmp_path):
+    """A mount below the root (the operator's, or one an older run left) is a mount of
+    its own: it is made nodev too."""
+    below = tmp_path / "mounted-below"
+    below.mkdir()
+    os.mknod(below / "random-device", 0o20666, os.makedev(1, 9))
+    (run_root / "data").mkdir()
+    read = "head -c 4 /data/random-device | wc -c"
+    script = ('mount --bind "$2" "$1/data" && '
+              'exec "$0" run --root "$1" -- /bin/sh -c "$3"')
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                             sys.prefix + "/bin/droot", str(run_root), str(below), read],
+                            capture_output=True, text=True)
+    assert "/data/random-device: Permission denied" in result.stderr
+    assert result.stdout.split() == ["0"]
+    control = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                              'mount --bind "$1" "$0/data" && exec chroot "$0" /bin/sh -c "$2"',
+                              str(run_root), str(below), read], capture_output=True, text=True)
+    assert control.stdout.split() == ["4"], control.stderr
+
+
 def test_a_fifo_or_device_as_an_image_file_is_refused_not_read(run_root):
     """A FIFO would block droot (still root, before any capability is dropped); a device
     would feed it anything, endlessly for /dev/zero."""

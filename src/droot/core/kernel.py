@@ -173,12 +173,12 @@ class _MountAttr(Structure):
                 ("userns_fd", c_uint64)]
 
 
-def set_tree_attributes(tree: int, attributes: int) -> None:
-    """Set MOUNT_ATTR_* `attributes` on the mount `tree` (a descriptor of it) and every
-    mount below it (Linux 5.12+)."""
+def set_mount_attributes(mount: int, attributes: int, recursive: bool = True) -> None:
+    """Set MOUNT_ATTR_* `attributes` on the mount `mount` (a descriptor of its root) and,
+    when `recursive`, every mount below it (Linux 5.12+)."""
     attr = _MountAttr(attributes, 0, 0, 0)
-    check(syscall(_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, byref(attr),
-                  sizeof(attr)))
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    check(syscall(_MOUNT_SETATTR, mount, b"", flags, byref(attr), sizeof(attr)))
 
 
 def open_tree(path: str, flags: int) -> int:

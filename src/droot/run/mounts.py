@@ -40,24 +40,31 @@ def make_all_private() -> None:
 
 def forbid_image_devices(root: str) -> None:
     """Device nodes in the image (an archive can carry one for the host's disk) open
-    nothing: droot's copy of the mount holding the root, with every mount below it, is
-    made `nodev`, in droot's namespace only (the host's mounts keep their flags). Called
-    after the binds are cloned, which keep theirs; droot's own /dev is mounted later.
-    (The root is not bound onto itself to get a mount of its own: Landlock would take a
-    file opened by handle through that bind for one beneath the root.)"""
-    point = mountinfo.containing(root, mountinfo.read()).point
-    try:
-        tree = os.open(point, os.O_PATH | os.O_CLOEXEC)
+    nothing: droot's copies of the mount holding the root and of every mount below the
+    root are made `nodev`, in droot's namespace only (the host's mounts keep their flags),
+    one by one: not the host's whole tree, which on a busy host is hundreds of mounts on
+    every start. Called after the binds are cloned, which keep theirs; droot's own /dev is
+    mounted later. (The root is not bound onto itself to get a mount of its own: Landlock
+    would take a file opened by handle through that bind for one beneath the root.)"""
+    mounts = mountinfo.read()
+    below = root.rstrip("/") + "/"
+    points = [mountinfo.containing(root, mounts).point]
+    points += [mount.point for mount in mounts if mount.point.startswith(below)]
+    for point in points:
         try:
-            kernel.set_tree_attributes(tree, kernel.MOUNT_ATTR_NODEV)
-        finally:
-            os.close(tree)
-    except OSError as error:
-        if error.errno != errno.ENOSYS:
-            raise RunError(f"cannot make the root's device nodes inert (nodev on {point}): "
-                           f"{error.strerror}") from None
-        print("droot: warning: this kernel has no mount_setattr(2) (Linux < 5.12): device "
-              "nodes in the image are not made inert", file=sys.stderr)
+            descriptor = os.open(point, os.O_PATH | os.O_CLOEXEC)
+            try:
+                kernel.set_mount_attributes(descriptor, kernel.MOUNT_ATTR_NODEV,
+                                            recursive=False)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            if error.errno != errno.ENOSYS:
+                raise RunError(f"cannot make the root's device nodes inert (nodev on "
+                               f"{point}): {error.strerror}") from None
+            print("droot: warning: this kernel has no mount_setattr(2) (Linux < 5.12): "
+                  "device nodes in the image are not made inert", file=sys.stderr)
+            return
 
 
 def make_mount_points() -> None:
@@ -178,7 +185,7 @@ class BindMount:
         self.is_directory = os.path.isdir(f"/proc/self/fd/{self.tree}")
         if self.read_only:
             try:
-                kernel.set_tree_attributes(self.tree, kernel.MOUNT_ATTR_RDONLY)
+                kernel.set_mount_attributes(self.tree, kernel.MOUNT_ATTR_RDONLY)
             except OSError as error:
                 if error.errno != errno.ENOSYS:
                     raise RunError(f"cannot make {self.source} read-only: "
