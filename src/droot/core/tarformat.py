@@ -1,6 +1,6 @@
 """The tar header codec: one reading of tar headers for every part of droot.
 
-Export (image/tarstream.py) and deploy (deploy/unpack.py) read headers through
+Export (image/tarstream.py) and deploy (deploy/members.py) read headers through
 HeaderReader and differ only in what they do with an entry's data (copied verbatim,
 or written to disk). Formats: v7, POSIX ustar and pax (local and global extended
 headers), GNU (long names and links, base-256 numbers), as GNU tar, bsdtar, Go's

@@ -80,7 +80,7 @@ def deploy(args) -> int:
         raise DrootError("deploy reads the archive on stdin, which is a terminal: "
                          "pipe it in, e.g. aws s3 cp s3://bucket/app.tar.gz - | droot deploy "
                          f"--root {args.root}")
-    # The descriptor, not a stream: the extraction child reads it itself (extract.py).
+    # The descriptor, not a stream: the extraction child reads it itself (pipeline.py).
     summary = implementation.deploy(sys.stdin.fileno(), args.root, mode=args.mode,
                                     keep=args.keep, expected_sha256=args.sha256,
                                     devices=args.devices, lock_timeout=args.lock_timeout)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from droot.deploy import extract as extraction
+from droot.deploy import pipeline
 from droot.deploy import inuse
 from droot.deploy.releases import (LOCK_NAME, TEMP_PREFIX, Layout, Lock, describe,
                                    remove_tree)
@@ -62,7 +62,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         try:
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
             os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
-            result = extraction.extract(stream, staging, devices=devices,
+            result = pipeline.extract(stream, staging, devices=devices,
                                         write_back=(mode == "symlink"), progress=progress)
             if progress:
                 progress.close()
@@ -77,7 +77,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             summary = {"sha256": result.sha256, "compression": result.compression,
                        "size": result.size, **result.stats}
             if mode == "symlink":
-                extraction.syncfs(staging)
+                pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, result.sha256)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
                 layout.switch(lock, name)
@@ -154,7 +154,7 @@ def _rsync(staging: Path, layout: Layout, lock: Lock):
         raise
     finally:
         os.close(root_fd)
-    extraction.syncfs(layout.root)
+    pipeline.syncfs(layout.root)
 
 
 def prune(layout: Layout, keep: int, lock: Lock) -> list[str]:

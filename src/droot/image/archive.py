@@ -10,7 +10,7 @@ import posixpath
 
 from droot.core.errors import DrootError
 from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingRaw,
-                               VerifyingReader, choose_manifest, image_config, manifest_layers, uncompressed,
+                               VerifyingReader, choose_manifest, config_from_document, manifest_layers, uncompressed,
                                verified_json)
 from droot.image.tarstream import TarFormatError, TarReader, normalise
 from droot.core.tarformat import CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK
@@ -109,7 +109,7 @@ def open_docker_archive(reference: str) -> Image:
     config_bytes = read_member(path, members, config_name)
     digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     document = verified_json(config_bytes, None, f"{what}: {config_name}")
-    config = image_config(document, digest, f"{what}: {config_name}")
+    config = config_from_document(document, digest, f"{what}: {config_name}")
     diff_ids = ((document.get("rootfs") or {}).get("diff_ids")) or []
     if len(diff_ids) != len(layer_names):
         raise DrootError(f"{what}: the config lists {len(diff_ids)} layers, the manifest "
@@ -211,7 +211,7 @@ def open_oci_layout(reference: str) -> Image:
     else:
         raise DrootError(f"{what}: indexes nested too deeply")
     config_descriptor, layer_descriptors = manifest_layers(document, what)
-    config = image_config(verified_json(read_blob(path, config_descriptor),
+    config = config_from_document(verified_json(read_blob(path, config_descriptor),
                                         config_descriptor["digest"], f"{what}: config"),
                           config_descriptor["digest"], f"{what}: config")
     layers = []

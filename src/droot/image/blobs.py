@@ -132,7 +132,7 @@ class Image:
             resource.close()
 
 
-def image_config(document: dict, digest: str, what: str) -> ImageConfig:
+def config_from_document(document: dict, digest: str, what: str) -> ImageConfig:
     if not isinstance(document, dict):
         raise DrootError(f"{what} is not an image config")
     return ImageConfig.from_docker(document.get("config") or document.get("Config"), digest)

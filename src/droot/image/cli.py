@@ -28,5 +28,5 @@ def plain_http_argument(parser: argparse.ArgumentParser):
 
 
 def export(args) -> int:
-    from droot.image.command import run_export
+    from droot.image.output import run_export
     return run_export(args)

@@ -13,7 +13,7 @@ import secrets
 
 from droot.core.errors import DrootError
 from droot.image.engine import NoSuchImage, connect
-from droot.core.imageconfig import DROOT_FILES
+from droot.core.releasefiles import DROOT_FILES
 from droot.image.export import ImageConfig
 from droot.image.tarstream import TarFormatError, TarReader
 from droot.core.tarformat import DIRECTORY, OLD_REGULAR, REGULAR, SYMLINK

@@ -10,7 +10,7 @@ Sources (the naming convention of skopeo, podman and buildah):
 
 from dataclasses import dataclass, field
 
-from droot.core import imageconfig
+from droot.core import releasefiles
 from droot.core.errors import DrootError
 from droot.image.tarstream import END_OF_ARCHIVE, file_member
 
@@ -53,8 +53,8 @@ class TarOutput:
 
     def finish(self, config: ImageConfig, source: str):
         """Append the image config files and the end-of-archive marker."""
-        self.write(file_member(imageconfig.ENV_FILE, imageconfig.format_env(config.env)))
-        self.write(file_member(imageconfig.CONFIG_FILE, imageconfig.format_config(
+        self.write(file_member(releasefiles.ENV_FILE, releasefiles.format_env(config.env)))
+        self.write(file_member(releasefiles.CONFIG_FILE, releasefiles.format_config(
             entrypoint=config.entrypoint, cmd=config.cmd, working_dir=config.working_dir,
             user=config.user, env=config.env, source=source, digest=config.digest)))
         self.write(END_OF_ARCHIVE)

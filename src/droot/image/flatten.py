@@ -23,7 +23,7 @@ import tarfile
 import zlib
 
 from droot.core.errors import DrootError
-from droot.core.imageconfig import DROOT_FILES
+from droot.core.releasefiles import DROOT_FILES
 from droot.image.tarstream import (OPAQUE_MARKER, WHITEOUT_PREFIX, TarFormatError, TarReader,
                                    header_for, normalise)
 from droot.core.tarformat import DIRECTORY, HARDLINK

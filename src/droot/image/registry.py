@@ -20,7 +20,7 @@ import re
 from droot.core.errors import DrootError, UsageError
 from droot.image.blobs import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, OCI_MANIFEST,
                                READ_BUFFER, Image, Layer, VerifyingRaw, VerifyingReader, choose_manifest,
-                               image_config, manifest_layers, uncompressed, verified_json)
+                               config_from_document, manifest_layers, uncompressed, verified_json)
 
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 TIMEOUT = (30, 300)  # connect, read (seconds)
@@ -262,7 +262,7 @@ def open_registry_image(reference: str, plain_http: bool = False) -> Image:
         config_descriptor, layer_descriptors = manifest_layers(document, what)
         config_digest = config_descriptor["digest"]
         body, _ = registry.small(f"blobs/{config_digest}", f"{what}: config")
-        config = image_config(verified_json(body, config_digest, f"{what}: config"),
+        config = config_from_document(verified_json(body, config_digest, f"{what}: config"),
                               config_digest, f"{what}: config")
         layers = []
         for number, descriptor in enumerate(layer_descriptors, 1):

@@ -37,7 +37,7 @@ def exec_arguments(parser):
 
 
 def exec(args) -> int:  # noqa: A001 - the command's name
-    from droot.ops.enter import run
+    from droot.ops.execute import run
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     return run(args.root, args.pid, args.user, args.env, args.workdir, command or ["/bin/sh"])
 

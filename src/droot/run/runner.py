@@ -18,7 +18,7 @@ import os
 from droot.core import importseal
 from droot.core.errors import RunError
 from droot.core import kernel
-from droot.run import capabilities, command, confinement, mounts, rootfs, seccomp, users
+from droot.run import capabilities, confinement, launch, mounts, rootfs, seccomp, users
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
 COPIED_FILES = ("/etc/passwd", "/etc/group", "/etc/resolv.conf", "/etc/hosts")
@@ -40,8 +40,8 @@ def run_container(options) -> None:
         capabilities.kept_capabilities(False, options.cap_add, options.cap_drop)  # names valid?
     settings = []
     for path in options.env_file:
-        settings += command.read_env_file(path)
-    settings += [command.parse_env_option(item) for item in options.env]
+        settings += launch.read_env_file(path)
+    settings += [launch.parse_env_option(item) for item in options.env]
     binds = [mounts.BindMount(spec, False) for spec in options.bind]
     binds += [mounts.BindMount(spec, True) for spec in options.robind]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
@@ -51,7 +51,7 @@ def run_container(options) -> None:
     if options.user or options.group or not options.app_argv:
         host_passwd = users.read_entries(users.PASSWD)
         host_group = users.read_entries(users.GROUP)
-    passed_fds = command.listen_fds()
+    passed_fds = launch.listen_fds()
     isolation = None
     if options.pid or options.net or options.hostname or options.userns or \
             options.memory or options.cpus or options.pids_limit:
@@ -84,15 +84,15 @@ def run_container(options) -> None:
         image_step(f"write {path}", rootfs.write_atomically, path, data, mode)
     argv, workdir, user_spec = options.app_argv, options.workdir, options.user
     if not argv:
-        config = command.image_config()
+        config = launch.read_release_config()
         argv = config.get("entrypoint", []) + config.get("cmd", [])
         if not argv:
             raise RunError(f"no command given, and the image has no entrypoint or cmd in "
-                           f"{command.IMAGE_CONFIG}: give one after '--'")
+                           f"{launch.IMAGE_CONFIG}: give one after '--'")
         workdir = workdir or config["working_dir"]
         user_spec = user_spec or config["user"]
     user = users.resolve(user_spec or "", options.group or "", host_passwd, host_group)
-    env = command.app_environment(user.home, settings, passed_fds)
+    env = launch.app_environment(user.home, settings, passed_fds)
     image_step("make /proc, /dev and /sys", mounts.make_mount_points)
     for bind in binds:
         bind.open_target()
@@ -154,7 +154,7 @@ def run_container(options) -> None:
     os.closerange(3 + passed_fds, 1 << 20)
 
     # 9. Become the app.
-    command.execute(argv, env)
+    launch.execute(argv, env)
 
 
 def checked_sharing(options) -> set[str]:

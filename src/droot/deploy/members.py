@@ -2,7 +2,7 @@
 owners (numeric ids), modes (setuid included), times, xattrs (file capabilities), hard
 links, symlinks as written (absolute ones too), device nodes and FIFOs.
 
-This runs in the extraction child that chroot(2)ed into the new release (extract.py), so
+This runs in the extraction child that chroot(2)ed into the new release (pipeline.py), so
 the kernel resolves every path inside the release: `..`, absolute names, and symlinks or
 hard links aiming elsewhere cannot reach anything outside it. On top of that, each member
 replaces whatever the archive planted at its name before (O_EXCL after unlink), so a file

@@ -1,4 +1,4 @@
-"""The app's environment and command: what runs, with which variables, and the exec.
+"""Launching the app: its environment and command (what runs, with which variables), and the exec.
 
 The environment is clean, not the host's: a default PATH and the user's HOME, then the
 image's /.drootenv, then `--env-file`, then `-e`, later ones winning; TERM and
@@ -8,7 +8,7 @@ systemd's socket-activation variables are passed through.
 import os
 
 from droot.core.errors import CommandNotExecutable, CommandNotFound, RunError
-from droot.core.imageconfig import CONFIG_FILE, ENV_FILE, parse_config, parse_env
+from droot.core.releasefiles import CONFIG_FILE, ENV_FILE, parse_config, parse_env
 from droot.run import rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,7 +65,7 @@ def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int)
     return env
 
 
-def image_config() -> dict:
+def read_release_config() -> dict:
     """The image's entrypoint, cmd, working dir and user, from /.droot.json (inside the
     root); empty when the archive carries none."""
     text = read_image_file(IMAGE_CONFIG)

@@ -2,7 +2,7 @@
 
 A forked child that has chroot(2)ed into the release directory reads the (compressed)
 archive, hashes and decompresses it in one thread and creates the files in another
-(unpack.py), so the costly halves run on two cores. It reads the archive straight from
+(members.py), so the costly halves run on two cores. It reads the archive straight from
 its file descriptor when there is one (deploy's stdin); a download is fed to it by the
 parent through a pipe. The kernel, not path checks in Python, keeps every write inside
 the release: the child cannot name anything outside it, whatever the archive's paths and
@@ -20,7 +20,7 @@ import queue
 import signal
 import threading
 
-from droot.deploy import unpack
+from droot.deploy import members
 from droot.core.errors import DrootError
 from droot.core import compression, kernel
 from droot.core.tarformat import TarFormatError
@@ -266,12 +266,12 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         os.chroot(release_dir)
         os.chdir("/")
         os.umask(0)
-        unpack.clear_default_acl()
+        members.clear_default_acl()
         # Nothing can be imported from here on: the interpreter's files are outside (the
         # decompressors were imported with droot.core.compression).
         try:
             decompression = _Decompression(data_read)
-            stats = unpack.Unpacker(unpack.Input(decompression.next_chunk),
+            stats = members.Unpacker(members.Input(decompression.next_chunk),
                                     devices=devices).run()
             report = {"compression": decompression.kind, "sha256": decompression.sha256,
                       "size": decompression.size, "stats": stats.as_dict()}
