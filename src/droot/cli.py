@@ -101,13 +101,14 @@ def raise_terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    command = requested_command(argv)
-    debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
-    if command not in ("run", "exec"):  # those two become the app, or forward to it
-        import signal
-        signal.signal(signal.SIGTERM, raise_terminated)
-    try:
+    command, debug = None, False
+    try:  # from the start: a Ctrl-C while droot starts is one line too
+        argv = sys.argv[1:] if argv is None else argv
+        command = requested_command(argv)
+        debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
+        if command not in ("run", "exec"):  # those two become the app, or forward to it
+            import signal
+            signal.signal(signal.SIGTERM, raise_terminated)
         args = None
         if command == "run":
             from droot.run.cli import parse_run_quickly
