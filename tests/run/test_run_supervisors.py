@@ -11,26 +11,8 @@ import time
 
 import pytest
 
-from conftest import DROOT, free_port, make_busybox_root
-from runhelp import HERE, attack_binary, run_root  # noqa: F401
-
-
-@pytest.fixture(scope="session")
-def supervised_binary(tmp_path_factory):
-    """tests/run/supervised.c compiled static."""
-    output = tmp_path_factory.mktemp("run-supervised") / "supervised"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(output), str(HERE / "supervised.c")],
-                   check=True)
-    return output
-
-
-@pytest.fixture
-def app_root(tmp_path, supervised_binary):
-    """A busybox root with /supervised and a /release file only the root has."""
-    root = make_busybox_root(tmp_path / "app-root")
-    shutil.copy2(supervised_binary, root / "supervised")
-    (root / "release").write_text("inside-the-root\n")
-    return root
+from conftest import DROOT, free_port
+from runhelp import app_root, attack_binary, run_root, supervised_binary  # noqa: F401
 
 
 def ask(port: int, process: subprocess.Popen, log) -> dict[str, str]:

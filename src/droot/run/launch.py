@@ -2,8 +2,9 @@
 
 The environment is clean, not the host's: a default PATH and the user's HOME, then the
 image's /.drootenv, then `--env-file`, then `-e`, later ones winning; TERM and
-systemd's socket-activation variables are passed through, and with `--preserve-fds` the
-variables socket-passing supervisors describe their descriptors with (SUPERVISOR_VARIABLES).
+systemd's socket-activation variables are passed through, NOTIFY_SOCKET as the app
+reaches it (droot.run.notify), and with `--preserve-fds` the variables socket-passing
+supervisors describe their descriptors with (SUPERVISOR_VARIABLES).
 """
 
 import os
@@ -85,9 +86,10 @@ def supervisor_variables() -> dict:
 
 
 def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int,
-                    supervisor: dict) -> dict:
+                    passed: dict) -> dict:
     """The app's variables (inside the root): defaults, the image's file, then `settings`,
-    then what describes the descriptors passed: systemd's, the `supervisor`'s."""
+    then those the supervisor's descriptors and sockets need: systemd's LISTEN_*, and
+    `passed` (SUPERVISOR_VARIABLES, NOTIFY_SOCKET as the app reaches it)."""
     env = {"PATH": DEFAULT_PATH, "HOME": home}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
@@ -98,7 +100,7 @@ def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int,
         env["LISTEN_PID"] = str(os.getpid())
         if "LISTEN_FDNAMES" in os.environ:
             env["LISTEN_FDNAMES"] = os.environ["LISTEN_FDNAMES"]
-    env.update(supervisor)
+    env.update(passed)
     return env
 
 
