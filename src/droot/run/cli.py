@@ -68,15 +68,21 @@ RUN_OPTIONS = (
 DEFAULTS = {"value": None, "flag": False}  # "append": a new empty list each time
 
 
-def run_arguments(parser):
-    import argparse
-    for flags, dest, kind, metavar, help_text in RUN_OPTIONS:
+def add_options(parser, table, required=()):
+    """The argparse arguments of an options `table` (RUN_OPTIONS' shape); the
+    destinations in `required` must be given."""
+    for flags, dest, kind, metavar, help_text in table:
         if kind == "flag":
             parser.add_argument(*flags, dest=dest, action="store_true", help=help_text)
         else:
             parser.add_argument(*flags, dest=dest, metavar=metavar, help=help_text,
-                                required=dest == "root",
+                                required=dest in required,
                                 **({"action": "append", "default": []} if kind == "append" else {}))
+
+
+def run_arguments(parser):
+    import argparse
+    add_options(parser, RUN_OPTIONS, required=("root",))
     parser.add_argument("app_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
                         help="the command to run (default: the image's entrypoint and cmd)")
 
