@@ -157,3 +157,22 @@ def test_bad_preserve_fds_is_one_line(run_root, tmp_path, value, message):
          f'--preserve-fds={value} -- /bin/true'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 125
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_preserved_host_directory_opens_nothing(run_root, tmp_path):
+    """What --preserve-fds passes is the operator's choice, but Landlock still stands: a
+    host directory passed as fd 3 lets the app look names up, not open what they name."""
+    (tmp_path / "host-only").mkdir()
+    (tmp_path / "host-only" / "secret").write_text("host secret\n")
+
+    def read_through_fd(*options):
+        script = f'exec 3<{tmp_path}/host-only; exec {DROOT} run --root {run_root} ' \
+                 f'--preserve-fds 1 {" ".join(options)} -- /bin/cat /proc/self/fd/3/secret'
+        return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                              timeout=120)
+
+    result = read_through_fd()
+    assert result.returncode == 1 and "Permission denied" in result.stderr, result
+    # the control: without the sandbox the same descriptor reads the host's file
+    result = read_through_fd("--no-dropcaps")
+    assert (result.returncode, result.stdout) == (0, "host secret\n"), result.stderr
