@@ -46,7 +46,7 @@ def exec(args) -> int:  # noqa: A001 - the command's name
 # (flags, destination, kind, metavar, help) as in droot.run.cli.RUN_OPTIONS.
 UNIT_OPTIONS = (
     (("--name",), "name", "value", "NAME",
-     "the units' name, SyslogIdentifier= and DROOT_APP= (default: the root's last component)"),
+     "the units' name and their SyslogIdentifier= (default: the root's last component)"),
     (("--description",), "description", "value", "TEXT", "the service's Description="),
     (("--allow-missing-root",), "allow_missing_root", "flag", None,
      "write the unit although DIR does not exist yet (before the first deploy)"),
