@@ -6,10 +6,13 @@ cd "$(dirname "$0")/.."
 
 # docker.io: build test images, the `NAME[:TAG]` source; docker-registry: the `docker://`
 # source; busybox-static: test images without internet; rsync: --mode rsync; runit:
-# a real supervisor for the run tests; gcc, libc6-dev: the security tests compile their
-# attack programs static; the rest are the peers that bench/ compares against.
+# a real supervisor for the run tests; openssh-client: ssh-keygen signs and verifies
+# releases; strace: a test counts the files a pull opens; gcc, libc6-dev: the security
+# tests compile their attack programs static; the rest are the peers that bench/
+# compares against.
 PACKAGES=(docker.io docker-registry busybox-static rsync zstd pigz libarchive-tools runit
-          iproute2 gcc libc6-dev bubblewrap runc crun systemd-container hyperfine debootstrap)
+          iproute2 gcc libc6-dev bubblewrap runc crun systemd-container hyperfine debootstrap
+          openssh-client strace)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
