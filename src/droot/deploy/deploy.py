@@ -40,10 +40,12 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
-           lock_timeout: float | None = None, progress=None) -> dict:
+           lock_timeout: float | None = None, progress=None, source: str | None = None,
+           signer: str | None = None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
-    pruned releases)."""
+    pruned releases). `source` and `signer` (where the archive came from, the key that
+    signed it) go into the `.deployed` record."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:
@@ -75,16 +77,20 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 raise DrootError("the archive has no regular files: refusing to make it a "
                                  "release (is it a root filesystem?); nothing was switched")
             summary = {"sha256": result.sha256, "compression": result.compression,
-                       "size": result.size, **result.stats}
+                       "size": result.size, "signer": signer, **result.stats}
+            record = {"sha256": result.sha256, "source": source, "signer": signer}
             if mode == "symlink":
                 pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, result.sha256)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
                 layout.switch(lock, name)
+                layout.write_deployed(lock, {"release": name, **record})
                 summary["release"] = name
                 summary["pruned"] = prune(layout, keep, lock)
             else:
+                layout.write_deployed(lock, None)  # the root is a mix while rsync runs
                 _rsync(staging, layout, lock)
+                layout.write_deployed(lock, {"release": None, **record})
                 summary["release"] = str(layout.root)
                 remove_tree(lock.dir_fd, staging_name, layout.releases_dir / staging_name)
         except BaseException:
@@ -271,6 +277,7 @@ def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
         for release in releases:
             remove_tree(lock.dir_fd, release.name, release.path)
         removed = [release.name for release in releases]
+        layout.write_deployed(lock, None)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
         os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
         os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)
