@@ -58,15 +58,16 @@ def pull_arguments(parser):
 
 
 def pull(args) -> int:
-    from droot.deploy.cli import report
+    from droot.deploy.cli import report, restart_check_options
     from droot.ship import transfer
     src = args.src or args.src_option
     if not src:
         raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
+    restart_check = restart_check_options(args)
     summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
                             mode=args.mode, keep=args.keep, devices=args.devices,
-                            lock_timeout=args.lock_timeout)
+                            lock_timeout=args.lock_timeout, restart_check=restart_check)
     report(summary, args.root)
     return 0
