@@ -43,6 +43,10 @@ RUN_OPTIONS = (
      "share with the host what the app does not by default: ipc (System V IPC, POSIX "
      "queues), proc (every host process in /proc), signals (may signal host processes), "
      "abstract-sockets (may connect to the host's abstract unix sockets) (repeatable)"),
+    (("--preserve-fds",), "preserve_fds", "value", "N",
+     "pass descriptors 3..3+N-1 to the app, with the variables Server::Starter and einhorn "
+     "describe them with (SERVER_STARTER_*, EINHORN_*); systemd's LISTEN_FDS sockets pass "
+     "without it"),
     # Opt-in isolation and limits (droot.run.isolation, imported only when one is given).
     (("--pid",), "pid", "flag", None,
      "own PID namespace and /proc, under a minimal init that forwards signals and reaps; "

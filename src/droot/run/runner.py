@@ -52,6 +52,8 @@ def run_container(options) -> None:
         host_passwd = users.read_entries(users.PASSWD)
         host_group = users.read_entries(users.GROUP)
     passed_fds = launch.listen_fds()
+    preserved_fds = launch.preserved_fds(options.preserve_fds)
+    supervisor = launch.supervisor_variables() if preserved_fds else {}
     isolation = None
     if options.pid or options.net or options.hostname or options.userns or \
             options.memory or options.cpus or options.pids_limit:
@@ -92,7 +94,7 @@ def run_container(options) -> None:
         workdir = workdir or config["working_dir"]
         user_spec = user_spec or config["user"]
     user = users.resolve(user_spec or "", options.group or "", host_passwd, host_group)
-    env = launch.app_environment(user.home, settings, passed_fds)
+    env = launch.app_environment(user.home, settings, passed_fds, supervisor)
     image_step("make /proc, /dev and /sys", mounts.make_mount_points)
     for bind in binds:
         bind.open_target()
@@ -150,8 +152,9 @@ def run_container(options) -> None:
     if isolation:
         isolation.before_exec()
 
-    # 8. Only stdin, stdout, stderr and systemd's sockets reach the app.
-    os.closerange(3 + passed_fds, 1 << 20)
+    # 8. Only stdin, stdout, stderr, systemd's sockets and those of --preserve-fds reach
+    #    the app.
+    os.closerange(3 + max(passed_fds, preserved_fds), 1 << 20)
 
     # 9. Become the app.
     launch.execute(argv, env)
