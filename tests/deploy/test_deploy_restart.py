@@ -59,14 +59,15 @@ def get(port: int) -> tuple[int, str]:
 
 
 class Supervised:
-    """start_server holding 127.0.0.1:PORT and running the app of ROOT under droot run."""
+    """start_server holding 127.0.0.1:PORT on descriptor 3 (`=3`: otherwise whichever
+    descriptor it got) and running the app of ROOT under droot run --preserve-fds 1."""
 
     def __init__(self, root: Path, directory: Path):
         self.port = free_port()
         self.pidfile = directory / "start_server.pid"
         self.log = directory / "start_server.log"
         self.process = subprocess.Popen(
-            ["start_server", f"--port=127.0.0.1:{self.port}", f"--pid-file={self.pidfile}",
+            ["start_server", f"--port=127.0.0.1:{self.port}=3", f"--pid-file={self.pidfile}",
              "--interval=1", f"--log-file={self.log}", "--",
              DROOT, "run", "--root", str(root), "--preserve-fds", "1", "--", "/app/server"],
             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -90,6 +91,20 @@ class Supervised:
                                        f"{self.log.read_text()}") from None
                 time.sleep(0.1)
 
+    def workers(self) -> set[int]:
+        with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as file:
+            return {int(pid) for pid in file.read().split()}
+
+    def wait_for_one_new_worker(self, old: set[int]):
+        """start_server keeps the old worker for --interval after the new one started (both
+        accept meanwhile), then stops it: wait until one worker runs, not one of `old`, so
+        the next answer is the newest worker's. A bounded wait, no timed assertion."""
+        import time
+        deadline = time.monotonic() + 60
+        while len(self.workers()) != 1 or self.workers() & old:
+            assert time.monotonic() < deadline, f"workers {self.workers()}, old ones {old}"
+            time.sleep(0.1)
+
     def restart_option(self) -> str:
         return f"pidfile:{self.pidfile}"
 
@@ -110,6 +125,7 @@ def supervised(tmp_path, release):
 def test_good_release_is_restarted_checked_and_answers(supervised, release):
     root, app = supervised
     assert get(app.port) == (200, "v1")
+    old = app.workers()
     result = deploy(root, release("v2"), "--restart", app.restart_option(),
                     "--check", f"{CHECK} {app.port}", "--check-timeout", "60")
     assert result.returncode == 0, result.stderr
@@ -117,12 +133,14 @@ def test_good_release_is_restarted_checked_and_answers(supervised, release):
     assert len(lines) == 1 and lines[0].startswith("droot: deployed "), lines
     assert lines[0].endswith(f"restarted {app.pidfile} (SIGHUP), check passed"), lines
     assert current(root) == release_names(root)[-1]
+    app.wait_for_one_new_worker(old)
     assert get(app.port) == (200, "v2")
 
 
 def test_failing_release_is_rolled_back_and_the_old_one_answers(supervised, release):
     root, app = supervised
     good = current(root)
+    old = app.workers()
     result = deploy(root, release("v2-broken", status=500), "--restart", app.restart_option(),
                     "--check", f"{CHECK} {app.port}", "--check-timeout", "8")
     assert result.returncode == 3, result.stderr  # 3: rolled back, the previous release runs
@@ -133,6 +151,7 @@ def test_failing_release_is_rolled_back_and_the_old_one_answers(supervised, rele
     assert lines[0].endswith(f"; rolled back to {good}, restarted {app.pidfile} (SIGHUP), "
                              "check passed"), lines
     assert current(root) == good
+    app.wait_for_one_new_worker(old)  # v1's, replaced by v2's, then by a new v1's
     assert get(app.port) == (200, "v1")
 
 
@@ -142,6 +161,7 @@ def test_zero_failed_requests_across_a_deploy_and_restart(supervised, release):
     afterwards. The load is bounded by the deploy, not by time."""
     root, app = supervised
     answers, failures, done = [], [], threading.Event()
+    old = app.workers()
 
     def load():
         while not done.is_set() or len(answers) < 20:
@@ -160,11 +180,12 @@ def test_zero_failed_requests_across_a_deploy_and_restart(supervised, release):
         client.join(60)
     assert result.returncode == 0, result.stderr
     assert failures == []
+    assert len(answers) >= 20
     assert all(status == 200 for status, _ in answers)
     bodies = [body for _, body in answers]
-    assert bodies[0] == "v1" and bodies[-1] == "v2"
-    # Once the new release answered, the old one never did again (no flapping back).
-    assert "v1" not in bodies[bodies.index("v2"):]
+    assert bodies[0] == "v1" and "v2" in bodies
+    app.wait_for_one_new_worker(old)
+    assert [get(app.port) for _ in range(5)] == [(200, "v2")] * 5
 
 
 def test_check_alone_rolls_back_without_a_restart(tmp_path, release):
