@@ -19,7 +19,8 @@ ratios to the host. The servers are pinned to one worker (nginx: worker_processe
 gunicorn: one gthread worker, 4 threads) and wrk to one thread: two cores, one each.
 
     sudo .venv/bin/python bench/apps.py [--rounds 5] [--duration 5] [--connections 16]
-                                        [--only nginx,gunicorn] [--json FILE]
+                                        [--only nginx,gunicorn] [--ways host,...]
+                                        [--json FILE]
 """
 
 import argparse
@@ -171,6 +172,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", help="comma-separated apps (nginx, gunicorn)")
+    parser.add_argument("--ways", default=",".join(WAYS),
+                        help=f"comma-separated ways, host first (default: {','.join(WAYS)})")
     parser.add_argument("--json", type=Path, help="also write the medians to FILE (for plot.py)")
     options = parser.parse_args()
     if os.geteuid() != 0:
@@ -183,7 +186,10 @@ def main() -> int:
     for name, tag in tags.items():
         roots[name] = CACHE / "apps" / name
         deploy(tag, roots[name])
-    samples = {(name, way): [] for name in tags for way in WAYS}
+    ways = options.ways.split(",")
+    if ways[0] != "host" or not set(ways) <= set(WAYS):
+        raise SystemExit(f"--ways: host first, then any of {', '.join(WAYS[1:])}")
+    samples = {(name, way): [] for name in tags for way in ways}
     for number in range(options.rounds):
         order = list(samples)
         random.shuffle(order)
