@@ -38,12 +38,15 @@ def app_server(tmp_path_factory) -> Path:
 @pytest.fixture
 def release(tmp_path, app_server):
     """release(body, status=200) -> the archive of a busybox root whose /app/server
-    answers `body` with HTTP `status`."""
+    answers `body` with HTTP `status` (and whose /www/index.html is `body`, for busybox
+    httpd)."""
     def make(body: str, status: int = 200) -> bytes:
         root = make_busybox_root(tmp_path / f"src-{body}")
         (root / "app").mkdir()
         shutil.copy2(app_server, root / "app" / "server")
         (root / "body").write_text(body)
+        (root / "www").mkdir()
+        (root / "www" / "index.html").write_text(body)
         if status != 200:
             (root / "status").write_text(str(status))
         return tar_of(root)
@@ -188,6 +191,39 @@ def test_zero_failed_requests_across_a_deploy_and_restart(supervised, release):
     assert [get(app.port) for _ in range(5)] == [(200, "v2")] * 5
 
 
+def test_runit_restarts_the_app_by_its_pid_file(tmp_path, release):
+    """runit's runsv writes the app's pid to supervise/pid (droot execs in place: the pid
+    is the app's); TERM ends the app and runsv starts it again, from the new release."""
+    root = tmp_path / "app"
+    assert deploy(root, release("v1")).returncode == 0
+    port = free_port()
+    service = tmp_path / "service"
+    service.mkdir()
+    (service / "run").write_text(f"#!/bin/sh\nexec {DROOT} run --root {root} -- "
+                                 f"/bin/httpd -f -p 127.0.0.1:{port} -h /www\n")
+    (service / "run").chmod(0o755)
+    runsv = subprocess.Popen(["runsv", str(service)], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, runsv, "runsv's httpd")
+        assert get(port) == (200, "v1")
+        result = deploy(root, release("v2"), "--restart", f"pidfile:{service}/supervise/pid:TERM",
+                        "--check", f"{CHECK} {port}")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.decode().strip().endswith(
+            f"restarted {service}/supervise/pid (SIGTERM), check passed")
+        assert get(port) == (200, "v2")
+    finally:
+        subprocess.run(["sv", "-w", "10", "force-shutdown", str(service)], capture_output=True,
+                       timeout=60)
+        subprocess.run(["sv", "exit", str(service)], capture_output=True, timeout=60)
+        try:
+            runsv.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            runsv.kill()
+            runsv.wait()
+
+
 def test_check_alone_rolls_back_without_a_restart(tmp_path, release):
     root = tmp_path / "app"
     assert deploy(root, release("v1")).returncode == 0
@@ -200,6 +236,19 @@ def test_check_alone_rolls_back_without_a_restart(tmp_path, release):
         f"droot: check failed on {second}: the check ended with exit status 7: body is not v1 "
         f"(2 attempts in 1 s); rolled back to {first}, check passed"]
     assert current(root) == first
+
+
+def test_the_check_runs_under_the_deploy_lock(tmp_path, release):
+    """A rollback tried from inside the check finds the root locked: nothing else changes
+    the root between the switch and the outcome."""
+    root = tmp_path / "app"
+    assert deploy(root, release("v1")).returncode == 0
+    said = tmp_path / "rollback.out"
+    check = f'{DROOT} rollback --root "$DROOT_ROOT" --lock-timeout 0 2> {said}; test $? = 1'
+    result = deploy(root, release("v2"), "--check", check, "--check-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert "is locked by another deploy, rollback or rm" in said.read_text()
+    assert current(root) == release_names(root)[-1]
 
 
 def test_check_that_hangs_is_killed_at_the_timeout(tmp_path, release):

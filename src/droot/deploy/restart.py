@@ -31,6 +31,7 @@ from droot.core.errors import DrootError, NotRecovered, RolledBack, UsageError
 
 DEFAULT_CHECK_TIMEOUT = 30.0
 CHECK_PAUSE = 0.5  # between two attempts of a failing check
+SHORTEST_ATTEMPT = 1.0  # a check started just before the deadline still gets this long
 REASON_CHARACTERS = 200
 
 
@@ -214,12 +215,14 @@ class RestartCheck:
 
 
 def _check_once(command: str, environment: dict, seconds: float) -> str | None:
-    """Run the check once, for at most `seconds`: None when it exits 0, else why not."""
+    """Run the check once, for at most `seconds` (SHORTEST_ATTEMPT at least): None when it
+    exits 0, else why not."""
+    seconds = max(seconds, SHORTEST_ATTEMPT)
     process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment, start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=max(seconds, 0.1))
+        output, _ = process.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # its own session: the children go too
         process.communicate()
