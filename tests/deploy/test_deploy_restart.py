@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DROOT, free_port, make_busybox_root, stop, wait_for_port
+from conftest import DROOT, free_port, make_busybox_root, stop, stop_runsv, wait_for_port
 from deployhelp import current, deploy, release_names, tar_of
 
 HERE = Path(__file__).parent
@@ -214,14 +214,7 @@ def test_runit_restarts_the_app_by_its_pid_file(tmp_path, release):
             f"restarted {service}/supervise/pid (SIGTERM), check passed")
         assert get(port) == (200, "v2")
     finally:
-        subprocess.run(["sv", "-w", "10", "force-shutdown", str(service)], capture_output=True,
-                       timeout=60)
-        subprocess.run(["sv", "exit", str(service)], capture_output=True, timeout=60)
-        try:
-            runsv.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            runsv.kill()
-            runsv.wait()
+        stop_runsv(runsv, service)
 
 
 def test_check_alone_rolls_back_without_a_restart(tmp_path, release):
