@@ -24,6 +24,7 @@ runs, 3 rolled back (the previous release runs), 4 neither could be brought up.
 
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -90,19 +91,34 @@ class PidfileSignal:
         self.shown = f"{path} ({signal.Signals(signal_number).name})"
 
     def pid(self) -> int:
+        """The pid in the file, if the file can be trusted with choosing which process
+        droot (root) signals: a regular file that only its owner can write, and that owner
+        root or the process's own (an app that writes a pid file in its release could
+        otherwise name any host process)."""
         try:
-            with open(self.path, "rb") as pidfile:
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                                 | os.O_CLOEXEC)
+            with os.fdopen(descriptor, "rb") as pidfile:
+                status = os.fstat(pidfile.fileno())
                 text = pidfile.read(64).decode("ascii", "replace").strip()
         except OSError as error:
             raise Failed(f"cannot read the pid file {self.path}: {error.strerror}") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise Failed(f"the pid file {self.path} is not a regular file")
+        if status.st_mode & 0o022:
+            raise Failed(f"the pid file {self.path} is writable by group or others, who "
+                         "could choose which process droot signals")
         if not text.isdigit() or int(text) <= 1:
             raise Failed(f"the pid file {self.path} holds {text[:20]!r}, not a process id")
         pid = int(text)
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except FileNotFoundError:
             raise Failed(f"no process {pid} (from {self.path}): is the supervisor "
                          "running?") from None
+        if status.st_uid not in (0, owner):
+            raise Failed(f"the pid file {self.path} belongs to uid {status.st_uid}, which "
+                         f"does not own process {pid}: refusing to signal it")
         return pid
 
     def preflight(self):
