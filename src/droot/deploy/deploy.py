@@ -40,9 +40,10 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
-           lock_timeout: float | None = None, progress=None) -> dict:
+           lock_timeout: float | None = None, progress=None, unpacker=None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
-    new release at `root`. Returns a summary (release name, sha256, compression, counts,
+    new release at `root`; `unpacker`, if given, replaces members.Unpacker (a delta
+    release's, which takes some files' data from older releases). Returns a summary (release name, sha256, compression, counts,
     pruned releases)."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
@@ -63,7 +64,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
             os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
             result = pipeline.extract(stream, staging, devices=devices,
-                                        write_back=(mode == "symlink"), progress=progress)
+                                      write_back=(mode == "symlink"), progress=progress,
+                                      unpacker=unpacker)
             if progress:
                 progress.close()
             if expected_sha256 and result.sha256 != expected_sha256.lower():

@@ -18,6 +18,9 @@ def push_arguments(parser):
                         help="archive compression (default gzip)")
     parser.add_argument("--zstd", dest="compress", action="store_const", const="zstd",
                         help="same as --compress zstd")
+    parser.add_argument("--delta", action="store_true",
+                        help="push a delta release: a manifest at DEST and, beside it, only "
+                        "the file contents the store does not hold yet (s3:// or a path)")
     plain_http_argument(parser)
 
 
@@ -28,10 +31,22 @@ def push(args) -> int:
         raise UsageError("push: give a destination: droot push IMAGE s3://BUCKET/KEY "
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
+    if args.delta:
+        return _push_delta(args, dest)
     result = transfer.push(args.image, dest, compression=args.compress,
                            plain_http=args.plain_http)
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
           f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
+    return 0
+
+
+def _push_delta(args, dest: str) -> int:
+    from droot.ship import delta
+    result = delta.push(args.image, dest, plain_http=args.plain_http)
+    print(f"droot: pushed {args.image} to {dest} as a delta release: {result['new_files']} "
+          f"of {result['files']} files new ({result['new_bytes']} of {result['bytes']} bytes, "
+          f"{result['uploaded']} compressed), manifest {result['size']} bytes, "
+          f"sha256 {result['sha256']}", file=sys.stderr)
     return 0
 
 

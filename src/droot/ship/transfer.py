@@ -4,7 +4,7 @@ pull: download → hash → decompress → extract into a new release → verify
 import hashlib
 
 from droot.core.errors import DrootError
-from droot.ship import stores
+from droot.ship import delta, stores
 from droot.core.compression import check_kind, compressing_writer
 from droot.core.progress import Progress
 
@@ -64,12 +64,52 @@ def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = T
     if expected_sha256 and download.sha256 and download.sha256 != expected_sha256:
         raise DrootError(f"--sha256 {expected_sha256} differs from the store's checksum "
                          f"{download.sha256} ({download.checksum_source})")
+    head = download.stream.read(len(delta.MAGIC))
+    if delta.is_manifest(head):
+        return _pull_delta(location, download, head, expected if verify else None,
+                           root, deploy_options)
+    stream = _Prefixed(head, download.stream)
     progress = Progress(f"pull {shown}", download.size)
     try:
-        return deploy(download.stream, root, expected_sha256=expected if verify else None,
+        return deploy(stream, root, expected_sha256=expected if verify else None,
                       progress=progress, **deploy_options)
     finally:
         progress.close()
         close = getattr(download.stream, "close", None)
         if close and location.kind != "stdio":
             close()
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to tell a manifest from an archive)."""
+
+    def __init__(self, head: bytes, stream):
+        self._head = head
+        self._stream = stream
+
+    def read(self, n=-1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._stream.read(n)
+
+
+def _pull_delta(location, download, head: bytes, expected: str | None, root,
+                deploy_options: dict) -> dict:
+    try:
+        if location.kind not in ("s3", "path"):
+            raise DrootError(f"{stores.redact(location.text)} is a delta release: pull it "
+                             "from its s3:// prefix or directory (its packs are there)")
+        rest = download.stream.read(delta.deltastore.MAX_SMALL_OBJECT + 1)
+        parts = [head, rest]
+        while rest:
+            rest = download.stream.read()
+            parts.append(rest)
+            if sum(map(len, parts)) > delta.deltastore.MAX_SMALL_OBJECT:
+                raise DrootError(f"{location.text}: larger than any manifest droot writes")
+        data = b"".join(parts)
+    finally:
+        close = getattr(download.stream, "close", None)
+        if close:
+            close()
+    return delta.pull(location, data, expected, root, **deploy_options)
