@@ -115,7 +115,7 @@ class S3Store(Store):
     def upload(self, name: str):
         where = self._where(name)
         return stores.S3Upload(stores.Location("s3", where, bucket=self.bucket,
-                                               key=self._key(name)))
+                                               key=self._key(name)), self.client)
 
     def put(self, name: str, data: bytes):
         self._call(name, self.client.put_object, Body=data)
