@@ -57,10 +57,16 @@ def _sha256_of(fd: int, size: int) -> bytes:
     return digest.digest() if offset == size and not os.pread(fd, 1, size) else b""
 
 
+AT_FDCWD = -100
+SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
+
+
 class LocalContent:
-    """The releases of a root whose files may be reused, newest first (at most `limit`),
-    and the plan: for each member index of the new release, 0 (data from the stream) or
-    1 + the position of the release it is copied from."""
+    """The releases of a root whose files may be reused, newest first, and the plan: for
+    each member index of the new release, 0 (data from the stream), 1 + the position of
+    the release it is copied from, or SAME_RELEASE: copied from an earlier file of the
+    new release with the same content (so a content the release holds twice is
+    downloaded once)."""
 
     def __init__(self, releases_dir, release_names: list[str]):
         self.names = release_names
@@ -68,6 +74,7 @@ class LocalContent:
                                    | os.O_CLOEXEC) if release_names else -1
         self.plan = bytearray()
         self.digests: dict[int, bytes] = {}
+        self.earlier: dict[int, bytes] = {}  # SAME_RELEASE member index -> source path
         self.reused_bytes = 0
         self.reused_files = 0
 
@@ -77,6 +84,9 @@ class LocalContent:
             self.releases_fd = -1
 
     def open_source(self, position: int, path: bytes) -> int:
+        if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
+            return kernel.openat2(AT_FDCWD, path.decode("utf-8", "surrogateescape"), _OPEN, 0,
+                                  _RESOLVE)
         name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
         return kernel.openat2(self.releases_fd, name, _OPEN, 0, _RESOLVE)
 
@@ -96,21 +106,30 @@ class LocalContent:
                     continue
             finally:
                 os.close(fd)
-            if len(self.plan) <= index:
-                self.plan.extend(bytes(index + 1 - len(self.plan)))
-            self.plan[index] = position + 1
-            self.digests[index] = digest
+            self._set(index, position + 1, digest)
             self.reused_bytes += size
             self.reused_files += 1
             return True
         return False
+
+    def same_as(self, index: int, earlier_path: bytes, digest: bytes):
+        """Plan member `index` as a copy of the earlier member at `earlier_path`."""
+        self._set(index, SAME_RELEASE, digest)
+        self.earlier[index] = earlier_path
+
+    def _set(self, index: int, value: int, digest: bytes):
+        if len(self.plan) <= index:
+            self.plan.extend(bytes(index + 1 - len(self.plan)))
+        self.plan[index] = value
+        self.digests[index] = digest
 
     def planned(self, index: int) -> int:
         return self.plan[index] if index < len(self.plan) else 0
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it."""
-        source = self.open_source(self.planned(m.index) - 1, m.path)
+        planned = self.planned(m.index)
+        source = self.open_source(planned - 1, self.earlier.get(m.index, m.path))
         try:
             info = os.fstat(source)
             if not stat.S_ISREG(info.st_mode) or info.st_size != m.size:

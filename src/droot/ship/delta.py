@@ -332,6 +332,7 @@ def plan(manifest: Manifest, local) -> list[list]:
     source = _RecordHeaders(manifest.records())
     headers = HeaderReader(source.read)
     runs = []
+    first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
     try:
         while (member := headers.next()) is not None:
             content = source.current[1]
@@ -345,6 +346,10 @@ def plan(manifest: Manifest, local) -> list[list]:
             if content is None:
                 continue
             digest, size, pack, offset, length = content
+            if digest in first_path:
+                local.same_as(member.index, first_path[digest], digest)
+                continue
+            first_path[digest] = member.path
             if local.find(member.index, member.path, size, digest):
                 continue
             if runs and runs[-1][0] == pack and runs[-1][2] == offset:
