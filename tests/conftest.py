@@ -173,9 +173,12 @@ def s3_server(tmp_path_factory):
     """A moto S3 server in its own process on loopback. Yields its endpoint URL, and sets
     the standard AWS environment (endpoint, dummy credentials, region) for the session."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    directory = tmp_path_factory.mktemp("moto")
+    log = open(directory / "moto.log", "w")
+    # Its request recorder (off until a test starts it, see s3_requests) writes here.
+    environment = {**os.environ, "MOTO_RECORDER_FILEPATH": str(directory / "requests.jsonl")}
     process = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, env=environment)
     try:
         wait_for_port(port, process, "moto_server")
         endpoint = f"http://127.0.0.1:{port}"
@@ -192,6 +195,34 @@ def s3_server(tmp_path_factory):
     finally:
         stop(process)
         log.close()
+
+
+@contextlib.contextmanager
+def s3_requests(endpoint: str):
+    """Record the requests the S3 server receives in the block, with moto's own request
+    recorder (server side: what reached it over HTTP). Yields a list that holds
+    (method, path) pairs once the block ends."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    def call(action: str) -> bytes:
+        method = "GET" if action == "download" else "POST"
+        request = urllib.request.Request(f"{endpoint}/moto-api/recorder/{action}-recording",
+                                         method=method, data=None if method == "GET" else b"")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    requests = []
+    call("reset")
+    call("start")
+    try:
+        yield requests
+    finally:
+        call("stop")
+    for line in call("download").decode().splitlines():
+        entry = json.loads(line)
+        requests.append((entry["method"], urllib.parse.urlsplit(entry["url"]).path))
 
 
 AWS_ENV = {

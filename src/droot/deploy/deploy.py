@@ -40,11 +40,16 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
-           lock_timeout: float | None = None, progress=None, unpacker=None) -> dict:
+           lock_timeout: float | None = None, progress=None, source: str | None = None,
+           signer: str | None = None, unpacker=None,
+           release_sha256: str | None = None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
-    new release at `root`; `unpacker`, if given, replaces members.Unpacker (a delta
-    release's, which takes some files' data from older releases). Returns a summary (release name, sha256, compression, counts,
-    pruned releases)."""
+    new release at `root`. Returns a summary (release name, sha256, compression, counts,
+    pruned releases). `source` and `signer` (where the archive came from, the key that
+    signed it) go into the `.deployed` record. A delta release (droot.ship.delta) passes
+    its `unpacker` (members.Unpacker's subclass that takes some files' data from older
+    releases) and `release_sha256`, its manifest's, which then names the release and is
+    recorded in place of the rebuilt stream's."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:
@@ -76,17 +81,22 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             if not result.stats["files"]:
                 raise DrootError("the archive has no regular files: refusing to make it a "
                                  "release (is it a root filesystem?); nothing was switched")
-            summary = {"sha256": result.sha256, "compression": result.compression,
-                       "size": result.size, **result.stats}
+            digest = release_sha256 or result.sha256
+            summary = {"sha256": digest, "compression": result.compression,
+                       "size": result.size, "signer": signer, **result.stats}
+            record = {"sha256": digest, "source": source, "signer": signer}
             if mode == "symlink":
                 pipeline.syncfs(staging)
-                name = layout.new_release_name(lock.dir_fd, result.sha256)
+                name = layout.new_release_name(lock.dir_fd, digest)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
                 layout.switch(lock, name)
+                layout.write_deployed(lock, {"release": name, **record})
                 summary["release"] = name
                 summary["pruned"] = prune(layout, keep, lock)
             else:
+                layout.write_deployed(lock, None)  # the root is a mix while rsync runs
                 _rsync(staging, layout, lock)
+                layout.write_deployed(lock, {"release": None, **record})
                 summary["release"] = str(layout.root)
                 remove_tree(lock.dir_fd, staging_name, layout.releases_dir / staging_name)
         except BaseException:
@@ -273,6 +283,7 @@ def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
         for release in releases:
             remove_tree(lock.dir_fd, release.name, release.path)
         removed = [release.name for release in releases]
+        layout.write_deployed(lock, None)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
         os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
         os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)

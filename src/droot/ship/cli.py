@@ -18,9 +18,11 @@ def push_arguments(parser):
                         help="archive compression (default gzip)")
     parser.add_argument("--zstd", dest="compress", action="store_const", const="zstd",
                         help="same as --compress zstd")
-    parser.add_argument("--delta", action="store_true",
-                        help="push a delta release: a manifest at DEST and, beside it, only "
-                        "the file contents the store does not hold yet (s3:// or a path)")
+    parser.add_argument("--sign", metavar="KEY",
+                        help="sign the release with this OpenSSH private key (or a public "
+                        "key held by ssh-agent): DEST.sha256.sig")
+    parser.add_argument("--delta", action="store_true", help="push a delta release: a "
+                        "manifest at DEST, beside it only the contents the store lacks")
     plain_http_argument(parser)
 
 
@@ -32,11 +34,14 @@ def push(args) -> int:
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
     if args.delta:
+        if args.sign:
+            raise UsageError("push --delta does not sign yet: push without --sign")
         return _push_delta(args, dest)
     result = transfer.push(args.image, dest, compression=args.compress,
-                           plain_http=args.plain_http)
+                           plain_http=args.plain_http, sign_key=args.sign)
+    signed = f", signed by {result['signer']}" if result["signer"] else ""
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
-          f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
+          f"{result['compression']}, sha256 {result['sha256']}{signed})", file=sys.stderr)
     return 0
 
 
@@ -60,7 +65,7 @@ def check_image_source(source: str):
 
 
 def pull_arguments(parser):
-    from droot.deploy.cli import sha256_value, target_arguments
+    from droot.deploy.cli import sha256_value, target_arguments, trust_arguments
     parser.add_argument("src", metavar="SRC", nargs="?",
                         help="s3://BUCKET/KEY, http(s)://URL (e.g. presigned), a path, "
                         "file://PATH, or - for stdin")
@@ -70,18 +75,32 @@ def pull_arguments(parser):
                         help="the archive's expected SHA-256 (default: the store's checksum)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="deploy even when no checksum is found (not recommended)")
+    trust_arguments(parser)
+    parser.add_argument("--if-changed", action="store_true",
+                        help="first compare the store's checksum (one small request) with "
+                        "the current release's, and do nothing if they are the same")
 
 
 def pull(args) -> int:
-    from droot.deploy.cli import report
+    from droot.deploy.cli import report, trusted_keys
     from droot.ship import transfer
+    from droot.ship.stores import redact
     src = args.src or args.src_option
     if not src:
         raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
     summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
-                            mode=args.mode, keep=args.keep, devices=args.devices,
-                            lock_timeout=args.lock_timeout)
+                            trusted_keys=trusted_keys(args), signature_file=args.signature,
+                            if_changed=args.if_changed, mode=args.mode, keep=args.keep,
+                            devices=args.devices, lock_timeout=args.lock_timeout)
+    if summary.get("unchanged"):
+        # Quiet under a timer (stderr is the journal): a poll that finds nothing to do
+        # every minute is not news. Exit status 0 either way.
+        if sys.stderr.isatty():
+            now = summary["release"] or args.root
+            print(f"droot: unchanged: {now} (sha256 {summary['sha256'][:12]}) is what "
+                  f"{redact(src)} holds", file=sys.stderr)
+        return 0
     report(summary, args.root)
     return 0

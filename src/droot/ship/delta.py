@@ -441,12 +441,12 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
     try:
         runs = plan(manifest, local)
         summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
-                         expected_sha256=None,
+                         expected_sha256=None, release_sha256=digest,
                          unpacker=functools.partial(ReusingUnpacker, local=local),
                          **deploy_options)
     finally:
         local.close()
-    summary.update(sha256=digest, compression="delta", reused_files=local.reused_files,
+    summary.update(compression="delta", reused_files=local.reused_files,
                    reused_bytes=local.reused_bytes, downloaded=store.downloaded + len(data),
                    requests=store.requests + 2)  # + the manifest and its sidecar
     print(f"droot: delta: {local.reused_files} files ({local.reused_bytes} bytes) reused "
