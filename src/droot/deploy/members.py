@@ -178,8 +178,6 @@ def clear_default_acl(directory: bytes = b"."):
 
 
 class Unpacker:
-    CREATE_FLAGS = CREATE_FLAGS  # how regular files are opened (a subclass may read them)
-
     def __init__(self, source: Input, *, devices: bool = True):
         self.source = source
         self.devices = devices
@@ -294,12 +292,11 @@ class Unpacker:
         # inherited: clear_default_acl), owned by root: each further metadata change
         # costs a journal update on ext4, so only the needed ones follow.
         try:
-            fd = os.open(m.path, self.CREATE_FLAGS, m.mode & 0o777)
+            fd = os.open(m.path, CREATE_FLAGS, m.mode & 0o777)
         except OSError:  # a parent to make, or an earlier member to replace
-            fd = self._create(lambda path: os.open(path, self.CREATE_FLAGS, m.mode & 0o777),
-                              m.path)
+            fd = self._create(lambda path: os.open(path, CREATE_FLAGS, m.mode & 0o777), m.path)
         try:
-            self._write_data(fd, m)
+            self.source.copy_to(fd, m.size, -m.size % BLOCK)
             # Owner before mode (chown clears setuid bits) and xattrs after owner (chown
             # clears security.capability); the time last.
             if self._chown_needed(m):
@@ -313,10 +310,6 @@ class Unpacker:
             os.close(fd)
         self.stats.files += 1
         self.stats.bytes += m.size
-
-    def _write_data(self, fd: int, m):
-        """Fill the new file `fd` with member `m`'s data (here: from the archive)."""
-        self.source.copy_to(fd, m.size, -m.size % BLOCK)
 
     def _directory(self, m):
         path = m.path or b"."

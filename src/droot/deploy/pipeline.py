@@ -85,9 +85,10 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
             progress=None, unpacker=None) -> Extracted:
     """Unpack the archive (gzip, zstd or plain tar) read from `source`, a file descriptor
     or a readable stream, into the existing, empty `release_dir`; with `write_back`,
-    write it to disk as it goes (the caller still syncs it at the end). Raises DrootError
-    if the archive is corrupt, truncated or refused; the caller removes the half-filled
-    directory."""
+    write it to disk as it goes (the caller still syncs it at the end). `unpacker`, if
+    given, makes the Unpacker from the stream's next_chunk function (a delta release's:
+    droot.deploy.reuse). Raises DrootError if the archive is corrupt, truncated or
+    refused; the caller removes the half-filled directory."""
     if isinstance(source, int):
         archive_read, archive_write = source, None
     else:
@@ -272,9 +273,11 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         # decompressors were imported with droot.core.compression).
         try:
             decompression = _Decompression(data_read)
-            make_unpacker = unpacker or members.Unpacker
-            stats = make_unpacker(members.Input(decompression.next_chunk),
-                                  devices=devices).run()
+            if unpacker is None:
+                stats = members.Unpacker(members.Input(decompression.next_chunk),
+                                         devices=devices).run()
+            else:
+                stats = unpacker(decompression.next_chunk, devices=devices).run()
             report = {"compression": decompression.kind, "sha256": decompression.sha256,
                       "size": decompression.size, "stats": stats.as_dict()}
             os.write(result_write, json.dumps(report).encode())

@@ -142,9 +142,20 @@ class LocalContent:
                 _copy(source, fd, m.size)
         finally:
             os.close(source)
-        if _sha256_of(fd, m.size) != self.digests[m.index]:
-            raise LocalChanged(errno.ESTALE, "the local copy changed during the pull; "
-                               "pull again")
+        # Read back through a second descriptor (deploy opens new files write-only), by
+        # the name just created in the staging directory: the same inode, or an error.
+        written = os.open(m.path, _OPEN)
+        try:
+            landed = os.fstat(written)
+            made = os.fstat(fd)
+            if (landed.st_dev, landed.st_ino) != (made.st_dev, made.st_ino):
+                raise LocalChanged(errno.ESTALE, "the new file was replaced while it was "
+                                   "checked")
+            if _sha256_of(written, m.size) != self.digests[m.index]:
+                raise LocalChanged(errno.ESTALE, "the local copy changed during the pull; "
+                                   "pull again")
+        finally:
+            os.close(written)
 
 
 def _copy(source: int, target: int, size: int):
@@ -156,19 +167,30 @@ def _copy(source: int, target: int, size: int):
         copied += n
 
 
-class ReusingUnpacker(members.Unpacker):
-    """members.Unpacker for a delta release: a planned member's data is not in the
-    stream; it is copied (or reflinked) from the local release instead, then read back
-    to be verified (so new files are opened for reading too)."""
+class _ReusingInput(members.Input):
+    """The rebuilt tar stream: a planned member's data (and its padding) is not in it;
+    copy_to fills the file from this host instead."""
 
-    CREATE_FLAGS = (members.CREATE_FLAGS & ~os.O_WRONLY) | os.O_RDWR
-
-    def __init__(self, source, *, devices: bool = True, local: LocalContent):
-        super().__init__(source, devices=devices)
+    def __init__(self, next_chunk, local: LocalContent):
+        super().__init__(next_chunk)
         self.local = local
+        self.member = None  # the regular file being unpacked (ReusingUnpacker sets it)
 
-    def _write_data(self, fd: int, m):
-        if self.local.planned(m.index):
-            self.local.copy_into(fd, m)
+    def copy_to(self, fd: int, size: int, padding: int = 0):
+        if self.local.planned(self.member.index):
+            self.local.copy_into(fd, self.member)
         else:
-            super()._write_data(fd, m)
+            super().copy_to(fd, size, padding)
+
+
+class ReusingUnpacker(members.Unpacker):
+    """members.Unpacker for a delta release, made from the stream's next_chunk (see
+    pipeline.extract). The hook is in the Input, which sees only file data: a plain
+    deploy's Unpacker pays nothing for it."""
+
+    def __init__(self, next_chunk, *, devices: bool = True, local: LocalContent):
+        super().__init__(_ReusingInput(next_chunk, local), devices=devices)
+
+    def _file(self, m):
+        self.source.member = m
+        super()._file(m)
