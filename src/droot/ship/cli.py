@@ -34,8 +34,6 @@ def push(args) -> int:
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
     if args.delta:
-        if args.sign:
-            raise UsageError("push --delta does not sign yet: push without --sign")
         return _push_delta(args, dest)
     result = transfer.push(args.image, dest, compression=args.compress,
                            plain_http=args.plain_http, sign_key=args.sign)
@@ -47,11 +45,12 @@ def push(args) -> int:
 
 def _push_delta(args, dest: str) -> int:
     from droot.ship import delta
-    result = delta.push(args.image, dest, plain_http=args.plain_http)
+    result = delta.push(args.image, dest, plain_http=args.plain_http, sign_key=args.sign)
+    signed = f", signed by {result['signer']}" if result["signer"] else ""
     print(f"droot: pushed {args.image} to {dest} as a delta release: {result['new_files']} "
           f"of {result['files']} files new ({result['new_bytes']} of {result['bytes']} bytes, "
           f"{result['uploaded']} compressed), manifest {result['size']} bytes, "
-          f"sha256 {result['sha256']}", file=sys.stderr)
+          f"sha256 {result['sha256']}{signed}", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 
+from droot.core import signatures
 from droot.core.errors import DrootError
 from droot.core.tarformat import BLOCK, REGULAR_TYPES, HeaderReader, TarFormatError, padded
 from droot.ship import deltastore, stores
@@ -201,12 +202,16 @@ def known_content(store) -> tuple[dict, set]:
     return known, packs
 
 
-def push(source: str, dest: str, *, plain_http: bool = False) -> dict:
-    """Export `source` as a delta release at `dest` (s3://BUCKET/KEY or a path)."""
+def push(source: str, dest: str, *, plain_http: bool = False,
+         sign_key: str | None = None) -> dict:
+    """Export `source` as a delta release at `dest` (s3://BUCKET/KEY or a path); with
+    `sign_key`, the manifest's checksum line is signed as an archive's is (the packs are
+    bound to it by the digests the manifest holds)."""
     import zstandard
     from droot.image.export import export_image
     location = stores.parse(dest)
     store = deltastore.open_store(location)
+    signer = signatures.signing_key_fingerprint(sign_key) if sign_key else None
     known, reused_packs = known_content(store)
     for pack in sorted(reused_packs):  # re-marked: a concurrent gc spares them (gc())
         store.touch(f"{deltastore.PACKS}/{pack}")
@@ -263,10 +268,14 @@ def push(source: str, dest: str, *, plain_http: bool = False) -> dict:
         packer.close()
         data = manifest.finish({"image": exported["info"]})
         digest = hashlib.sha256(data).hexdigest()
+        # Signed before the manifest is written: a key that cannot sign publishes nothing
+        # (the packs written so far are garbage for gc).
+        signature = (signatures.sign(sign_key, digest, store.release_name)
+                     if sign_key else None)
         upload = store.upload(store.release_name)
         try:
             upload.write(data)
-            upload.commit(digest)
+            upload.commit(digest, signature)
         except BaseException:
             upload.abort()
             raise
@@ -275,7 +284,7 @@ def push(source: str, dest: str, *, plain_http: bool = False) -> dict:
         packer.abort()
         raise
     return {"sha256": digest, "size": len(data), "uploaded": packer.uploaded,
-            "image": exported.get("info"), **stats}
+            "image": exported.get("info"), "signer": signer, **stats}
 
 
 def _read_file(tar, size: int):
