@@ -103,3 +103,21 @@ def pull(args) -> int:
         return 0
     report(summary, args.root)
     return 0
+
+
+def gc_arguments(parser):
+    from droot.ship.deltagc import DEFAULT_GRACE, DEFAULT_KEEP
+    parser.add_argument("store", metavar="STORE",
+                        help="the delta store: s3://BUCKET[/PREFIX] or a directory (where "
+                        "the releases pushed with --delta are)")
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
+                        help=f"delta releases to keep, newest first (default {DEFAULT_KEEP})")
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help="delete nothing younger than this: longer than the longest push "
+                        f"(default {DEFAULT_GRACE}, a day)")
+
+
+def gc(args) -> int:
+    from droot.ship import deltagc
+    deltagc.report(deltagc.gc(args.store, keep=args.keep, grace=args.grace), args.store)
+    return 0

@@ -213,8 +213,14 @@ def push(source: str, dest: str, *, plain_http: bool = False,
     store = deltastore.open_store(location)
     signer = signatures.signing_key_fingerprint(sign_key) if sign_key else None
     known, reused_packs = known_content(store)
-    for pack in sorted(reused_packs):  # re-marked: a concurrent gc spares them (gc())
-        store.touch(f"{deltastore.PACKS}/{pack}")
+    gone = set()
+    for pack in sorted(reused_packs):  # re-marked: a concurrent gc spares them (deltagc)
+        try:
+            store.touch(f"{deltastore.PACKS}/{pack}")
+        except deltastore.Missing:  # removed by a gc since: its content goes up again
+            gone.add(pack)
+    if gone:
+        known = {digest: where for digest, where in known.items() if where[1] not in gone}
     read_fd, write_fd = os.pipe()
     exported: dict = {}
 

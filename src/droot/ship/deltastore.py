@@ -26,6 +26,10 @@ RELEASES = f"{DELTA_DIR}/releases"
 MAX_SMALL_OBJECT = 256 << 20  # a manifest or marker read whole: far above any real one
 
 
+class Missing(DrootError):
+    """The object is not in the store (as opposed to a store that cannot be read)."""
+
+
 def new_pack_name() -> str:
     return f"{secrets.token_hex(16)}.pack"
 
@@ -40,11 +44,13 @@ def check_pack_name(name: str) -> str:
     return name
 
 
-def open_store(location: stores.Location):
+def open_store(location: stores.Location, whole: bool = False):
+    """The store of the release at `location` (its prefix or directory), or with `whole`,
+    the store that `location` itself names (for gc: s3://BUCKET/PREFIX or a directory)."""
     if location.kind == "s3":
-        return S3Store(location)
+        return S3Store(location, whole)
     if location.kind == "path":
-        return PathStore(location)
+        return PathStore(location, whole)
     raise DrootError(f"{stores.redact(location.text)}: delta releases live in an s3:// prefix "
                      "or a local directory")
 
@@ -78,13 +84,14 @@ class _Counted:
 
 
 class S3Store(Store):
-    def __init__(self, location: stores.Location):
+    def __init__(self, location: stores.Location, whole: bool = False):
         super().__init__(location)
         self.client = stores.s3_client()
         self.bucket = location.bucket
-        self.prefix = location.key.rpartition("/")[0]
+        key = location.key.rstrip("/") + "/" if whole else location.key
+        self.prefix = key.rpartition("/")[0]
         self.prefix = self.prefix + "/" if self.prefix else ""
-        self.release_name = location.key.rpartition("/")[2]
+        self.release_name = key.rpartition("/")[2]
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -97,6 +104,8 @@ class S3Store(Store):
         try:
             return function(Bucket=self.bucket, Key=self._key(name), **arguments)
         except Exception as error:
+            if stores._code(error) in ("404", "NotFound", "NoSuchKey"):
+                raise Missing(f"{self._where(name)}: no such object") from None
             raise stores.s3_error(error, self._where(name)) from None
 
     def read(self, name: str) -> bytes:
@@ -137,11 +146,9 @@ class S3Store(Store):
     def age(self, name: str) -> float | None:
         """Seconds since `name` was last written, None if it is gone."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
-        except Exception as error:
-            if stores._code(error) in ("404", "NotFound", "NoSuchKey"):
-                return None
-            raise stores.s3_error(error, self._where(name)) from None
+            head = self._call(name, self.client.head_object)
+        except Missing:
+            return None
         return time.time() - head["LastModified"].timestamp()
 
     def touch(self, name: str):
@@ -156,11 +163,10 @@ class S3Store(Store):
 
 
 class PathStore(Store):
-    def __init__(self, location: stores.Location):
+    def __init__(self, location: stores.Location, whole: bool = False):
         super().__init__(location)
         path = os.path.abspath(location.path)
-        self.directory = os.path.dirname(path)
-        self.release_name = os.path.basename(path)
+        self.directory, self.release_name = (path, "") if whole else os.path.split(path)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -169,6 +175,8 @@ class PathStore(Store):
         try:
             with open(self._path(name), "rb") as file:
                 data = file.read(MAX_SMALL_OBJECT + 1)
+        except FileNotFoundError:
+            raise Missing(f"{self._path(name)}: no such file") from None
         except OSError as error:
             raise DrootError(f"{self._path(name)}: {error.strerror}") from None
         if len(data) > MAX_SMALL_OBJECT:
@@ -221,6 +229,8 @@ class PathStore(Store):
     def touch(self, name: str):
         try:
             os.utime(self._path(name))
+        except FileNotFoundError:
+            raise Missing(f"{self._path(name)}: no such file") from None
         except OSError as error:
             raise DrootError(f"{self._path(name)}: {error.strerror}") from None
 
