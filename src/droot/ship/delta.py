@@ -38,7 +38,7 @@ from droot.ship import deltastore, stores
 MAGIC = b"DROOT-DELTA 1\n"
 FORMAT = 1
 PACK_TARGET = 64 << 20        # a pack is closed once it holds this much
-SPOOL_LIMIT = 8 << 20         # a file larger than this is hashed from a temporary file
+SPOOL_LIMIT = 1 << 20         # a file larger than this is hashed from a temporary file
 KNOWN_RELEASES = 5            # a push reuses content of the store's newest releases
 ZSTD_LEVEL = 3
 CHUNK = 1 << 20
@@ -151,21 +151,25 @@ class _Packer:
         self.hash = None
         self.uploaded = 0
 
-    def add(self, frame: bytes) -> tuple[str, int]:
+    def add(self, frame) -> tuple[str, int, int]:
+        """Append one frame, given as the pieces it is compressed into; returns (pack,
+        offset, length)."""
         if self.upload is None:
             self.name = deltastore.new_pack_name()
             self.upload = self.store.upload(f"{deltastore.PACKS}/{self.name}")
             self.size = 0
             self.hash = hashlib.sha256()
         offset = self.size
-        self.upload.write(frame)
-        self.hash.update(frame)
-        self.size += len(frame)
-        self.uploaded += len(frame)
+        for piece in frame:
+            self.upload.write(piece)
+            self.hash.update(piece)
+            self.size += len(piece)
+        length = self.size - offset
+        self.uploaded += length
         name = self.name
         if self.size >= PACK_TARGET:
             self.close()
-        return name, offset
+        return name, offset, length
 
     def close(self):
         if self.upload is not None:
@@ -253,10 +257,9 @@ def push(source: str, dest: str, *, plain_http: bool = False,
                     stats["files"] += 1
                     stats["bytes"] += member.data_size
                     if digest not in known:
-                        frame = compressor.compress(data if isinstance(data, bytes)
-                                                    else data.read())
-                        pack, offset = packer.add(frame)
-                        known[digest] = (member.data_size, pack, offset, len(frame))
+                        pack, offset, length = packer.add(
+                            _frame(compressor, data, member.data_size))
+                        known[digest] = (member.data_size, pack, offset, length)
                         stats["new_files"] += 1
                         stats["new_bytes"] += member.data_size
                     size, pack, offset, length = known[digest]
@@ -291,6 +294,20 @@ def push(source: str, dest: str, *, plain_http: bool = False,
         raise
     return {"sha256": digest, "size": len(data), "uploaded": packer.uploaded,
             "image": exported.get("info"), "signer": signer, **stats}
+
+
+def _frame(compressor, data, size: int):
+    """One zstd frame of a file's data (bytes, or a spooled file read a chunk at a time:
+    a large file is never held whole in memory, nor its frame)."""
+    if isinstance(data, bytes):
+        yield compressor.compress(data)
+        return
+    stream = compressor.compressobj(size=size)
+    with data:
+        while chunk := data.read(CHUNK):
+            if piece := stream.compress(chunk):
+                yield piece
+    yield stream.flush()
 
 
 def _read_file(tar, size: int):
