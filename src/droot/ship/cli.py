@@ -81,7 +81,7 @@ def pull_arguments(parser):
 
 
 def pull(args) -> int:
-    from droot.deploy.cli import report, trusted_keys
+    from droot.deploy.cli import report, restart_check_options, trusted_keys
     from droot.ship import transfer
     from droot.ship.stores import redact
     src = args.src or args.src_option
@@ -89,10 +89,12 @@ def pull(args) -> int:
         raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
+    restart_check = restart_check_options(args)
     summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
                             trusted_keys=trusted_keys(args), signature_file=args.signature,
                             if_changed=args.if_changed, mode=args.mode, keep=args.keep,
-                            devices=args.devices, lock_timeout=args.lock_timeout)
+                            devices=args.devices, lock_timeout=args.lock_timeout,
+                            restart_check=restart_check)
     if summary.get("unchanged"):
         # Quiet under a timer (stderr is the journal): a poll that finds nothing to do
         # every minute is not news. Exit status 0 either way.
