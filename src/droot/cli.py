@@ -19,6 +19,7 @@ COMMANDS = {
     "export": ("droot.image.cli", "write an image's flattened root filesystem as a tar stream"),
     "push": ("droot.ship.cli", "export, compress and upload an image to a store in one stream"),
     "pull": ("droot.ship.cli", "download, verify and deploy an archive in one stream"),
+    "gc": ("droot.ship.cli", "remove from a delta store what its newest releases do not need"),
     "deploy": ("droot.deploy.cli", "make the archive on stdin the new release at --root"),
     "rollback": ("droot.deploy.cli", "switch --root back to the previous release"),
     "releases": ("droot.deploy.cli", "list the releases of --root, the current one marked"),

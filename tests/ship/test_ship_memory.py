@@ -29,3 +29,14 @@ def test_push_and_pull_memory_stays_under_100_mb(large_image, s3_bucket, tmp_pat
     assert (tmp_path / "app" / "blob").stat().st_size == BLOB_MIB << 20
     assert push_mb < LIMIT_MB, f"push peaked at {push_mb:.0f} MB"
     assert pull_mb < LIMIT_MB, f"pull peaked at {pull_mb:.0f} MB"
+
+
+def test_delta_push_and_pull_memory_stays_under_100_mb(large_image, s3_bucket, tmp_path):
+    """A delta release's file larger than memory should be: push compresses it from its
+    temporary file a chunk at a time (it once read it whole), pull streams its frame."""
+    dest = f"s3://{s3_bucket}/apps/large"
+    push_mb = droot_peak_rss_mb("push", "--delta", large_image, dest)
+    pull_mb = droot_peak_rss_mb("pull", dest, "--root", tmp_path / "app")
+    assert (tmp_path / "app" / "blob").stat().st_size == BLOB_MIB << 20
+    assert push_mb < LIMIT_MB, f"push --delta peaked at {push_mb:.0f} MB"
+    assert pull_mb < LIMIT_MB, f"delta pull peaked at {pull_mb:.0f} MB"

@@ -41,13 +41,18 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
            lock_timeout: float | None = None, progress=None, source: str | None = None,
-           signer: str | None = None, restart_check=None) -> dict:
+           signer: str | None = None, restart_check=None, unpacker=None,
+           release_sha256: str | None = None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
     pruned releases). `source` and `signer` (where the archive came from, the key that
     signed it) go into the `.deployed` record. `restart_check` (a restart.RestartCheck,
     symlink mode only) restarts and checks the app after the switch, still under the lock,
-    and rolls back when the new release fails: then it raises, and nothing is pruned."""
+    and rolls back when the new release fails: then it raises, and nothing is pruned.
+    A delta release (droot.ship.delta) passes its `unpacker` (members.Unpacker's subclass
+    that takes some files' data from older releases) and `release_sha256`, its
+    manifest's, which then names the release and is recorded in place of the rebuilt
+    stream's."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:
@@ -72,7 +77,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
             os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
             result = pipeline.extract(stream, staging, devices=devices,
-                                        write_back=(mode == "symlink"), progress=progress)
+                                      write_back=(mode == "symlink"), progress=progress,
+                                      unpacker=unpacker)
             if progress:
                 progress.close()
             if expected_sha256 and result.sha256 != expected_sha256.lower():
@@ -83,12 +89,13 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             if not result.stats["files"]:
                 raise DrootError("the archive has no regular files: refusing to make it a "
                                  "release (is it a root filesystem?); nothing was switched")
-            summary = {"sha256": result.sha256, "compression": result.compression,
+            digest = release_sha256 or result.sha256
+            summary = {"sha256": digest, "compression": result.compression,
                        "size": result.size, "signer": signer, **result.stats}
-            record = {"sha256": result.sha256, "source": source, "signer": signer}
+            record = {"sha256": digest, "source": source, "signer": signer}
             if mode == "symlink":
                 pipeline.syncfs(staging)
-                name = layout.new_release_name(lock.dir_fd, result.sha256)
+                name = layout.new_release_name(lock.dir_fd, digest)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
                 previous = layout.current(lock.parent_fd)
                 layout.switch(lock, name)

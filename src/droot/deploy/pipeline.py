@@ -82,12 +82,13 @@ class _Flusher:
 
 
 def extract(source, release_dir, *, devices: bool = True, write_back: bool = False,
-            progress=None) -> Extracted:
+            progress=None, unpacker=None) -> Extracted:
     """Unpack the archive (gzip, zstd or plain tar) read from `source`, a file descriptor
     or a readable stream, into the existing, empty `release_dir`; with `write_back`,
-    write it to disk as it goes (the caller still syncs it at the end). Raises DrootError
-    if the archive is corrupt, truncated or refused; the caller removes the half-filled
-    directory."""
+    write it to disk as it goes (the caller still syncs it at the end). `unpacker`, if
+    given, makes the Unpacker from the stream's next_chunk function (a delta release's:
+    droot.deploy.reuse). Raises DrootError if the archive is corrupt, truncated or
+    refused; the caller removes the half-filled directory."""
     if isinstance(source, int):
         archive_read, archive_write = source, None
     else:
@@ -112,7 +113,7 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
         if archive_write is not None:
             os.close(archive_write)
         os.close(result_read)
-        _child(parent, str(release_dir), archive_read, result_write, devices)
+        _child(parent, str(release_dir), archive_read, result_write, devices, unpacker)
     flusher = read_error = None
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -252,7 +253,8 @@ def _stop(pid: int):
     _wait(pid)
 
 
-def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool):
+def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool,
+           unpacker):
     """The extraction process: chroot into the release and unpack. Never returns."""
     status = 1
     try:
@@ -271,8 +273,11 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         # decompressors were imported with droot.core.compression).
         try:
             decompression = _Decompression(data_read)
-            stats = members.Unpacker(members.Input(decompression.next_chunk),
-                                    devices=devices).run()
+            if unpacker is None:
+                stats = members.Unpacker(members.Input(decompression.next_chunk),
+                                         devices=devices).run()
+            else:
+                stats = unpacker(decompression.next_chunk, devices=devices).run()
             report = {"compression": decompression.kind, "sha256": decompression.sha256,
                       "size": decompression.size, "stats": stats.as_dict()}
             os.write(result_write, json.dumps(report).encode())

@@ -21,6 +21,8 @@ def push_arguments(parser):
     parser.add_argument("--sign", metavar="KEY",
                         help="sign the release with this OpenSSH private key (or a public "
                         "key held by ssh-agent): DEST.sha256.sig")
+    parser.add_argument("--delta", action="store_true", help="push a delta release: a "
+                        "manifest at DEST, beside it only the contents the store lacks")
     plain_http_argument(parser)
 
 
@@ -31,11 +33,24 @@ def push(args) -> int:
         raise UsageError("push: give a destination: droot push IMAGE s3://BUCKET/KEY "
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
+    if args.delta:
+        return _push_delta(args, dest)
     result = transfer.push(args.image, dest, compression=args.compress,
                            plain_http=args.plain_http, sign_key=args.sign)
     signed = f", signed by {result['signer']}" if result["signer"] else ""
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
           f"{result['compression']}, sha256 {result['sha256']}{signed})", file=sys.stderr)
+    return 0
+
+
+def _push_delta(args, dest: str) -> int:
+    from droot.ship import delta
+    result = delta.push(args.image, dest, plain_http=args.plain_http, sign_key=args.sign)
+    signed = f", signed by {result['signer']}" if result["signer"] else ""
+    print(f"droot: pushed {args.image} to {dest} as a delta release: {result['new_files']} "
+          f"of {result['files']} files new ({result['new_bytes']} of {result['bytes']} bytes, "
+          f"{result['uploaded']} compressed), manifest {result['size']} bytes, "
+          f"sha256 {result['sha256']}{signed}", file=sys.stderr)
     return 0
 
 
@@ -89,4 +104,22 @@ def pull(args) -> int:
                   f"{redact(src)} holds", file=sys.stderr)
         return 0
     report(summary, args.root)
+    return 0
+
+
+def gc_arguments(parser):
+    from droot.ship.deltagc import DEFAULT_GRACE, DEFAULT_KEEP
+    parser.add_argument("store", metavar="STORE",
+                        help="the delta store: s3://BUCKET[/PREFIX] or a directory (where "
+                        "the releases pushed with --delta are)")
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
+                        help=f"delta releases to keep, newest first (default {DEFAULT_KEEP})")
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help="delete nothing younger than this: longer than the longest push "
+                        f"(default {DEFAULT_GRACE}, a day)")
+
+
+def gc(args) -> int:
+    from droot.ship import deltagc
+    deltagc.report(deltagc.gc(args.store, keep=args.keep, grace=args.grace), args.store)
     return 0

@@ -156,9 +156,9 @@ class S3Upload:
     KEY until commit(); abort() (on any failure, Ctrl-C or SIGTERM) aborts the multipart
     upload, so an interrupted push never leaves a truncated archive."""
 
-    def __init__(self, location: Location):
+    def __init__(self, location: Location, client=None):
         self.location = location
-        self.client = s3_client()
+        self.client = client or s3_client()  # one client per process where it can: ~20 MB
         self._buffer = bytearray()
         self._upload_id = None
         self._parts: list[dict] = []

@@ -8,7 +8,7 @@ import hashlib
 
 from droot.core import signatures
 from droot.core.errors import DrootError, UsageError
-from droot.ship import stores
+from droot.ship import delta, stores
 from droot.core.compression import check_kind, compressing_writer
 from droot.core.progress import Progress
 
@@ -97,16 +97,56 @@ def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = T
                                       expected)
         if deployed and expected == deployed["sha256"]:  # a checksum in metadata only
             return {"unchanged": True, **deployed}
+        # The first bytes tell a delta release's manifest from an archive; the signature,
+        # if required, was checked first: a delta pull downloads nothing beyond the
+        # manifest before its digest matches the signed one.
+        head = download.stream.read(len(delta.MAGIC))
+        if delta.is_manifest(head):
+            return _pull_delta(location, download, head, expected if verify else None,
+                               root, source=shown, signer=signer, **deploy_options)
         progress = Progress(f"pull {shown}", download.size)
         try:
-            return deploy(download.stream, root, expected_sha256=expected if verify else None,
-                          progress=progress, source=shown, signer=signer, **deploy_options)
+            return deploy(_Prefixed(head, download.stream), root,
+                          expected_sha256=expected if verify else None, progress=progress,
+                          source=shown, signer=signer, **deploy_options)
         finally:
             progress.close()
     finally:
         close = getattr(download.stream, "close", None)
         if close and location.kind != "stdio":
             close()
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to tell a manifest from an archive)."""
+
+    def __init__(self, head: bytes, stream):
+        self._head = head
+        self._stream = stream
+
+    def read(self, n=-1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._stream.read(n)
+
+
+def _pull_delta(location, download, head: bytes, expected: str | None, root,
+                **deploy_options) -> dict:
+    """Read the rest of the manifest whose first bytes are `head`, then deploy it (its
+    digest is checked against `expected` before anything else is read)."""
+    if location.kind not in ("s3", "path"):
+        raise DrootError(f"{stores.redact(location.text)} is a delta release: pull it "
+                         "from its s3:// prefix or directory (its packs are there)")
+    limit = delta.deltastore.MAX_SMALL_OBJECT
+    parts, size = [head], len(head)
+    while chunk := download.stream.read(1 << 20):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise DrootError(f"{location.text}: larger than any manifest droot writes")
+    download.stream.close()  # its connection and threads: the packs come another way
+    return delta.pull(location, b"".join(parts), expected, root, **deploy_options)
 
 
 def _deployed(root, location: stores.Location, trusted_keys) -> dict | None:

@@ -1,0 +1,196 @@
+"""A delta release's files taken from the releases already on this host.
+
+A delta pull (droot.ship.delta) knows every regular file's SHA-256 from the release's
+manifest. Before the extraction starts, `LocalContent.find` looks for the same path in the
+releases kept here (the current one first) and reads it: only a file whose bytes hash
+to the manifest's digest is planned for reuse, so a file an app changed in its release
+is downloaded instead. The extraction child then makes each planned file with
+`ReusingUnpacker`: the same Unpacker as for an archive (same names, owners, modes,
+xattrs, times, device policy), only the data comes from the local file, as a reflink
+(FICLONE: shared extents, copy-on-write, on btrfs, XFS, bcachefs) or else a copy
+(copy_file_range), and is hashed again from the new file: every reused byte is verified
+where it lands.
+
+No hard links: a hard link shares the inode, so an app writing a reused file in the new
+release would change the rollback target too (and chmod/chown of one would change both).
+A reflink or a copy is a file of its own.
+
+Sources are opened from a descriptor of ROOT.releases with openat2(RESOLVE_BENEATH |
+RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) and O_NOFOLLOW | O_NONBLOCK: whatever an app
+planted in its release (symlinks, a FIFO), nothing outside the release is read, and
+nothing blocks.
+"""
+
+import errno
+import fcntl
+import hashlib
+import os
+import stat
+
+from droot.core import kernel
+from droot.deploy import members
+
+RESOLVE_BENEATH = 0x08
+RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+FICLONE = 0x40049409
+HASH_CHUNK = 1 << 20
+# errnos that mean "no reflink here" (other filesystem, or one without shared extents)
+_NO_REFLINK = frozenset((errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY,
+                         errno.ENOSYS, errno.EBADF))
+
+
+class LocalChanged(OSError):
+    """A planned source no longer holds the planned bytes (changed during the pull)."""
+
+
+def _sha256_of(fd: int, size: int) -> bytes:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.digest() if offset == size and not os.pread(fd, 1, size) else b""
+
+
+AT_FDCWD = -100
+SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
+
+
+class LocalContent:
+    """The releases of a root whose files may be reused, newest first, and the plan: for
+    each member index of the new release, 0 (data from the stream), 1 + the position of
+    the release it is copied from, or SAME_RELEASE: copied from an earlier file of the
+    new release with the same content (so a content the release holds twice is
+    downloaded once)."""
+
+    def __init__(self, releases_dir, release_names: list[str]):
+        self.names = release_names
+        self.releases_fd = os.open(releases_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                                   | os.O_CLOEXEC) if release_names else -1
+        self.plan = bytearray()
+        self.digests: dict[int, bytes] = {}
+        self.earlier: dict[int, bytes] = {}  # SAME_RELEASE member index -> source path
+        self.reused_bytes = 0
+        self.reused_files = 0
+
+    def close(self):
+        if self.releases_fd >= 0:
+            os.close(self.releases_fd)
+            self.releases_fd = -1
+
+    def open_source(self, position: int, path: bytes) -> int:
+        if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
+            return kernel.openat2(AT_FDCWD, path.decode("utf-8", "surrogateescape"), _OPEN, 0,
+                                  _RESOLVE)
+        name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
+        return kernel.openat2(self.releases_fd, name, _OPEN, 0, _RESOLVE)
+
+    def find(self, index: int, path: bytes, size: int, digest: bytes) -> bool:
+        """Plan member `index` (a regular file) for reuse if a kept release holds `path`
+        with exactly these bytes."""
+        for position in range(len(self.names)):
+            try:
+                fd = self.open_source(position, path)
+            except OSError:
+                continue
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+                    continue
+                if _sha256_of(fd, size) != digest:
+                    continue
+            finally:
+                os.close(fd)
+            self._set(index, position + 1, digest)
+            self.reused_bytes += size
+            self.reused_files += 1
+            return True
+        return False
+
+    def same_as(self, index: int, earlier_path: bytes, digest: bytes):
+        """Plan member `index` as a copy of the earlier member at `earlier_path`."""
+        self._set(index, SAME_RELEASE, digest)
+        self.earlier[index] = earlier_path
+
+    def _set(self, index: int, value: int, digest: bytes):
+        if len(self.plan) <= index:
+            self.plan.extend(bytes(index + 1 - len(self.plan)))
+        self.plan[index] = value
+        self.digests[index] = digest
+
+    def planned(self, index: int) -> int:
+        return self.plan[index] if index < len(self.plan) else 0
+
+    def copy_into(self, fd: int, m):
+        """Fill the new file `fd` of member `m` from its planned source, then check it."""
+        planned = self.planned(m.index)
+        source = self.open_source(planned - 1, self.earlier.get(m.index, m.path))
+        try:
+            info = os.fstat(source)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != m.size:
+                raise LocalChanged(errno.ESTALE, "the local copy changed during the pull")
+            try:
+                fcntl.ioctl(fd, FICLONE, source)
+            except OSError as error:
+                if error.errno not in _NO_REFLINK:
+                    raise
+                _copy(source, fd, m.size)
+        finally:
+            os.close(source)
+        # Read back through a second descriptor (deploy opens new files write-only), by
+        # the name just created in the staging directory: the same inode, or an error.
+        written = os.open(m.path, _OPEN)
+        try:
+            landed = os.fstat(written)
+            made = os.fstat(fd)
+            if (landed.st_dev, landed.st_ino) != (made.st_dev, made.st_ino):
+                raise LocalChanged(errno.ESTALE, "the new file was replaced while it was "
+                                   "checked")
+            if _sha256_of(written, m.size) != self.digests[m.index]:
+                raise LocalChanged(errno.ESTALE, "the local copy changed during the pull; "
+                                   "pull again")
+        finally:
+            os.close(written)
+
+
+def _copy(source: int, target: int, size: int):
+    copied = 0
+    while copied < size:
+        n = os.copy_file_range(source, target, size - copied, copied, copied)
+        if n == 0:
+            raise LocalChanged(errno.ESTALE, "the local copy shrank during the pull")
+        copied += n
+
+
+class _ReusingInput(members.Input):
+    """The rebuilt tar stream: a planned member's data (and its padding) is not in it;
+    copy_to fills the file from this host instead."""
+
+    def __init__(self, next_chunk, local: LocalContent):
+        super().__init__(next_chunk)
+        self.local = local
+        self.member = None  # the regular file being unpacked (ReusingUnpacker sets it)
+
+    def copy_to(self, fd: int, size: int, padding: int = 0):
+        if self.local.planned(self.member.index):
+            self.local.copy_into(fd, self.member)
+        else:
+            super().copy_to(fd, size, padding)
+
+
+class ReusingUnpacker(members.Unpacker):
+    """members.Unpacker for a delta release, made from the stream's next_chunk (see
+    pipeline.extract). The hook is in the Input, which sees only file data: a plain
+    deploy's Unpacker pays nothing for it."""
+
+    def __init__(self, next_chunk, *, devices: bool = True, local: LocalContent):
+        super().__init__(_ReusingInput(next_chunk, local), devices=devices)
+
+    def _file(self, m):
+        self.source.member = m
+        super()._file(m)

@@ -1,0 +1,487 @@
+"""Delta releases: a manifest plus packs of per-file zstd frames (docs/ship.md says why).
+
+`push --delta` reads the export's tar stream once. Every member's header blocks go into
+the manifest verbatim; a regular file's data is hashed (SHA-256) and, unless the store
+already holds that content (found in the manifests of its newest releases), compressed as
+one zstd frame into a pack. The manifest records, per file, its digest, size and where
+its frame is (pack, offset, length).
+
+`pull` of a manifest rebuilds the archive's tar stream for deploy's extraction child:
+every header as pushed, then each file's data, downloaded (frames that follow each other
+in a pack come in one ranged GET) and checked against its digest, or, when a release
+kept on this host has that path with these bytes, nothing: the child copies (reflinks)
+the local file and checks it (droot.deploy.reuse). Same extraction, checks and atomic
+switch as an archive's deploy; memory is bounded by one file held for hashing on push
+(larger ones spill to a temporary file) and a frame's chunks on pull.
+
+Manifest: MAGIC, a 4-byte length and a JSON object (format version, image, packs), then
+one zstd frame of records: for each member, `<I` header length, `<B` kind (0: no data,
+1: data), the header blocks, and for kind 1: digest (32 bytes), `<QHQQ` size, pack
+index, offset and length of its frame. The last record is the end-of-archive marker.
+"""
+
+import functools
+import hashlib
+import io
+import json
+import os
+import struct
+import sys
+import tempfile
+import threading
+
+from droot.core import signatures
+from droot.core.errors import DrootError
+from droot.core.tarformat import BLOCK, REGULAR_TYPES, HeaderReader, TarFormatError, padded
+from droot.ship import deltastore, stores
+
+MAGIC = b"DROOT-DELTA 1\n"
+FORMAT = 1
+PACK_TARGET = 64 << 20        # a pack is closed once it holds this much
+SPOOL_LIMIT = 1 << 20         # a file larger than this is hashed from a temporary file
+KNOWN_RELEASES = 5            # a push reuses content of the store's newest releases
+ZSTD_LEVEL = 3
+CHUNK = 1 << 20
+_RECORD = struct.Struct("<IB")
+_CONTENT = struct.Struct("<32sQHQQ")
+END_OF_ARCHIVE = bytes(2 * BLOCK)
+
+
+def is_manifest(head: bytes) -> bool:
+    return head.startswith(MAGIC)
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+class Manifest:
+    """A parsed manifest: its JSON head and its records, iterated as often as needed
+    (kept compressed in memory: a few MB for tens of thousands of files)."""
+
+    def __init__(self, data: bytes, where: str):
+        self.where = where
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+            raise DrootError(f"{where}: not a droot delta manifest")
+        start = len(MAGIC) + 4
+        (length,) = struct.unpack_from("<I", data, len(MAGIC))
+        try:
+            self.head = json.loads(data[start:start + length])
+            self.packs = [deltastore.check_pack_name(name) for name in self.head["packs"]]
+            if self.head["format"] != FORMAT:
+                raise DrootError(f"{where}: manifest format {self.head['format']} is newer "
+                                 "than this droot reads (upgrade droot)")
+        except (ValueError, KeyError, TypeError):
+            raise DrootError(f"{where}: corrupt manifest (its head)") from None
+        self._records = data[start + length:]
+
+    def records(self):
+        """(header bytes, content or None) per member, the end marker last; content is
+        (digest, size, pack name, offset, length)."""
+        import zstandard
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self._records))
+        try:
+            while True:
+                fixed = _read_exactly(reader, _RECORD.size, self.where, allow_end=True)
+                if not fixed:
+                    return
+                length, kind = _RECORD.unpack(fixed)
+                if length > 64 << 20 or kind not in (0, 1):
+                    raise DrootError(f"{self.where}: corrupt manifest (a record)")
+                header = _read_exactly(reader, length, self.where)
+                content = None
+                if kind:
+                    digest, size, pack, offset, frame = _CONTENT.unpack(
+                        _read_exactly(reader, _CONTENT.size, self.where))
+                    if pack >= len(self.packs):
+                        raise DrootError(f"{self.where}: corrupt manifest (pack index)")
+                    content = (digest, size, self.packs[pack], offset, frame)
+                yield header, content
+        except zstandard.ZstdError as error:
+            raise DrootError(f"{self.where}: corrupt manifest ({error})") from None
+
+
+def _read_exactly(reader, n: int, where: str, allow_end: bool = False) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        data = reader.read(n - got)
+        if not data:
+            if allow_end and got == 0:
+                return b""
+            raise DrootError(f"{where}: corrupt manifest (truncated)")
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _ManifestWriter:
+    def __init__(self):
+        import zstandard
+        self._buffer = io.BytesIO()
+        self._writer = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(
+            self._buffer, closefd=False)
+        self.packs: list[str] = []
+        self._pack_index: dict[str, int] = {}
+
+    def add(self, header: bytes, content=None):
+        self._writer.write(_RECORD.pack(len(header), 1 if content else 0))
+        self._writer.write(header)
+        if content:
+            digest, size, pack, offset, length = content
+            index = self._pack_index.get(pack)
+            if index is None:
+                index = self._pack_index[pack] = len(self.packs)
+                self.packs.append(pack)
+            self._writer.write(_CONTENT.pack(digest, size, index, offset, length))
+
+    def finish(self, head: dict) -> bytes:
+        self._writer.close()
+        encoded = json.dumps({"format": FORMAT, **head, "packs": self.packs}).encode()
+        return MAGIC + struct.pack("<I", len(encoded)) + encoded + self._buffer.getvalue()
+
+
+# --- push -----------------------------------------------------------------------------------
+
+class _Packer:
+    """Frames into packs: the current pack's upload streams (multipart on S3)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.upload = None
+        self.name = None
+        self.size = 0
+        self.hash = None
+        self.uploaded = 0
+
+    def add(self, frame) -> tuple[str, int, int]:
+        """Append one frame, given as the pieces it is compressed into; returns (pack,
+        offset, length)."""
+        if self.upload is None:
+            self.name = deltastore.new_pack_name()
+            self.upload = self.store.upload(f"{deltastore.PACKS}/{self.name}")
+            self.size = 0
+            self.hash = hashlib.sha256()
+        offset = self.size
+        for piece in frame:
+            self.upload.write(piece)
+            self.hash.update(piece)
+            self.size += len(piece)
+        length = self.size - offset
+        self.uploaded += length
+        name = self.name
+        if self.size >= PACK_TARGET:
+            self.close()
+        return name, offset, length
+
+    def close(self):
+        if self.upload is not None:
+            self.upload.commit(self.hash.hexdigest())
+            self.upload = None
+
+    def abort(self):
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
+
+
+def known_content(store) -> tuple[dict, set]:
+    """digest -> (size, pack, offset, length) of what the newest releases of the store
+    reference, and the names of those packs."""
+    known, packs = {}, set()
+    markers = store.listing(deltastore.RELEASES)[-KNOWN_RELEASES:]
+    for marker, _ in markers:
+        name = store.read(marker).decode(errors="replace").strip()
+        if not name or "/" in name:
+            continue
+        try:
+            data = store.read(name)
+        except DrootError:
+            continue  # a release removed since: its content is not counted on
+        if hashlib.sha256(data).hexdigest() != marker.rpartition("/")[2]:
+            continue  # replaced since the marker was written: not trusted for reuse
+        manifest = Manifest(data, name)
+        for _, content in manifest.records():
+            if content:
+                digest, size, pack, offset, length = content
+                known.setdefault(digest, (size, pack, offset, length))
+                packs.add(pack)
+    return known, packs
+
+
+def push(source: str, dest: str, *, plain_http: bool = False,
+         sign_key: str | None = None) -> dict:
+    """Export `source` as a delta release at `dest` (s3://BUCKET/KEY or a path); with
+    `sign_key`, the manifest's checksum line is signed as an archive's is (the packs are
+    bound to it by the digests the manifest holds)."""
+    import zstandard
+    from droot.image.export import export_image
+    location = stores.parse(dest)
+    store = deltastore.open_store(location)
+    signer = signatures.signing_key_fingerprint(sign_key) if sign_key else None
+    known, reused_packs = known_content(store)
+    gone = set()
+    for pack in sorted(reused_packs):  # re-marked: a concurrent gc spares them (deltagc)
+        try:
+            store.touch(f"{deltastore.PACKS}/{pack}")
+        except deltastore.Missing:  # removed by a gc since: its content goes up again
+            gone.add(pack)
+    if gone:
+        known = {digest: where for digest, where in known.items() if where[1] not in gone}
+    read_fd, write_fd = os.pipe()
+    exported: dict = {}
+
+    def export():
+        try:
+            with open(write_fd, "wb", buffering=CHUNK) as out:
+                exported["info"] = export_image(source, out, plain_http=plain_http)
+        except BaseException as error:  # noqa: BLE001 - reported by the reading thread
+            exported["error"] = error
+
+    thread = threading.Thread(target=export, daemon=True)
+    thread.start()
+    packer = _Packer(store)
+    manifest = _ManifestWriter()
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    stats = {"files": 0, "new_files": 0, "bytes": 0, "new_bytes": 0}
+    try:
+        with open(read_fd, "rb", buffering=CHUNK) as tar:
+            headers = HeaderReader(tar.read)
+            try:
+                while (member := headers.next()) is not None:
+                    header = b"".join(member.blocks)
+                    if not member.data_size:
+                        manifest.add(header)
+                        continue
+                    if member.type not in REGULAR_TYPES:  # sparse: deploy refuses it too
+                        raise DrootError(f"push --delta: {member.path!r} is a kind of member "
+                                         "delta releases do not carry")
+                    digest, data = _read_file(tar, member.data_size)
+                    stats["files"] += 1
+                    stats["bytes"] += member.data_size
+                    if digest not in known:
+                        pack, offset, length = packer.add(
+                            _frame(compressor, data, member.data_size))
+                        known[digest] = (member.data_size, pack, offset, length)
+                        stats["new_files"] += 1
+                        stats["new_bytes"] += member.data_size
+                    size, pack, offset, length = known[digest]
+                    manifest.add(header, (digest, size, pack, offset, length))
+            except TarFormatError as error:
+                if "error" not in exported:
+                    raise DrootError(f"push --delta: the export is not a tar stream: "
+                                     f"{error}") from None
+            while tar.read(CHUNK):
+                pass
+        thread.join()
+        if "error" in exported:
+            raise exported["error"]
+        manifest.add(END_OF_ARCHIVE)
+        packer.close()
+        data = manifest.finish({"image": exported["info"]})
+        digest = hashlib.sha256(data).hexdigest()
+        # Signed before the manifest is written: a key that cannot sign publishes nothing
+        # (the packs written so far are garbage for gc).
+        signature = (signatures.sign(sign_key, digest, store.release_name)
+                     if sign_key else None)
+        upload = store.upload(store.release_name)
+        try:
+            upload.write(data)
+            upload.commit(digest, signature)
+        except BaseException:
+            upload.abort()
+            raise
+        store.put(f"{deltastore.RELEASES}/{digest}", store.release_name.encode())
+    except BaseException:
+        packer.abort()
+        raise
+    return {"sha256": digest, "size": len(data), "uploaded": packer.uploaded,
+            "image": exported.get("info"), "signer": signer, **stats}
+
+
+def _frame(compressor, data, size: int):
+    """One zstd frame of a file's data (bytes, or a spooled file read a chunk at a time:
+    a large file is never held whole in memory, nor its frame)."""
+    if isinstance(data, bytes):
+        yield compressor.compress(data)
+        return
+    stream = compressor.compressobj(size=size)
+    with data:
+        while chunk := data.read(CHUNK):
+            if piece := stream.compress(chunk):
+                yield piece
+    yield stream.flush()
+
+
+def _read_file(tar, size: int):
+    """(SHA-256, data) of the next `size` bytes and their padding; data is bytes, or a
+    temporary file positioned at 0 when larger than SPOOL_LIMIT."""
+    digest = hashlib.sha256()
+    if size <= SPOOL_LIMIT:
+        data = tar.read(size)
+        if len(data) != size:
+            raise DrootError("push --delta: the export ended inside a file")
+        digest.update(data)
+        tar.read(padded(size) - size)
+        return digest.digest(), data
+    spool = tempfile.TemporaryFile()
+    left = size
+    while left:
+        chunk = tar.read(min(CHUNK, left))
+        if not chunk:
+            raise DrootError("push --delta: the export ended inside a file")
+        digest.update(chunk)
+        spool.write(chunk)
+        left -= len(chunk)
+    tar.read(padded(size) - size)
+    spool.seek(0)
+    return digest.digest(), spool
+
+
+# --- pull -----------------------------------------------------------------------------------
+
+class _RecordHeaders:
+    """Reads the records' header bytes as one stream, for HeaderReader; `current` is the
+    record whose header was read last."""
+
+    def __init__(self, records):
+        self._records = records
+        self._data = memoryview(b"")
+        self.current = None
+
+    def read(self, n: int) -> bytes:
+        if not self._data:
+            record = next(self._records, None)
+            if record is None:
+                return b""
+            self.current = record
+            self._data = memoryview(record[0])
+        data = bytes(self._data[:n])
+        self._data = self._data[n:]
+        return data
+
+
+def plan(manifest: Manifest, local) -> list[list]:
+    """Decide, member by member, what comes from this host (local.find) and what is
+    downloaded; returns the downloads as runs [pack, start, end) of adjacent frames."""
+    source = _RecordHeaders(manifest.records())
+    headers = HeaderReader(source.read)
+    runs = []
+    first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
+    try:
+        while (member := headers.next()) is not None:
+            content = source.current[1]
+            if member.type in REGULAR_TYPES and member.data_size:
+                if content is None or content[1] != member.data_size:
+                    raise DrootError(f"{manifest.where}: corrupt manifest (no content for "
+                                     "a file, or not its size)")
+            elif content is not None:
+                raise DrootError(f"{manifest.where}: corrupt manifest (content for a member "
+                                 "without data)")
+            if content is None:
+                continue
+            digest, size, pack, offset, length = content
+            if digest in first_path:
+                local.same_as(member.index, first_path[digest], digest)
+                continue
+            first_path[digest] = member.path
+            if local.find(member.index, member.path, size, digest):
+                continue
+            if runs and runs[-1][0] == pack and runs[-1][2] == offset:
+                runs[-1][2] = offset + length
+            else:
+                runs.append([pack, offset, offset + length])
+    except TarFormatError as error:
+        raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
+    return runs
+
+
+class _ReleaseStream:
+    """The tar stream the extraction child reads: the manifest's headers, and the data of
+    the files not taken from this host, downloaded and verified."""
+
+    def __init__(self, manifest: Manifest, local, runs, store):
+        self._chunks = self._generate(manifest, local, runs, store)
+
+    def read(self, n=-1) -> bytes:
+        return next(self._chunks, b"")
+
+    def _generate(self, manifest, local, runs, store):
+        import zstandard
+        runs = iter(runs)
+        body, left = None, 0
+        try:
+            for index, (header, content) in enumerate(manifest.records()):
+                yield header
+                if content is None or local.planned(index):
+                    continue
+                digest, size, pack, offset, length = content
+                if left == 0:
+                    if body:
+                        body.close()
+                    run = next(runs)
+                    body = store.read_range(f"{deltastore.PACKS}/{run[0]}", run[1], run[2])
+                    left = run[2] - run[1]
+                left -= length
+                decompressor = zstandard.ZstdDecompressor().decompressobj()
+                check = hashlib.sha256()
+                produced = 0
+                while length:
+                    compressed = body.read(min(CHUNK, length))
+                    if not compressed:
+                        raise DrootError(f"pack {pack}: truncated (the store lost data?)")
+                    length -= len(compressed)
+                    try:
+                        data = decompressor.decompress(compressed)
+                    except zstandard.ZstdError as error:
+                        raise DrootError(f"pack {pack}: corrupt frame at {offset}: "
+                                         f"{error}") from None
+                    produced += len(data)
+                    if produced > size:
+                        break
+                    check.update(data)
+                    yield data
+                if produced != size or check.digest() != digest or not decompressor.eof:
+                    raise DrootError(f"pack {pack}: the frame at {offset} does not hold the "
+                                     f"content the manifest names (corrupt store); nothing "
+                                     "was switched")
+                if size % BLOCK:
+                    yield bytes(BLOCK - size % BLOCK)
+        finally:
+            if body:
+                body.close()
+
+
+def pull(location: stores.Location, data: bytes, expected_sha256: str | None, root,
+         **deploy_options) -> dict:
+    """Deploy the delta release whose manifest is `data` at `root`."""
+    from droot.deploy.deploy import deploy
+    from droot.deploy.releases import Layout
+    from droot.deploy.reuse import LocalContent, ReusingUnpacker
+    shown = stores.redact(location.text)
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise DrootError(f"checksum mismatch: the manifest's SHA-256 is {digest}, expected "
+                         f"{expected_sha256.lower()} (corrupt download, or replaced while "
+                         "it was read; nothing was switched)")
+    manifest = Manifest(data, shown)
+    store = deltastore.open_store(location)
+    layout = Layout(root)
+    current = layout.current()
+    names = [release.name for release in reversed(layout.releases())]
+    if current in names:  # the current release first: the likeliest to match
+        names.remove(current)
+        names.insert(0, current)
+    local = LocalContent(layout.releases_dir, names[:KNOWN_RELEASES])
+    try:
+        runs = plan(manifest, local)
+        summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
+                         expected_sha256=None, release_sha256=digest,
+                         unpacker=functools.partial(ReusingUnpacker, local=local),
+                         **deploy_options)
+    finally:
+        local.close()
+    summary.update(compression="delta", reused_files=local.reused_files,
+                   reused_bytes=local.reused_bytes, downloaded=store.downloaded + len(data),
+                   requests=store.requests + 2)  # + the manifest and its sidecar
+    print(f"droot: delta: {local.reused_files} files ({local.reused_bytes} bytes) reused "
+          f"from this host, {summary['downloaded']} bytes downloaded in "
+          f"{summary['requests']} requests", file=sys.stderr)
+    return summary

@@ -1,0 +1,161 @@
+"""Delta releases end to end: `droot push --delta` to a path store and to a real S3 server
+(moto over HTTP), `droot pull` of the manifest reusing what the host already holds, and the
+tree it makes compared, entry by entry, with a full deploy of the same image."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+from pathlib import Path
+
+from conftest import DROOT, docker_build, droot, make_busybox_root
+from deltahelp import (MIB, random_file, full_deploy, push, s3_size, store, summary,  # noqa: F401
+                       tree, versions)
+
+
+def test_v2_reuses_local_content_and_equals_a_full_deploy(versions, store, tmp_path):
+    v1, v2, changed, kept = versions
+    push(v1, f"{store}/v1")
+    pushed = push(v2, f"{store}/v2")
+    # Only v2's new contents went up: changes.bin, new.bin and the changed .droot.json.
+    new_files, _, new_bytes = map(int, re.search(r"(\d+) of (\d+) files new \((\d+) of",
+                                                 pushed).groups())
+    assert new_files == 3 and changed <= new_bytes < changed + 4096, pushed
+
+    root = tmp_path / "app"
+    first = droot("pull", f"{store}/v1", "--root", root)
+    assert first.returncode == 0, first.stderr
+    assert summary(first.stderr)[0] == 0  # nothing here yet
+    second = droot("pull", f"{store}/v2", "--root", root)
+    assert second.returncode == 0, second.stderr
+    reused_files, reused_bytes, downloaded, requests = summary(second.stderr)
+    assert reused_bytes >= len(kept["srv/keep.bin"]) + os.path.getsize(root / "bin/busybox")
+    manifest = (Path(store) / "v2").stat().st_size if not store.startswith("s3://") else \
+        s3_size(store, "v2")
+    assert downloaded <= 2 * changed + manifest, (downloaded, changed, manifest)
+    # the manifest, its sidecar, one ranged GET for the adjacent new frames
+    assert requests <= 3
+
+    full = tmp_path / "full"
+    full_deploy(v2, full)
+    assert tree(root) == tree(full)
+    assert not (root / "srv" / "gone.bin").exists()
+    assert (root / "srv" / "tool").stat().st_mode & 0o7777 == 0o755
+
+
+def test_first_delta_pull_equals_a_full_deploy(versions, tmp_path):
+    v1, _, _, _ = versions
+    (tmp_path / "store").mkdir()
+    push(v1, tmp_path / "store" / "v1")
+    result = droot("pull", tmp_path / "store" / "v1", "--root", tmp_path / "app")
+    assert result.returncode == 0, result.stderr
+    full_deploy(v1, tmp_path / "full")
+    assert tree(tmp_path / "app") == tree(tmp_path / "full")
+
+
+def test_a_file_changed_in_the_current_release_is_downloaded(versions, tmp_path):
+    v1, v2, _, kept = versions
+    store = tmp_path / "store"
+    store.mkdir()
+    push(v1, store / "v1")
+    push(v2, store / "v2")
+    root = tmp_path / "app"
+    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    (root / "srv" / "keep.bin").write_bytes(b"written by the app")  # an app at work
+    result = droot("pull", store / "v2", "--root", root)
+    assert result.returncode == 0, result.stderr
+    assert (root / "srv" / "keep.bin").read_bytes() == kept["srv/keep.bin"]
+    assert summary(result.stderr)[2] > len(kept["srv/keep.bin"]) // 2  # fetched, not reused
+
+
+def test_rollback_target_unchanged_when_the_app_writes_reused_files(versions, tmp_path):
+    v1, v2, _, kept = versions
+    store = tmp_path / "store"
+    store.mkdir()
+    push(v1, store / "v1")
+    push(v2, store / "v2")
+    root = tmp_path / "app"
+    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    first = os.readlink(root)
+    result = droot("pull", store / "v2", "--root", root)
+    assert summary(result.stderr)[1] >= len(kept["srv/keep.bin"])  # keep.bin was reused
+    with open(root / "srv" / "keep.bin", "r+b") as app_file:  # a root app writes in place
+        app_file.write(b"X" * 4096)
+    os.chmod(root / "srv" / "keep.bin", 0o600)
+    old = root.parent / first
+    assert (old / "srv" / "keep.bin").read_bytes() == kept["srv/keep.bin"]
+    assert (old / "srv" / "keep.bin").stat().st_mode & 0o777 != 0o600
+    assert droot("rollback", "--root", root).returncode == 0
+    assert (root / "srv" / "keep.bin").read_bytes() == kept["srv/keep.bin"]
+
+
+def _corrupt(path: Path, offset: int):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("what", ["pack", "manifest"])
+def test_a_corrupt_store_is_refused_and_the_release_kept(versions, tmp_path, what):
+    v1, v2, _, _ = versions
+    store = tmp_path / "store"
+    store.mkdir()
+    push(v1, store / "v1")
+    root = tmp_path / "app"
+    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    before_packs = set((store / ".droot-delta" / "packs").iterdir())
+    push(v2, store / "v2")
+    if what == "pack":
+        (pack,) = [p for p in (store / ".droot-delta" / "packs").iterdir()
+                   if p not in before_packs and p.suffix == ".pack"]
+        _corrupt(pack, pack.stat().st_size // 2)
+    else:
+        _corrupt(store / "v2", 100)
+    current, contents = os.readlink(root), tree(root)
+    result = droot("pull", store / "v2", "--root", root)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("droot: "), result.stderr
+    assert ("does not hold the content" in lines[0] or "corrupt" in lines[0]
+            if what == "pack" else "checksum mismatch" in lines[0]), lines[0]
+    assert os.readlink(root) == current and tree(root) == contents
+    assert not [name for name in os.listdir(f"{root}.releases") if name.startswith(".tmp-")]
+
+
+def test_a_killed_pull_leaves_the_release_as_it_was(versions, docker_client, tmp_path):
+    v1, _, _, _ = versions
+    store = tmp_path / "store"
+    store.mkdir()
+    push(v1, store / "v1")
+    root = tmp_path / "app"
+    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    current, contents = os.readlink(root), tree(root)
+    # v3: 40 MiB of new content, so the pull is still writing when it is killed
+    context = tmp_path / "v3"
+    rootfs = make_busybox_root(context / "rootfs")
+    random_file(rootfs / "srv" / "big.bin", 40 * MIB)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
+    tag = f"droot-test-delta/v3:{os.getpid()}"
+    docker_build(docker_client, context, tag)
+    try:
+        push(tag, store / "v3")
+    finally:
+        docker_client.images.remove(tag, force=True)
+    process = subprocess.Popen([DROOT, "pull", store / "v3", "--root", root],
+                               stderr=subprocess.PIPE)
+    releases = Path(f"{root}.releases")
+    deadline = time.monotonic() + 60
+    while not any(name.startswith(".tmp-") for name in os.listdir(releases)):
+        assert process.poll() is None and time.monotonic() < deadline, "pull ended first"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert os.readlink(root) == current and tree(root) == contents
+    # the next pull clears what the killed one left, and succeeds
+    result = droot("pull", store / "v3", "--root", root)
+    assert result.returncode == 0, result.stderr
+    assert not [name for name in os.listdir(releases) if name.startswith(".tmp-")]
+    assert (root / "srv" / "big.bin").stat().st_size == 40 * MIB
