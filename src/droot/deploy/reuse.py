@@ -30,9 +30,7 @@ import stat
 from droot.core import kernel
 from droot.deploy import members
 
-RESOLVE_BENEATH = 0x08
-RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
+_RESOLVE = kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FICLONE = 0x40049409
 HASH_CHUNK = 1 << 20
@@ -57,7 +55,6 @@ def _sha256_of(fd: int, size: int) -> bytes:
     return digest.digest() if offset == size and not os.pread(fd, 1, size) else b""
 
 
-AT_FDCWD = -100
 SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
 
 
@@ -85,8 +82,8 @@ class LocalContent:
 
     def open_source(self, position: int, path: bytes) -> int:
         if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
-            return kernel.openat2(AT_FDCWD, path.decode("utf-8", "surrogateescape"), _OPEN, 0,
-                                  _RESOLVE)
+            return kernel.openat2(kernel.AT_FDCWD, path.decode("utf-8", "surrogateescape"),
+                                  _OPEN, 0, _RESOLVE)
         name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
         return kernel.openat2(self.releases_fd, name, _OPEN, 0, _RESOLVE)
 
