@@ -12,7 +12,7 @@ import sys
 
 from droot import __version__
 from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError, Terminated,
-                               UsageError)
+                               TransientError, UsageError)
 
 # command -> (stage module, one-line summary)
 COMMANDS = {
@@ -86,14 +86,18 @@ def exit_status(error: DrootError, command: str | None) -> int:
     - `run` and `exec` (docker run's convention): the command's own status once it runs;
       126 when it cannot be executed, 127 when it is not found, 125 for anything else
       droot refused or failed at, bad usage included.
-    - every other command: 2 for bad usage (a flag, a value), 1 for any other failure.
+    - every other command: 2 for bad usage (a flag, a value), 75 (sysexits' EX_TEMPFAIL)
+      when the network or the store failed on every attempt (worth trying again later),
+      1 for any other failure.
     - any command: 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 141 when the reader of
       its output went away (main() decides those three).
     """
     if command in ("run", "exec"):
         return error.exit_status if isinstance(
             error, (CommandNotExecutable, CommandNotFound)) else 125
-    return 2 if isinstance(error, UsageError) else 1
+    if isinstance(error, UsageError):
+        return 2
+    return 75 if isinstance(error, TransientError) else 1
 
 
 def raise_terminated(signum, frame):
