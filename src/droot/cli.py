@@ -87,8 +87,8 @@ def exit_status(error: DrootError, command: str | None) -> int:
       126 when it cannot be executed, 127 when it is not found, 125 for anything else
       droot refused or failed at, bad usage included.
     - every other command: 2 for bad usage (a flag, a value), 75 (sysexits' EX_TEMPFAIL)
-      when the network or the store failed on every attempt (worth trying again later),
-      1 for any other failure.
+      when the network or the store failed (pull: on every attempt), worth trying again
+      later; 1 for any other failure.
     - any command: 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 141 when the reader of
       its output went away (main() decides those three).
     """

@@ -11,6 +11,7 @@ a directory of the caller's.
 Used by tests/fleet and bench/fleet.py.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -27,6 +28,25 @@ S3_ADDRESS = f"{SUBNET}.1"
 S3_PORT = 5000
 AWS = {"AWS_ACCESS_KEY_ID": "fleet", "AWS_SECRET_ACCESS_KEY": "fleet",
        "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def make_release(work: Path, number: int, blob: int, bucket: str = "fleet") -> Path:
+    """Release `number`: a busybox root with /MARKER and `blob` bytes of random data, as a
+    gzip'd tar with droot's sidecar in the store directory (STORE/BUCKET/app-N.tar.gz).
+    Returns the source tree."""
+    from conftest import make_busybox_root  # tests/ is on the path of the suite and bench
+    source = make_busybox_root(work / f"release{number}")
+    (source / "MARKER").write_text(f"release {number}\n")
+    if blob:
+        (source / "blob").write_bytes(os.urandom(blob))
+    archive = subprocess.run(["tar", "--numeric-owner", "-C", source, "-czf", "-", "."],
+                             check=True, capture_output=True).stdout
+    directory = work / "store" / bucket
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"app-{number}.tar.gz"
+    (directory / name).write_bytes(archive)
+    (directory / f"{name}.sha256").write_text(f"{hashlib.sha256(archive).hexdigest()}  {name}\n")
+    return source
 
 
 def ip(*args, check=True) -> subprocess.CompletedProcess:
@@ -142,17 +162,25 @@ class Fleet:
     def root(self, host: int) -> Path:
         return self.workdir / f"host{host}" / "app"
 
-    def pull(self, host: int, src: str, *args) -> "Pull":
-        """`droot pull SRC --root ROOT ARGS` started inside the host's namespace. Each
-        host's boto3 names itself in its User-Agent (app/hostN), so that moto's recorder
-        tells the hosts apart."""
+    def pull(self, host: int, src: str, *args, root: Path | None = None) -> "Pull":
+        """`droot pull SRC --root ROOT ARGS` started inside the host's namespace (ROOT: the
+        host's own, unless `root` is given)."""
+        return self.start(host, [DROOT, "pull", src, "--root", str(root or self.root(host)),
+                                 *map(str, args)])
+
+    def start(self, host: int, command: list[str]) -> "Pull":
+        """`command` started inside the host's namespace, with the fleet's S3 endpoint in
+        its environment. Each host's boto3 names itself in its User-Agent (app/hostN), so
+        that moto's recorder tells the hosts apart."""
         environment = {**os.environ, **AWS, **self.environment,
                        "AWS_ENDPOINT_URL": f"http://{S3_ADDRESS}:{S3_PORT}",
                        "AWS_SDK_UA_APP_ID": f"host{host}"}
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.host_ns[host], DROOT, "pull", src, "--root",
-             str(self.root(host)), *map(str, args)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+        # nsenter joins the network namespace only; `ip netns exec` would also make a mount
+        # namespace and mount /sys in it for every command, which 16 at once wait on.
+        process = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.host_ns[host]}",
+                                    *command],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True, env=environment)
         self.processes.append(process)
         return Pull(process)
 
@@ -167,7 +195,8 @@ class Fleet:
 
 
 class Pull:
-    """A running `droot pull`: its stderr collected line by line as it comes."""
+    """A running `droot pull` (or other command): its stderr collected line by line as it
+    comes."""
 
     def __init__(self, process: subprocess.Popen):
         self.process = process

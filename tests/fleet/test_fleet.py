@@ -23,31 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_busybox_root
-from netfleet import Fleet
+from netfleet import Fleet, make_release
 
 HOSTS = 16
 LINK_CUT, DISK_FULL, RESTARTED = 0, 1, (2, 3)
 BUCKET = "fleet"
 MiB = 1 << 20
-
-
-def make_release(work: Path, number: int, blob: int) -> Path:
-    """Release `number`: a busybox root with /MARKER and `blob` bytes of random data, as a
-    gzip'd tar with droot's sidecar in the store directory (STORE/BUCKET/app-N.tar.gz).
-    Returns the source tree."""
-    source = make_busybox_root(work / f"release{number}")
-    (source / "MARKER").write_text(f"release {number}\n")
-    if blob:
-        (source / "blob").write_bytes(os.urandom(blob))
-    archive = subprocess.run(["tar", "--numeric-owner", "-C", source, "-czf", "-", "."],
-                             check=True, capture_output=True).stdout
-    bucket = work / "store" / BUCKET
-    bucket.mkdir(parents=True, exist_ok=True)
-    name = f"app-{number}.tar.gz"
-    (bucket / name).write_bytes(archive)
-    (bucket / f"{name}.sha256").write_text(f"{hashlib.sha256(archive).hexdigest()}  {name}\n")
-    return source
 
 
 def tree(directory: Path) -> dict:
