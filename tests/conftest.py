@@ -104,6 +104,18 @@ def stop(process: subprocess.Popen):
             process.wait()
 
 
+def stop_runsv(runsv: subprocess.Popen, service: Path):
+    """Stop runit's runsv of `service` and its app (TERM, then KILL), then runsv itself."""
+    subprocess.run(["sv", "-w", "10", "force-shutdown", str(service)], capture_output=True,
+                   timeout=60)
+    subprocess.run(["sv", "exit", str(service)], capture_output=True, timeout=60)
+    try:
+        runsv.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        runsv.kill()
+        runsv.wait()
+
+
 # --- the Docker engine -------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

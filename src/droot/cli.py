@@ -11,8 +11,9 @@ import os
 import sys
 
 from droot import __version__
-from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError, Terminated,
-                               TransientError, UsageError)
+from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError,
+                               NotRecovered, RolledBack, Terminated, TransientError,
+                               UsageError)
 
 # command -> (stage module, one-line summary)
 COMMANDS = {
@@ -89,12 +90,17 @@ def exit_status(error: DrootError, command: str | None) -> int:
     - every other command: 2 for bad usage (a flag, a value), 75 (sysexits' EX_TEMPFAIL)
       when the network or the store failed (pull: on every attempt), worth trying again
       later; 1 for any other failure.
+    - `deploy` and `pull` with --restart or --check, once the new release was switched to:
+      3 when it failed and the previous release runs again (rolled back), 4 when the
+      previous one could not be brought back either.
     - any command: 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 141 when the reader of
       its output went away (main() decides those three).
     """
     if command in ("run", "exec"):
         return error.exit_status if isinstance(
             error, (CommandNotExecutable, CommandNotFound)) else 125
+    if isinstance(error, (RolledBack, NotRecovered)):
+        return error.exit_status
     if isinstance(error, UsageError):
         return 2
     return 75 if isinstance(error, TransientError) else 1

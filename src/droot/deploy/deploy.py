@@ -41,11 +41,13 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
            lock_timeout: float | None = None, progress=None, source: str | None = None,
-           signer: str | None = None) -> dict:
+           signer: str | None = None, restart_check=None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
     pruned releases). `source` and `signer` (where the archive came from, the key that
-    signed it) go into the `.deployed` record."""
+    signed it) go into the `.deployed` record. `restart_check` (a restart.RestartCheck,
+    symlink mode only) restarts and checks the app after the switch, still under the lock,
+    and rolls back when the new release fails: then it raises, and nothing is pruned."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:
@@ -53,6 +55,11 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                          "owners and devices (run it with sudo)")
     layout = Layout(root)
     _check_mode(layout, mode)
+    if restart_check:
+        if mode != "symlink":
+            raise DrootError("--restart and --check need --mode symlink: rsync mode has no "
+                             "previous release to roll back to")
+        restart_check.preflight()  # a supervisor droot cannot reach: refused before any change
     created = _missing_directories(layout.releases_dir)
     with Lock(layout, lock_timeout) as lock:
         _check_mode(layout, mode, lock.parent_fd)  # again: another deploy may have changed it
@@ -83,9 +90,12 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, result.sha256)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
+                previous = layout.current(lock.parent_fd)
                 layout.switch(lock, name)
                 layout.write_deployed(lock, {"release": name, **record})
                 summary["release"] = name
+                if restart_check:
+                    summary["verified"] = restart_check.after_switch(layout, lock, previous, name)
                 summary["pruned"] = prune(layout, keep, lock)
             else:
                 layout.write_deployed(lock, None)  # the root is a mix while rsync runs

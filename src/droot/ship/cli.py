@@ -92,7 +92,7 @@ def _timeout(value: str) -> float:
 
 
 def pull(args) -> int:
-    from droot.deploy.cli import report, trusted_keys
+    from droot.deploy.cli import report, restart_check_options, trusted_keys
     from droot.ship import stores, transfer
     from droot.ship.stores import redact
     src = args.src or args.src_option
@@ -101,11 +101,13 @@ def pull(args) -> int:
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
     keys = trusted_keys(args)
+    restart_check = restart_check_options(args)
     stores.TIMEOUT = args.timeout
     summary = retry.retrying(lambda: transfer.pull(
         src, args.root, expected_sha256=args.sha256, verify=args.verify, trusted_keys=keys,
         signature_file=args.signature, if_changed=args.if_changed, mode=args.mode,
-        keep=args.keep, devices=args.devices, lock_timeout=args.lock_timeout), args.retries)
+        keep=args.keep, devices=args.devices, lock_timeout=args.lock_timeout,
+        restart_check=restart_check), args.retries)
     if summary.get("unchanged"):
         # Quiet under a timer (stderr is the journal): a poll that finds nothing to do
         # every minute is not news. Exit status 0 either way.
