@@ -12,7 +12,8 @@ import sys
 
 from droot import __version__
 from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError,
-                               NotRecovered, RolledBack, Terminated, UsageError)
+                               NotRecovered, RolledBack, Terminated, TransientError,
+                               UsageError)
 
 # command -> (stage module, one-line summary)
 COMMANDS = {
@@ -87,7 +88,9 @@ def exit_status(error: DrootError, command: str | None) -> int:
     - `run` and `exec` (docker run's convention): the command's own status once it runs;
       126 when it cannot be executed, 127 when it is not found, 125 for anything else
       droot refused or failed at, bad usage included.
-    - every other command: 2 for bad usage (a flag, a value), 1 for any other failure.
+    - every other command: 2 for bad usage (a flag, a value), 75 (sysexits' EX_TEMPFAIL)
+      when the network or the store failed (pull: on every attempt), worth trying again
+      later; 1 for any other failure.
     - `deploy` and `pull` with --restart or --check, once the new release was switched to:
       3 when it failed and the previous release runs again (rolled back), 4 when the
       previous one could not be brought back either.
@@ -99,7 +102,9 @@ def exit_status(error: DrootError, command: str | None) -> int:
             error, (CommandNotExecutable, CommandNotFound)) else 125
     if isinstance(error, (RolledBack, NotRecovered)):
         return error.exit_status
-    return 2 if isinstance(error, UsageError) else 1
+    if isinstance(error, UsageError):
+        return 2
+    return 75 if isinstance(error, TransientError) else 1
 
 
 def raise_terminated(signum, frame):

@@ -13,6 +13,12 @@ class DrootError(Exception):
             self.exit_status = exit_status
 
 
+class TransientError(DrootError):
+    """A failure that may not happen again: the network or the store's server (a refused
+    or reset connection, a timeout, a 5xx answer, a download cut short). `droot pull`
+    tries again (--retries); after the last attempt the exit status is 75 (EX_TEMPFAIL)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (systemd stop, kill), raised where droot is: everything Ctrl-C cleans up
     (a half-extracted release, a multipart upload, the engine's container) is cleaned up

@@ -193,6 +193,9 @@ class Unpacker:
             try:
                 self._unpack(member)
             except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the host's disk, not the
+                    raise OSError(error.errno, error.strerror,   # archive: pipeline says so
+                                  show(member.path or b".")) from None
                 raise ArchiveError(f"{show(member.path or b'.')}: "
                                    f"{_describe(error, member.path)}") from None
         # The rest (the second zero block, record padding) is read so the writer finishes.

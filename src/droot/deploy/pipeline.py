@@ -12,6 +12,7 @@ parent's. It dies with the parent (PDEATHSIG) and inherits the deploy lock, so n
 starts on the release dir while it still writes.
 """
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -290,8 +291,12 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
             name = error.filename.decode(errors="replace") if isinstance(
                 error.filename, bytes) else error.filename
             where = f"/{name}: " if name else ""
-            os.write(result_write,
-                     f"cannot extract the archive: {where}{error.strerror or error}".encode())
+            message = f"cannot extract the archive: {where}{error.strerror or error}"
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the host's, not the archive's
+                message = (f"the disk is full: {where}{error.strerror} (the new release "
+                           "does not fit beside the kept ones: free some space); nothing "
+                           "was switched")
+            os.write(result_write, message.encode())
     except BaseException as error:  # noqa: BLE001 - reported to the parent, never raised
         try:
             os.write(result_write, f"cannot extract the archive: {type(error).__name__}: "

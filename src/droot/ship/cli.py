@@ -5,6 +5,7 @@ import sys
 
 from droot.core.errors import UsageError
 from droot.image.cli import plain_http_argument
+from droot.ship import retry
 
 
 def push_arguments(parser):
@@ -78,23 +79,50 @@ def pull_arguments(parser):
     parser.add_argument("--if-changed", action="store_true",
                         help="first compare the store's checksum (one small request) with "
                         "the current release's, and do nothing if they are the same")
+    parser.add_argument("--retries", type=_retries, default=retry.DEFAULT_RETRIES,
+                        metavar="N",
+                        help="try the whole pull again up to N times after a failure of the "
+                        "network or the store (connection refused or reset, timeout, 5xx, a "
+                        f"download cut short), waiting about 1, 2, 4... s (default "
+                        f"{retry.DEFAULT_RETRIES}, at most {retry.MAX_RETRIES}; 0: never)")
+    parser.add_argument("--timeout", type=_timeout, default=60.0, metavar="SECONDS",
+                        help="an attempt fails when the store sends nothing for SECONDS "
+                        "(default 60)")
+
+
+def _retries(value: str) -> int:
+    if not value.isdigit() or int(value) > retry.MAX_RETRIES:
+        raise UsageError(f"--retries {value!r}: expected a number from 0 to {retry.MAX_RETRIES}")
+    return int(value)
+
+
+def _timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"--timeout {value!r}: expected a number of seconds above 0")
+    return seconds
 
 
 def pull(args) -> int:
     from droot.deploy.cli import report, restart_check_options, trusted_keys
-    from droot.ship import transfer
+    from droot.ship import stores, transfer
     from droot.ship.stores import redact
     src = args.src or args.src_option
     if not src:
         raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
+    keys = trusted_keys(args)
     restart_check = restart_check_options(args)
-    summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
-                            trusted_keys=trusted_keys(args), signature_file=args.signature,
-                            if_changed=args.if_changed, mode=args.mode, keep=args.keep,
-                            devices=args.devices, lock_timeout=args.lock_timeout,
-                            restart_check=restart_check)
+    stores.TIMEOUT = args.timeout
+    summary = retry.retrying(lambda: transfer.pull(
+        src, args.root, expected_sha256=args.sha256, verify=args.verify, trusted_keys=keys,
+        signature_file=args.signature, if_changed=args.if_changed, mode=args.mode,
+        keep=args.keep, devices=args.devices, lock_timeout=args.lock_timeout,
+        restart_check=restart_check), args.retries)
     if summary.get("unchanged"):
         # Quiet under a timer (stderr is the journal): a poll that finds nothing to do
         # every minute is not news. Exit status 0 either way.

@@ -20,6 +20,7 @@ signed" rather than "does not match". The sidecar goes last because it is what a
 """
 
 import contextlib
+import http.client
 import os
 import queue
 import signal
@@ -31,7 +32,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from droot.core.atomicfile import AtomicFile, default_file_mode, open_directory
-from droot.core.errors import DrootError, UsageError
+from droot.core.errors import DrootError, TransientError, UsageError
 from droot.core.signatures import SIGNATURE_SUFFIX as _SIG, checksum_line
 
 SIDECAR_SUFFIX = ".sha256"
@@ -40,6 +41,9 @@ SIGNATURE_SUFFIX = SIDECAR_SUFFIX + _SIG
 # 50 GiB per archive within S3's 10,000-part limit.
 PART_SIZE = 5 << 20
 MAX_PARTS = 10_000
+# Seconds a request may wait for a byte from the store before it fails (pull --timeout,
+# set by the command line before the first request).
+TIMEOUT = 60.0
 
 
 @dataclass
@@ -98,25 +102,37 @@ def name_of(location: Location) -> str:
 def s3_client():
     """An S3 client from the standard AWS configuration (environment, profiles, config
     files, instance roles; AWS_ENDPOINT_URL for S3-compatible stores), with retries of
-    transient errors (throttling, 5xx, connection resets)."""
+    transient errors (throttling, 5xx, connection resets): botocore's standard mode, 8
+    attempts, unless AWS_MAX_ATTEMPTS or AWS_RETRY_MODE say otherwise."""
     import boto3
     from botocore.config import Config
+    retries = None
+    if not {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & os.environ.keys():
+        retries = {"mode": "standard", "max_attempts": 8}
     return boto3.session.Session().client(
-        "s3", config=Config(retries={"mode": "standard", "max_attempts": 8},
-                            connect_timeout=10, read_timeout=60))
+        "s3", config=Config(retries=retries, connect_timeout=min(10.0, TIMEOUT),
+                            read_timeout=TIMEOUT))
 
 
 def s3_error(error: Exception, where: str) -> DrootError:
-    """One clear line for the S3 failures an operator can fix."""
+    """One clear line for the S3 failures an operator can fix; a TransientError for those
+    that may not happen again (the network, the server's 5xx, throttling)."""
     from botocore import exceptions
     if isinstance(error, exceptions.NoCredentialsError):
         return DrootError(f"{where}: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
                           "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role)")
     if isinstance(error, exceptions.EndpointConnectionError):
-        return DrootError(f"{where}: cannot reach the S3 endpoint ({error})")
+        return TransientError(f"{where}: cannot reach the S3 endpoint ({error})")
+    if isinstance(error, (exceptions.HTTPClientError, exceptions.ConnectionError,
+                          exceptions.IncompleteReadError, OSError)) or type(
+                              error).__module__.startswith("urllib3"):
+        return TransientError(f"{where}: {error}")
     if isinstance(error, exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "") or str(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout"):
+            return TransientError(f"{where}: S3 error {code or status}: {message}")
         if code in ("NoSuchKey", "404", "NotFound"):
             return DrootError(f"{where}: no such object")
         if code == "NoSuchBucket":
@@ -347,10 +363,10 @@ class S3Download:
                     raise
                 error = failure
                 if _code(failure) in ("PreconditionFailed", "412"):
-                    raise DrootError(f"{self.location.text} changed during the download; "
-                                     "pull again") from None
-        raise DrootError(f"{self.location.text}: download failed at byte {start} of "
-                         f"{self.size}: {error}")
+                    raise TransientError(f"{self.location.text} changed during the "
+                                         "download; pull again") from None
+        raise TransientError(f"{self.location.text}: download failed at byte {start} of "
+                             f"{self.size}: {error}")
 
     def _fill(self):
         from concurrent.futures import ThreadPoolExecutor
@@ -505,15 +521,50 @@ class Download:
     checksum_source: str     # where it came from, for messages
 
 
+def _http_failure(url: str, error: OSError) -> DrootError:
+    """One line for a failed http(s) request: a TransientError for the network and for
+    the answers that say "later" (5xx, 408, 429); a DrootError for the others (404...)."""
+    if isinstance(error, urllib.error.HTTPError):
+        kind = TransientError if error.code >= 500 or error.code in (408, 429) else DrootError
+        return kind(f"{redact(url)}: HTTP {error.code} {error.reason}")
+    return TransientError(f"{redact(url)}: cannot download: "
+                          f"{getattr(error, 'reason', None) or error}")
+
+
 def _http_open(url: str):
     request = urllib.request.Request(url, headers={"User-Agent": "droot"})
     try:
-        return urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as error:
-        raise DrootError(f"{redact(url)}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise DrootError(f"{redact(url)}: cannot download: {reason}") from None
+        return urllib.request.urlopen(request, timeout=TIMEOUT)
+    except OSError as error:  # HTTPError and URLError are OSErrors
+        raise _http_failure(url, error) from None
+
+
+class _HttpBody:
+    """An http(s) archive as it arrives: a connection that breaks, times out or ends
+    before its Content-Length is a TransientError (pull tries again), not a corrupt
+    archive."""
+
+    def __init__(self, response, url: str, size: int | None):
+        self.response, self.url, self.size = response, url, size
+        self.received = 0
+
+    def read(self, n=-1) -> bytes:
+        try:
+            data = self.response.read(n)
+        except (OSError, http.client.HTTPException) as error:
+            self._cut_off(str(error) or type(error).__name__)
+        self.received += len(data)
+        if not data and self.size is not None and self.received < self.size:
+            self._cut_off("the connection closed")
+        return data
+
+    def _cut_off(self, reason: str):
+        of = f" of {self.size}" if self.size is not None else ""
+        raise TransientError(f"{redact(self.url)}: download cut off after {self.received} "
+                             f"bytes{of}: {reason}") from None
+
+    def close(self):
+        self.response.close()
 
 
 def redact(url: str) -> str:
@@ -536,14 +587,12 @@ def _read_http_small(url: str, limit: int = 4096) -> bytes | None:
     """The start of a small file beside an http(s) archive; None if the server says it is
     not there (404, or 403 as S3 answers for a missing key without list permission)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             return response.read(limit)
-    except urllib.error.HTTPError as error:
-        if error.code in (403, 404):
+    except OSError as error:
+        if isinstance(error, urllib.error.HTTPError) and error.code in (403, 404):
             return None
-        raise DrootError(f"{url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise DrootError(f"{url}: {getattr(error, 'reason', error)}") from None
+        raise _http_failure(url, error) from None
 
 
 def beside(location: Location, suffix: str) -> str | None:
@@ -604,5 +653,6 @@ def open_download(location: Location) -> Download:
     if not digest and beside(location, SIDECAR_SUFFIX):
         source = beside(location, SIDECAR_SUFFIX)
         digest = read_checksum(location)
-    return Download(response, int(size) if size else None, digest.lower() if digest else None,
-                    source)
+    size = int(size) if size else None
+    return Download(_HttpBody(response, location.text, size), size,
+                    digest.lower() if digest else None, source)
