@@ -56,14 +56,21 @@ def test_first_delta_pull_equals_a_full_deploy(versions, tmp_path):
     assert tree(tmp_path / "app") == tree(tmp_path / "full")
 
 
-def test_a_file_changed_in_the_current_release_is_downloaded(versions, tmp_path):
-    v1, v2, _, kept = versions
+def both_pushed_v1_pulled(versions, tmp_path):
+    """A path store holding v1 and v2, and a root running v1: (store, root)."""
+    v1, v2, _, _ = versions
     store = tmp_path / "store"
     store.mkdir()
     push(v1, store / "v1")
     push(v2, store / "v2")
     root = tmp_path / "app"
     assert droot("pull", store / "v1", "--root", root).returncode == 0
+    return store, root
+
+
+def test_a_file_changed_in_the_current_release_is_downloaded(versions, tmp_path):
+    kept = versions[3]
+    store, root = both_pushed_v1_pulled(versions, tmp_path)
     (root / "srv" / "keep.bin").write_bytes(b"written by the app")  # an app at work
     result = droot("pull", store / "v2", "--root", root)
     assert result.returncode == 0, result.stderr
@@ -72,13 +79,8 @@ def test_a_file_changed_in_the_current_release_is_downloaded(versions, tmp_path)
 
 
 def test_rollback_target_unchanged_when_the_app_writes_reused_files(versions, tmp_path):
-    v1, v2, _, kept = versions
-    store = tmp_path / "store"
-    store.mkdir()
-    push(v1, store / "v1")
-    push(v2, store / "v2")
-    root = tmp_path / "app"
-    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    kept = versions[3]
+    store, root = both_pushed_v1_pulled(versions, tmp_path)
     first = os.readlink(root)
     result = droot("pull", store / "v2", "--root", root)
     assert summary(result.stderr)[1] >= len(kept["srv/keep.bin"])  # keep.bin was reused
