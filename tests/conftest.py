@@ -1,17 +1,22 @@
-"""Fixtures shared by every stage's tests: the droot console script, busybox roots,
-and the real services (Docker engine, an S3-compatible server, a registry).
+"""Fixtures and helpers shared by every stage's tests: the droot console script, busybox
+roots, the attack program, a pseudo-terminal, and the real services (Docker engine, an
+S3-compatible server, a registry). Each stage's own are in its directory's conftest.py;
+test modules import the plain helpers by name (`from tests.conftest import droot`).
 
 Every service a fixture starts is a separate process on loopback, stopped when the
 session ends; nothing here touches the host outside temporary directories.
 """
 
 import contextlib
+import fcntl
 import os
+import pty
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -74,6 +79,109 @@ def make_busybox_root(path: Path) -> Path:
 def busybox_root(tmp_path) -> Path:
     return make_busybox_root(tmp_path / "root")
 
+
+@pytest.fixture(scope="session")
+def attack_binary(tmp_path_factory) -> Path:
+    """tests/run/attack.c compiled static (it runs in roots without a C library)."""
+    output = tmp_path_factory.mktemp("run-attack") / "attack"
+    if not shutil.which("gcc"):
+        pytest.fail("the run tests need gcc and libc6-dev (a static C library): apt-get install "
+                    "gcc libc6-dev")
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(output),
+                    str(Path(__file__).parent / "run" / "attack.c")], check=True)
+    return output
+
+
+@pytest.fixture
+def run_root(tmp_path, attack_binary) -> Path:
+    """A busybox root with /attack in it."""
+    root = make_busybox_root(tmp_path / "run-root")
+    shutil.copy2(attack_binary, root / "attack")
+    return root
+
+
+# --- the tar codec ----------------------------------------------------------------------
+
+def read_all(archive: bytes) -> list:
+    """(header, data) of every member, as droot's tar codec reads them."""
+    import io
+
+    from droot.core.tarformat import HeaderReader, padded
+    stream = io.BytesIO(archive)
+    reader = HeaderReader(stream.read)
+    members = []
+    while (header := reader.next()) is not None:
+        members.append((header, stream.read(padded(header.data_size))[:header.data_size]))
+    return members
+
+
+# --- a pseudo-terminal ---------------------------------------------------------------------
+
+class PseudoTerminal:
+    """A new pseudo-terminal: a child gets `terminal` as its stdin, stdout or stderr, the
+    test types into and reads from `controller`. Both ends are closed when the `with`
+    block ends."""
+
+    def __init__(self):
+        self.controller, self.terminal = pty.openpty()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close_terminal()
+        if self.controller >= 0:
+            os.close(self.controller)
+            self.controller = -1
+
+    def close_terminal(self):
+        if self.terminal >= 0:
+            os.close(self.terminal)
+            self.terminal = -1
+
+    @staticmethod
+    def take_as_controlling():
+        """A preexec_fn: the child, in a session of its own, makes its stdin (the
+        terminal) its controlling terminal, as a login shell has it."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    def drawn(self) -> bytes:
+        """Everything written to the terminal until the last child holding it closes it
+        (call once the children are started: the test's own end is closed here)."""
+        self.close_terminal()
+        output = b""
+        while True:
+            try:
+                data = os.read(self.controller, 65536)
+            except OSError:  # EIO: no process holds the terminal any more
+                break
+            if not data:
+                break
+            output += data
+        return output
+
+
+def run_with_controlling_terminal(argv) -> subprocess.CompletedProcess:
+    """`argv` with a new pseudo-terminal as its controlling terminal and stdin (stdout and
+    stderr captured)."""
+    with PseudoTerminal() as tty:
+        return subprocess.run(argv, stdin=tty.terminal, capture_output=True, text=True,
+                              preexec_fn=PseudoTerminal.take_as_controlling, timeout=60)
+
+
+def droot_on_terminal(*args) -> str:
+    """`droot ARGS` (which must succeed) with its stderr on a pseudo-terminal: what it drew
+    there."""
+    with PseudoTerminal() as tty:
+        process = subprocess.Popen([DROOT, *map(str, args)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=tty.terminal)
+        output = tty.drawn()
+        assert process.wait(timeout=120) == 0, output
+    return output.decode(errors="replace")
+
+
+# --- loopback services ---------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as sock:

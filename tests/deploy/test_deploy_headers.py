@@ -15,8 +15,9 @@ import tarfile
 import pytest
 import zstandard
 
-from deployhelp import (END, base256, compress, current, deploy, extended_header,
-                        member_bytes, pax_record, release_names, releases_dir, with_field)
+from tests.deploy.conftest import (END, base256, compress, current, deploy, extended_header,
+                                   member_bytes, pax_record, release_names, releases_dir,
+                                   with_field)
 
 FILLER = member_bytes("filler", b"harmless\n")
 

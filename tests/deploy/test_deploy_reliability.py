@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from conftest import DROOT
-from deployhelp import app_archive, compress, current, deploy, release_names, releases_dir
+from tests.conftest import DROOT
+from tests.deploy.conftest import (app_archive, compress, current, deploy, release_names,
+                                   releases_dir)
 
 FILES = 1500
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from opshelp import DROOT, droot
+from tests.conftest import DROOT, droot
 
 
 def unit_of(*args) -> str:

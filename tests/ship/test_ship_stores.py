@@ -5,7 +5,6 @@ paths; checksums verified; interrupted pushes leave nothing."""
 import hashlib
 import http.server
 import os
-import pty
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import DROOT, VENV_BIN, busybox_image_with_blob, droot
+from tests.conftest import DROOT, VENV_BIN, busybox_image_with_blob, droot, droot_on_terminal
 
 
 def s3():
@@ -215,32 +214,11 @@ def test_push_to_stdout_and_pull_from_stdin(busybox_image, tmp_path):
     check_app(root)
 
 
-def run_on_terminal(args) -> str:
-    """Run droot with stderr on a pseudo-terminal; returns what it drew there."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen([DROOT, *map(str, args)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=terminal)
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        output += data
-    process.wait(timeout=120)
-    os.close(controller)
-    assert process.returncode == 0, output
-    return output.decode(errors="replace")
-
-
 def test_progress_on_a_terminal_only(big_image, s3_bucket, tmp_path):
     dest = f"s3://{s3_bucket}/progress.tar.gz"
-    drawn = run_on_terminal(["push", big_image, dest])
+    drawn = droot_on_terminal("push", big_image, dest)
     assert f"push {dest}:" in drawn and "MB/s" in drawn
-    drawn = run_on_terminal(["pull", dest, "--root", tmp_path / "app"])
+    drawn = droot_on_terminal("pull", dest, "--root", tmp_path / "app")
     assert f"pull {dest}:" in drawn and "MB" in drawn and "%" in drawn
     quiet = droot("pull", dest, "--root", tmp_path / "app")
     assert quiet.returncode == 0 and "MB/s" not in quiet.stderr and "\r" not in quiet.stderr

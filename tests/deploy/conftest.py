@@ -8,7 +8,7 @@ from pathlib import Path
 
 import zstandard
 
-from conftest import DROOT, make_busybox_root
+from tests.conftest import DROOT, make_busybox_root
 
 
 def tar_of(directory: Path, compression: str = "gzip") -> bytes:
