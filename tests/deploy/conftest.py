@@ -8,6 +8,7 @@ from pathlib import Path
 
 import zstandard
 
+from droot.core.releasename import RELEASE_NAME
 from tests.conftest import DROOT, make_busybox_root
 
 
@@ -79,6 +80,13 @@ def releases_dir(root: Path) -> Path:
 
 def release_names(root: Path) -> list[str]:
     return sorted(name for name in os.listdir(releases_dir(root)) if not name.startswith("."))
+
+
+def leftovers(root: Path) -> list[str]:
+    """What ROOT.releases holds besides releases and the deploy lock: nothing after a
+    failed or interrupted deploy, whatever its temporary entries are called."""
+    return sorted(name for name in os.listdir(releases_dir(root))
+                  if name != ".lock" and not RELEASE_NAME.match(name))
 
 
 def current(root: Path) -> str:
