@@ -56,14 +56,14 @@ def build_parser(command: str | None):
         description="Chroot-based application containers: build with Docker, export, "
         "ship through object storage, deploy atomically, run with chroot.")
     parser.add_argument("--version", action="version", version=f"droot {__version__}")
-    parser.add_argument("--debug", action="store_true",
+    parser.add_argument("-D", "--debug", action="store_true",
                         help="show a traceback on errors (also DROOT_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS if command is None else (command,):
         module_name, summary = COMMANDS[name]
         sub = subparsers.add_parser(name, help=summary, description=summary)
         # SUPPRESS keeps a `--debug` given before the command from being reset here.
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+        sub.add_argument("-D", "--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show a traceback on errors (also DROOT_DEBUG=1)")
         if command:
             stage = __import__(module_name, fromlist=["_"])

@@ -31,12 +31,14 @@ def format_env(env: list[str]) -> bytes:
 
 
 def parse_env(text: str) -> dict[str, str]:
-    """The variables of a `/.drootenv` file: split at the first `=`, keep the rest exactly.
-    Blank lines and lines without `=` (or with an empty name) are ignored."""
+    """The variables of a `/.drootenv` file: lines end at `\n` only, each splits at its first
+    `=` and the rest is kept exactly (a `\r`, form feed or other line break of Unicode is
+    part of the value). Blank lines, lines without `=`, with an empty name or with a NUL
+    (which no environment can carry) are ignored."""
     env = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         name, sep, value = line.partition("=")
-        if sep and name:
+        if sep and name and "\0" not in line:
             env[name] = value
     return env
 

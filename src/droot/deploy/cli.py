@@ -31,7 +31,8 @@ def sha256_value(value: str) -> str:
 
 
 def root_arguments(parser, *, required=True):
-    parser.add_argument("--root", "--dest", dest="root", metavar="DIR", required=required,
+    parser.add_argument("-r", "--root", "-d", "--dest", dest="root", metavar="DIR",
+                        required=required,
                         help="the app's directory (a symlink to its current release)")
     parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
                         help="fail if another deploy holds DIR longer (default: wait)")
@@ -41,7 +42,7 @@ def target_arguments(parser):
     """The options shared by `deploy` and `pull`."""
     from_pull = parser.prog.endswith("pull")
     root_arguments(parser, required=not from_pull)
-    parser.add_argument("--mode", choices=("symlink", "rsync"), default="symlink",
+    parser.add_argument("-m", "--mode", choices=("symlink", "rsync"), default="symlink",
                         help="symlink: a new release directory and an atomic switch "
                         "(default); rsync: sync into DIR in place (not atomic)")
     parser.add_argument("--keep", type=_keep, default=5, metavar="N",
@@ -104,8 +105,8 @@ def rollback(args) -> int:
 
 
 def releases_arguments(parser):
-    parser.add_argument("--root", "--dest", dest="root", metavar="DIR", required=True,
-                        help="the app's directory")
+    parser.add_argument("-r", "--root", "-d", "--dest", dest="root", metavar="DIR",
+                        required=True, help="the app's directory")
 
 
 def releases(args) -> int:

@@ -1,10 +1,11 @@
 """`droot export` itself: where the stream goes (stdout or -o FILE), compression, progress."""
 
+import contextlib
 import os
 import sys
-import tempfile
 
-from droot.core.errors import UsageError
+from droot.core.atomicfile import AtomicFile, default_file_mode, open_directory
+from droot.core.errors import DrootError, UsageError
 
 
 def run_export(args) -> int:
@@ -33,39 +34,31 @@ def run_export(args) -> int:
     return 0
 
 
-class replaced_on_success:
-    """A file written under a temporary name beside `path`, renamed to `path` only when
-    the block succeeds, and deleted otherwise: a failed export leaves no partial file."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __enter__(self):
-        directory = os.path.dirname(os.path.abspath(self.path))
+@contextlib.contextmanager
+def replaced_on_success(path: str):
+    """-o FILE, written under a temporary name beside FILE and renamed over it only when
+    the block succeeds (droot.core.atomicfile), deleted otherwise: a failed export leaves
+    no partial file."""
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {path}: it is a directory")
+    try:
+        directory = open_directory(os.path.dirname(os.path.abspath(path)))
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
+    try:
         try:
-            fd, self.temporary = tempfile.mkstemp(dir=directory,
-                                                  prefix=f".{os.path.basename(self.path)}.",
-                                                  suffix=".partial")
+            output = AtomicFile(directory, os.path.basename(path), default_file_mode(),
+                                buffering=1 << 20)
         except OSError as error:
-            raise UsageError(f"cannot write {self.path}: {error.strerror}") from None
-        self.file = os.fdopen(fd, "wb", buffering=1 << 20)
-        return self.file
-
-    def __exit__(self, exc_type, exc, traceback):
+            raise UsageError(f"cannot write {path}: {error.strerror}") from None
         try:
-            self.file.close()
-            if exc_type is None:
-                os.chmod(self.temporary, 0o666 & ~current_umask())
-                os.replace(self.temporary, self.path)
-                return False
+            yield output.file
         except BaseException:
-            os.unlink(self.temporary)
+            output.abort()
             raise
-        os.unlink(self.temporary)
-        return False
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        try:
+            output.commit()
+        except OSError as error:
+            raise DrootError(f"cannot write {path}: {error.strerror}") from None
+    finally:
+        os.close(directory)

@@ -23,7 +23,7 @@ def exec_arguments(parser):
                           "and other namespaces, root, working directory and environment, as "
                           "its user, with no capability the app lacks.")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--root", metavar="DIR", help="the app running from DIR")
+    target.add_argument("-r", "--root", metavar="DIR", help="the app running from DIR")
     target.add_argument("--pid", type=int, metavar="PID",
                         help="the app that process PID belongs to (see 'droot ps')")
     parser.add_argument("-u", "--user", metavar="USER[:GROUP]",

@@ -11,8 +11,8 @@ anything else to argparse. Add a run option by adding a row to the table.
 # (flags, destination, kind, metavar, help); kind: "value" (one value, last one wins),
 # "append" (repeatable, collected in a list), "flag" (true when given).
 RUN_OPTIONS = (
-    (("--root",), "root", "value", "DIR", "the root filesystem to run in (required)"),
-    (("--cp", "--copy-files"), "copy_files", "flag", None,
+    (("-r", "--root"), "root", "value", "DIR", "the root filesystem to run in (required)"),
+    (("--cp", "-cp", "--copy-files"), "copy_files", "flag", None,
      "copy the host's /etc/passwd, /etc/group, /etc/resolv.conf and /etc/hosts into the root"),
     (("-u", "--user"), "user", "value", "USER[:GROUP]",
      "run as this user (name or number), looked up in the root's /etc/passwd"),
@@ -93,7 +93,7 @@ def parse_run_quickly(argv: list[str]) -> RunOptions | None:
               for _, dest, kind, _, _ in RUN_OPTIONS}
     values.update(app_argv=[], command="run", debug=False, handler=run)
     index = 0
-    while index < len(argv) and argv[index] == "--debug":
+    while index < len(argv) and argv[index] in ("-D", "--debug"):
         values["debug"] = True
         index += 1
     if index == len(argv) or argv[index] != "run":
@@ -104,7 +104,7 @@ def parse_run_quickly(argv: list[str]) -> RunOptions | None:
         if arg == "--" or not arg.startswith("-") or arg == "-":
             values["app_argv"] = argv[index:]
             break
-        if arg == "--debug":
+        if arg in ("-D", "--debug"):
             values["debug"] = True
             index += 1
             continue
@@ -142,7 +142,7 @@ def run(args) -> int:
 
 
 def umount_arguments(parser):
-    parser.add_argument("--root", required=True, metavar="DIR",
+    parser.add_argument("-r", "--root", required=True, metavar="DIR",
                         help="unmount everything mounted below DIR (deepest first)")
 
 

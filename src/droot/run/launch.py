@@ -24,10 +24,11 @@ def parse_env_option(item: str) -> tuple[str, str]:
 
 
 def read_env_file(path: str) -> list[tuple[str, str]]:
-    """An `--env-file` on the host: NAME=VALUE lines; blank lines and # comments skipped."""
+    """An `--env-file` on the host: NAME=VALUE lines ending at `\n` (a `\r` before it is
+    dropped, for files written on Windows); blank lines and # comments skipped."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as file:
-            lines = file.read().splitlines()
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as file:
+            lines = [line.removesuffix("\r") for line in file.read().split("\n")]
     except OSError as error:
         raise RunError(f"cannot read --env-file {path}: {error.strerror}") from None
     pairs = []
@@ -35,7 +36,7 @@ def read_env_file(path: str) -> list[tuple[str, str]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, value = line.partition("=")
-        if not sep or not name:
+        if not sep or not name or "\0" in line:
             raise RunError(f"malformed line {number} of --env-file {path}: expected NAME=VALUE")
         pairs.append((name, value))
     return pairs

@@ -21,6 +21,7 @@ import stat
 import sys
 
 from droot.core import kernel
+from droot.core.atomicfile import AtomicFile
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
 MAX_FILE_SIZE = 16 << 20  # /etc/passwd, /.drootenv and the like: far below
@@ -127,21 +128,8 @@ def write_atomically(path: str, data: bytes, mode: int, owner: int = 0, group: i
     the old file or the new one, never a mix, and a crash never loses the old one. A
     symbolic link at `path` is replaced, not followed; missing directories are made."""
     parent = make_directories(os.path.dirname(path))
-    name = os.path.basename(path)
-    temporary = f".{name}.droot-{os.getpid()}"
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600, dir_fd=parent)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fchown(file.fileno(), owner, group)
-                os.fchmod(file.fileno(), mode)
-                os.fsync(file.fileno())
-            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            os.unlink(temporary, dir_fd=parent)
-            raise
+        with AtomicFile(parent, os.path.basename(path), mode, owner=owner, group=group) as file:
+            file.write(data)
     finally:
         os.close(parent)

@@ -13,7 +13,7 @@ def push_arguments(parser):
                         "oci:PATH[:TAG] or docker://HOST/REPO[:TAG]")
     parser.add_argument("dest", metavar="DEST", nargs="?",
                         help="s3://BUCKET/KEY, a path or file:// URL, or - for stdout")
-    parser.add_argument("--to", dest="to", metavar="DEST", help=argparse.SUPPRESS)
+    parser.add_argument("-t", "--to", dest="to", metavar="DEST", help=argparse.SUPPRESS)
     parser.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
                         help="archive compression (default gzip)")
     parser.add_argument("--zstd", dest="compress", action="store_const", const="zstd",
@@ -49,7 +49,7 @@ def pull_arguments(parser):
     parser.add_argument("src", metavar="SRC", nargs="?",
                         help="s3://BUCKET/KEY, http(s)://URL (e.g. presigned), a path, "
                         "file://PATH, or - for stdin")
-    parser.add_argument("--src", dest="src_option", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument("-s", "--src", dest="src_option", metavar="SRC", help=argparse.SUPPRESS)
     target_arguments(parser)
     parser.add_argument("--sha256", type=sha256_value, metavar="HEX",
                         help="the archive's expected SHA-256 (default: the store's checksum)")

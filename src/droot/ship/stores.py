@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from droot.core.atomicfile import AtomicFile, default_file_mode, open_directory
 from droot.core.errors import DrootError, UsageError
 
 SIDECAR_SUFFIX = ".sha256"
@@ -381,8 +382,8 @@ def read_s3_sidecar(client, location: Location) -> str | None:
 # --- local paths ----------------------------------------------------------------------------
 
 class PathUpload:
-    """Writes a temporary file beside DEST, renamed over it by commit() (then the sidecar):
-    a reader never sees a half-written archive."""
+    """Writes DEST through droot.core.atomicfile, then its sidecar the same way: a reader
+    never sees a half-written archive, and a pushed one survives a crash."""
 
     def __init__(self, location: Location):
         self.location = location
@@ -393,52 +394,50 @@ class PathUpload:
                              f"{location.text.rstrip('/')}/app.tar.gz")
         if not os.path.isdir(directory):
             raise DrootError(f"{location.text}: directory {directory} does not exist")
-        self.temp = os.path.join(directory, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
-        self.sidecar_temp = None
+        self.directory = None
         try:
-            self.file = open(self.temp, "wb")
+            self.directory = open_directory(directory)
+            self.archive = AtomicFile(self.directory, os.path.basename(self.path),
+                                      default_file_mode())
         except OSError as error:
+            self._close_directory()
             raise DrootError(f"{location.text}: cannot write in {directory}: "
                              f"{error.strerror}") from None
 
     def write(self, data) -> int:
         try:
-            return self.file.write(data)
+            return self.archive.file.write(data)
         except OSError as error:
             raise self._failure(error) from None
 
     def commit(self, digest: str):
         try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            os.rename(self.temp, self.path)
-            sidecar = self.path + SIDECAR_SUFFIX
-            self.sidecar_temp = sidecar + ".tmp"
-            with open(self.sidecar_temp, "wb") as out:
-                out.write(sidecar_text(digest, os.path.basename(self.path)))
-            os.rename(self.sidecar_temp, sidecar)
-        except OSError as error:  # the caller's abort() removes the temporary files
-            if self.sidecar_temp:
-                raise DrootError(f"{self.location.text}: the archive was written, but not its "
-                                 f"checksum sidecar: {error.strerror} (pulls refuse the "
-                                 "archive until a push succeeds)") from None
+            self.archive.commit()
+        except OSError as error:
             raise self._failure(error) from None
+        try:
+            name = os.path.basename(self.path)
+            with AtomicFile(self.directory, name + SIDECAR_SUFFIX, default_file_mode()) as out:
+                out.write(sidecar_text(digest, name))
+        except OSError as error:
+            raise DrootError(f"{self.location.text}: the archive was written, but not its "
+                             f"checksum sidecar: {error.strerror} (pulls refuse the "
+                             "archive until a push succeeds)") from None
+        finally:
+            self._close_directory()
 
     def _failure(self, error: OSError) -> DrootError:
         return DrootError(f"{self.location.text}: cannot write the archive: {error.strerror}")
 
     def abort(self):
-        try:
-            self.file.close()
-        except OSError:
-            pass  # a failed flush of data that is discarded anyway
-        for path in (self.temp, self.sidecar_temp):
-            try:
-                if path:
-                    os.unlink(path)
-            except FileNotFoundError:
-                pass
+        if self.directory is not None:
+            self.archive.abort()  # nothing left to remove once committed
+            self._close_directory()
+
+    def _close_directory(self):
+        if self.directory is not None:
+            os.close(self.directory)
+            self.directory = None
 
 
 class StdoutUpload:
