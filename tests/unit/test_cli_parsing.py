@@ -1,6 +1,8 @@
 """The command line, in process: every command's flags and defaults, and which exit status
 each kind of usage error gives (droot.cli.exit_status), without running any command."""
 
+import re
+
 import pytest
 
 from droot import __version__
@@ -177,7 +179,7 @@ def test_pull_and_deploy_options():
     ("--sha256", "ab" * 31, "--sha256 '" + "ab" * 31 + "': expected 64 hexadecimal digits"),
     ("--sha256", "xy" * 32, "expected 64 hexadecimal digits"),
     ("--sha256", "ab" * 33, "expected 64 hexadecimal digits"),
-    ("--mode", "copy", "argument --mode: invalid choice: 'copy'"),
+    ("--mode", "copy", "argument -m/--mode: invalid choice: 'copy'"),
 ])
 def test_deploy_values_refused(flag, value, message):
     for command in ("deploy", "pull"):
@@ -191,7 +193,8 @@ def test_deploy_values_at_their_bounds():
 
 def test_commands_that_need_a_root_say_so():
     for command in ("deploy", "rollback", "releases", "rm", "run", "umount", "unit"):
-        assert "the following arguments are required: --root" in refused(command)
+        assert re.search(r"the following arguments are required: (-r/)?--root\b",
+                         refused(command))
 
 
 def test_rollback_options():
@@ -204,8 +207,9 @@ def test_exec_options():
     assert (options["pid"], options["root"], options["user"], options["env"],
             options["workdir"], options["command"]) == \
         (42, None, "app:staff", ["A=1", "B=2"], "/srv", ["--", "/bin/ls", "-l"])
-    assert "one of the arguments --root --pid is required" in refused("exec", "--", "/bin/sh")
-    assert "argument --pid: not allowed with argument --root" in refused(
+    assert "one of the arguments -r/--root --pid is required" in refused("exec", "--",
+                                                                         "/bin/sh")
+    assert "argument --pid: not allowed with argument -r/--root" in refused(
         "exec", "--root", "/r", "--pid", "1")
     assert "argument --pid: invalid int value: 'abc'" in refused("exec", "--pid", "abc")
 
@@ -286,16 +290,16 @@ def test_exit_status_table(error, status, run_status):
     ([], 2, "droot: the following arguments are required: COMMAND"),
     (["deploy", "--keep", "-1", "--root", "/r"], 2,
      "droot: --keep '-1': expected a number of releases (0 keeps all)"),
-    (["deploy"], 2, "droot: deploy: the following arguments are required: --root"),
+    (["deploy"], 2, "droot: deploy: the following arguments are required: -r/--root/-d/--dest"),
     (["rm", "--root", "/r", "--frob"], 2, "droot: unrecognized arguments: --frob"),
     (["pull", "--root", "/r"], 2, "droot: pull: give a source: droot pull s3://BUCKET/KEY"),
     (["pull", "s3://b/k"], 2, "droot: pull: give the target directory: --root DIR"),
     (["push", "img"], 2, "droot: push: give a destination"),
     (["unit", "--root", "/r", "--allow-missing-root", "--memory", "12XB"], 2,
      "droot: --memory '12XB'"),
-    (["run"], 125, "droot: run: the following arguments are required: --root"),
+    (["run"], 125, "droot: run: the following arguments are required: -r/--root"),
     (["run", "--root", "/r", "--frob"], 125, "droot: unrecognized arguments: --frob"),
-    (["exec", "--", "/bin/sh"], 125, "droot: exec: one of the arguments --root --pid is"),
+    (["exec", "--", "/bin/sh"], 125, "droot: exec: one of the arguments -r/--root --pid is"),
     (["--debug", "exec", "--pid", "x"], 125, "droot: exec: argument --pid: invalid int"),
 ])
 def test_usage_errors_are_one_line_with_their_status(argv, status, message, capsys,
@@ -333,3 +337,71 @@ def test_each_command_has_its_own_help(command, capsys):
         for flag in action.option_strings:
             if action.help != "==SUPPRESS==":
                 assert flag in text, (command, flag)
+
+
+# --- main(): debug, signals -----------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, environment, traceback", [
+    (["releases", "--root", "APP"], None, False),
+    (["--debug", "releases", "--root", "APP"], None, True),
+    (["releases", "--root", "APP", "--debug"], None, True),
+    (["releases", "--root", "APP"], "1", True),
+    (["releases", "--root", "APP"], "0", False),
+    (["releases", "--root", "APP"], "", False),
+])
+def test_debug_adds_the_traceback(argv, environment, traceback, tmp_path, capsys,
+                                  monkeypatch, sigterm_kept):
+    if environment is None:
+        monkeypatch.delenv("DROOT_DEBUG", raising=False)
+    else:
+        monkeypatch.setenv("DROOT_DEBUG", environment)
+    app = str(tmp_path / "app")
+    assert main([app if arg == "APP" else arg for arg in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"droot: {app} has no releases (not deployed yet?)\n")
+    assert err.startswith("Traceback (most recent call last):\n") is traceback, err
+    assert ("DrootError: " in err) is traceback
+
+
+def test_sigterm_is_handled_by_every_command_but_run_and_exec(tmp_path, capsys, sigterm_kept):
+    """Not `run` and `exec`: they become the app, or forward signals to it."""
+    import signal
+
+    from droot.cli import raise_terminated
+    for argv in (["run", "--root"], ["exec"]):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        main(argv)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, argv
+    for argv in (["releases", "--root", str(tmp_path)], ["frobnicate"]):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        main(argv)
+        assert signal.getsignal(signal.SIGTERM) == raise_terminated, argv
+
+
+def test_sigterm_and_ctrl_c_are_143_and_130_with_one_line(tmp_path, capsys, sigterm_kept):
+    """A real signal while `droot rm` waits for the deploy lock this test holds."""
+    import fcntl
+    import importlib
+    import os
+    import signal
+    import threading
+
+    from droot.cli import raise_terminated
+    importlib.import_module("droot.deploy.deploy")  # now, not while the timer runs
+    # Installed before main() does, so that no signal finds the default (which would end
+    # the test process) however slow the start.
+    signal.signal(signal.SIGTERM, raise_terminated)
+    releases = tmp_path / "app.releases"
+    releases.mkdir(mode=0o700)
+    with open(releases / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for signum, status, word in ((signal.SIGTERM, 143, "terminated"),
+                                     (signal.SIGINT, 130, "interrupted")):
+            timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
+            timer.start()
+            try:
+                assert main(["rm", "--root", str(tmp_path / "app")]) == status
+            finally:
+                timer.join()
+            err = capsys.readouterr().err
+            assert err.endswith(f"droot: {word}\n") and "Traceback" not in err, err

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 from droot.core.releasefiles import (CONFIG_FILE, DROOT_FILES, ENV_FILE, format_config,
                                      format_env, parse_config, parse_env)
 
-# A name as images have them; a value is anything on one line: `=`, spaces, quotes, and
-# the characters str.splitlines() also breaks at (\r, \v, \f, \x1c-\x1e, \x85, \u2028,
-# \u2029), which a `/.drootenv` line keeps (it ends at \n only).
+# A name as images have them; a value is anything on one line but NUL (which no
+# environment carries): `=`, spaces, quotes, and the characters str.splitlines() also
+# breaks at (\r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029), which a `/.drootenv` line
+# keeps (it ends at \n only).
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
-values = st.text(st.characters(exclude_characters="\n", exclude_categories=("Cs",)), max_size=40)
+values = st.text(st.characters(exclude_characters="\n\0", exclude_categories=("Cs",)),
+                 max_size=40)
 LINE_BREAKS_BUT_NOT_NEWLINE = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
@@ -39,8 +41,8 @@ def test_env_file_format():
 
 
 def test_what_the_env_reader_forgives():
-    text = "\nA=1\nno equals sign\n=no name\nB= spaced \nA=2\n\nC"
-    assert parse_env(text) == {"A": "2", "B": " spaced "}  # the last A wins
+    text = "\nA=1\nno equals sign\n=no name\nB= spaced \nA=2\n\nC\nD=a\0b\n"
+    assert parse_env(text) == {"A": "2", "B": " spaced "}  # the last A wins, no NUL
 
 
 configs = st.fixed_dictionaries({
