@@ -21,8 +21,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 BUSYBOX = "/bin/busybox"
+
+# `--hypothesis-profile=mutation`, which mutmut's runs use (pyproject.toml): each mutant
+# runs the property tests on fewer examples, the same ones every time, without shrinking.
+settings.register_profile("mutation", max_examples=20, derandomize=True, database=None,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate),
+                          deadline=None)
 VENV_BIN = Path(sys.prefix) / "bin"
 DROOT = str(VENV_BIN / "droot")
 
