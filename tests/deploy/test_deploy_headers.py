@@ -15,9 +15,8 @@ import tarfile
 import pytest
 import zstandard
 
-from tests.deploy.conftest import (END, base256, compress, current, deploy, extended_header,
-                                   member_bytes, pax_record, release_names, releases_dir,
-                                   with_field)
+from tests.conftest import END, base256, extended_header, member_bytes, pax_record, with_field
+from tests.deploy.conftest import compress, current, deploy, release_names, releases_dir
 
 FILLER = member_bytes("filler", b"harmless\n")
 
