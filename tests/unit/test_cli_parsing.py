@@ -405,3 +405,49 @@ def test_sigterm_and_ctrl_c_are_143_and_130_with_one_line(tmp_path, capsys, sigt
                 timer.join()
             err = capsys.readouterr().err
             assert err.endswith(f"droot: {word}\n") and "Traceback" not in err, err
+
+
+def test_the_help_lists_every_command_with_its_summary(capsys):
+    with pytest.raises(SystemExit):
+        build_parser(None).parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: droot ")
+    assert "Chroot-based application containers: build with Docker, export, ship through" \
+        in text
+    listed = [line.split(None, 1) for line in text.splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]
+    assert {name: summary for name, summary in listed} == \
+        {name: summary for name, (_, summary) in COMMANDS.items()}
+    assert "show a traceback on errors (also DROOT_DEBUG=1)" in text
+
+
+def test_a_command_that_succeeds_is_0(capsys, monkeypatch, sigterm_kept):
+    import json
+    import sys
+    assert main(["ps", "--json"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), list)
+    monkeypatch.setattr(sys, "argv", ["droot", "ps", "--json"])  # main() reads sys.argv
+    assert main() == 0 and isinstance(json.loads(capsys.readouterr().out), list)
+
+
+def test_a_reader_that_went_away_is_141_and_quiet(tmp_path, capsys, monkeypatch,
+                                                 sigterm_kept):
+    """`droot releases … | head -0`: the pipe's reader is gone before droot writes."""
+    import io
+    import os
+    import sys
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app.releases").mkdir(mode=0o700)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = io.TextIOWrapper(io.FileIO(write_end, "w"), line_buffering=True)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert main(["releases", "--root", str(tmp_path / "app")]) == 141
+    finally:
+        monkeypatch.undo()
+        try:
+            stdout.close()  # what was not written is dropped with the pipe
+        except BrokenPipeError:
+            pass
+    assert capsys.readouterr().err == ""

@@ -82,14 +82,36 @@ def test_a_stream_that_starts_with_a_skippable_frame_is_zstd():
 
 
 def test_zstd_frames_are_read_across():
+    """In the reads of a given size that deploy makes, not only in one read of all."""
     archive = b"".join(zstandard.ZstdCompressor().compress(part) for part in (b"a", b"b", b"c"))
     assert decompressing_reader(io.BytesIO(archive))[1].read() == b"abc"
+    assert decompressing_reader(io.BytesIO(archive))[1].read(100) == b"abc"
+
+
+def test_archives_are_reproducible_and_checked():
+    """The same input makes the same bytes (gzip's header time is 0), so a push of the
+    same image has the same SHA-256; a zstd frame carries its checksum, which the
+    decompressor verifies."""
+    data = b"droot " * 1000
+    gzipped = compressed(data, "gzip")
+    assert gzipped[4:8] == b"\0\0\0\0" and compressed(data, "gzip") == gzipped
+    zstd = compressed(data, "zstd")
+    assert zstd[4] & 0x04  # Content_Checksum_flag of the frame header descriptor
+    corrupt = zstd[:-1] + bytes([zstd[-1] ^ 0xFF])  # the checksum itself
+    with pytest.raises(zstandard.ZstdError):
+        decompressing_reader(io.BytesIO(corrupt))[1].read()
 
 
 @pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", b"abcd", b"abcde" * 1000])
 def test_sniffing_loses_no_byte(data):
     kind, reader = sniff(Trickle(data, 1))
     assert (kind, reader.read()) == ("none", data)
+
+
+def test_sniffing_reads_the_first_four_bytes_only():
+    """Until the caller reads: the kind is known from what a pipe has delivered so far."""
+    stream = io.BytesIO(GZIP_HEAD + b"more")
+    assert sniff(stream)[0] == "gzip" and stream.tell() == 4
 
 
 def test_an_unknown_kind_is_a_usage_error():

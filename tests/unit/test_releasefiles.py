@@ -64,7 +64,8 @@ def test_config_round_trips(config):
 def test_config_file_format():
     written = format_config(entrypoint=[], cmd=None, working_dir=None, user="", env=None,
                             source="oci:app", digest="sha256:ab")
-    assert written.endswith(b"}\n")
+    assert written.startswith(b'{\n  "version": 1,\n  "entrypoint": null,\n')  # for people
+    assert written.endswith(b"\n}\n")
     assert json.loads(written) == {"version": 1, "entrypoint": None, "cmd": None,
                                    "working_dir": "", "user": "", "env": [],
                                    "source": "oci:app", "digest": "sha256:ab"}
@@ -81,6 +82,11 @@ def test_an_older_config_gets_defaults():
 def test_a_config_that_is_not_an_object_is_refused(text):
     with pytest.raises(ValueError):
         parse_config(text)
+
+
+def test_a_config_of_another_json_type_says_so():
+    with pytest.raises(ValueError, match="^not a JSON object$"):
+        parse_config("[]")
 
 
 def test_droot_files_are_the_two_at_the_root():

@@ -101,6 +101,7 @@ def test_the_codec_reads_what_tarfile_writes(format_name, members):
     (b"0000644\0", 0o644), (b"   644 \0", 0o644), (b"\0" * 8, 0), (b"0000644 ", 0o644),
     (b"\x80\0\0\0\0\0\0\x2a", 42), (b"\xff" * 8, -1), (b"\xff" * 7 + b"\xfe", -2),
     (b"\xff" * 4 + (-315619200).to_bytes(4, "big", signed=True)[0:4], -315619200),
+    (b"\x81" + b"\0" * 7, 1 << 56), (b"00000644", 0o644), (b"0000644 ", 0o644),
 ])
 def test_numbers(field, value):
     assert number(field) == value
@@ -108,7 +109,8 @@ def test_numbers(field, value):
         assert tarfile.nti(field) == value
 
 
-@pytest.mark.parametrize("field", [b"-000644\0", b"0_644\0\0\0", b"06 44\0\0\0", b"0000648\0"])
+@pytest.mark.parametrize("field", [b"-000644\0", b"0_644\0\0\0", b"06 44\0\0\0", b"0000648\0",
+                                   b"\t000644\0", b"000644\n\0"])
 def test_numbers_that_are_not(field):
     with pytest.raises(ValueError):
         number(field)

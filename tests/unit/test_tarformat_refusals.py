@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from droot.core.tarformat import (MAX_DEVICE_NUMBER, MAX_ID, HeaderReader, TarFormatError,
-                                  _pax_seconds_ns, checksum_ok, member_path, pax_records,
-                                  show, text)
+from droot.core.tarformat import (MAX_DEVICE_NUMBER, MAX_EXTENSION_SIZE, MAX_ID, HeaderReader,
+                                  TarFormatError, _pax_seconds_ns, checksum_ok, member_path, padded,
+                                  pax_records, show, text)
 from tests.conftest import (END, base256, extended_header, member_bytes, pax_record, read_all,
                             with_field)
 
@@ -55,6 +55,7 @@ def test_positions_in_the_archive():
     stream.read(1024)
     second = reader.next()
     assert (second.index, second.offset, len(second.blocks), second.path) == (1, 1536, 3, b"b")
+    assert b"".join(second.blocks) == archive[1536:3072] and reader.offset == 3072
     assert reader.index == 2 and reader.next() is None
 
 
@@ -68,9 +69,10 @@ def test_types_without_data_have_none_whatever_their_size():
 
 
 def test_a_regular_member_named_with_a_slash_is_a_directory():
-    assert only(member_bytes("d/", type=tarfile.REGTYPE)).type == ord("5")
-    assert only(with_field(member_bytes("d/"), 156, b"\0")).type == ord("5")  # v7
-    assert only(member_bytes("l/", type=tarfile.SYMTYPE, linkname="t")).type == ord("2")
+    assert only(member_bytes("dir/", type=tarfile.REGTYPE)).type == ord("5")
+    assert only(with_field(member_bytes("dir/"), 156, b"\0")).type == ord("5")  # v7
+    assert only(member_bytes("dir/x", type=tarfile.REGTYPE)).type == ord("0")
+    assert only(member_bytes("lnk/", type=tarfile.SYMTYPE, linkname="t")).type == ord("2")
 
 
 def test_names_from_ustar_prefix_gnu_long_names_and_pax():
@@ -82,9 +84,13 @@ def test_names_from_ustar_prefix_gnu_long_names_and_pax():
     ustar = member_bytes("name", format=tarfile.USTAR_FORMAT)
     gnu = with_field(ustar, 257, b"ustar  \0")
     assert only(with_field(ustar, 345, b"pre\0")).path == b"pre/name"
+    assert only(with_field(ustar, 345, b"p\0")).path == b"p/name"
     assert only(with_field(gnu, 345, b"pre\0")).path == b"name"
-    # a 100-byte name has no NUL
+    # a 100-byte name or link target has no NUL
     assert only(member_bytes("n" * 100, format=tarfile.USTAR_FORMAT)).path == b"n" * 100
+    h = only(member_bytes("l", type=tarfile.SYMTYPE, linkname="t" * 100,
+                          format=tarfile.USTAR_FORMAT))
+    assert h.linkname == b"t" * 100
 
 
 def test_the_first_long_name_wins_and_long_links():
@@ -107,8 +113,13 @@ def test_pax_numbers_override_the_header():
                  data=b"abc", uid=5, gid=6))
     assert (h.size, h.data_size, h.mtime_ns, h.uid, h.gid) == \
         (3, 3, -1_500_000_000, MAX_ID, 0)
-    # an empty value unsets the keyword: the header's own field counts
-    assert only(pax({b"uid": b""}, uid=5)).uid == 5
+    # an empty value unsets the keyword: the header's own field counts, and the others
+    for empty in (b"size", b"mtime", b"uid", b"gid"):
+        values = {b"size": b"0", b"mtime": b"5", b"uid": b"6", b"gid": b"7", empty: b""}
+        h = only(pax(values, uid=1, gid=2, mtime=3))
+        expected = {b"size": 0, b"mtime": 5 * 10 ** 9, b"uid": 6, b"gid": 7,
+                    empty: {b"size": 0, b"mtime": 3 * 10 ** 9, b"uid": 1, b"gid": 2}[empty]}
+        assert (h.size, h.mtime_ns, h.uid, h.gid) == tuple(expected.values()), empty
 
 
 @pytest.mark.parametrize("value, ns", [
@@ -142,6 +153,8 @@ def test_devices():
     h = only(with_field(with_field(block, 329, base256(MAX_DEVICE_NUMBER, 8)), 337,
                         base256(0, 8)))
     assert (h.major, h.minor) == (MAX_DEVICE_NUMBER, 0)
+    h = only(with_field(block, 337, base256(MAX_DEVICE_NUMBER, 8)))
+    assert (h.major, h.minor) == (0, MAX_DEVICE_NUMBER)
 
 
 # --- refusals ----------------------------------------------------------------------------
@@ -238,6 +251,14 @@ def test_refusals_name_the_member_and_the_problem(archive, message):
     assert refusal(archive + END).startswith(message)
 
 
+def test_extended_headers_of_the_sizes_allowed():
+    assert only(extended_header(b"x", b"") + member_bytes("a")).path == b"a"
+    filler = b"x" * (MAX_EXTENSION_SIZE - len(b"1048576 comment=\n"))
+    record = pax_record(b"comment", filler)
+    assert len(record) == MAX_EXTENSION_SIZE
+    assert only(extended_header(b"x", record) + member_bytes("a")).pax == {b"comment": filler}
+
+
 def test_the_limits_themselves_are_accepted():
     h = only(pax({b"size": b"%d" % ((1 << 63) - 1), b"uid": b"%d" % MAX_ID,
                   b"mtime": b"%d" % ((1 << 63) - 1)}, type=tarfile.DIRTYPE))
@@ -254,12 +275,18 @@ def test_pax_records_with_newlines_in_values_and_padding():
     big = pax_record(b"comment", b"c" * 5000)
     assert pax_records(big + pax_record(b"k", b"v")) == {b"comment": b"c" * 5000, b"k": b"v"}
     for bad, problem in ((b"6 =ab\n", "a record without a keyword"),
+                         (b"7 abcd\n7 a=bc\n", "a record without a keyword"),
                          (b"1" * 25 + b" a=b\n", "a record without a length"),
                          (b"5 a=b\n", "a record whose length is wrong"),
                          (b"7 a=b\nx", "a record whose length is wrong"),
                          (b"6 a=b\n" + b"c" * 5000, "a record without a length")):
-        with pytest.raises(ValueError, match=problem):
+        with pytest.raises(ValueError, match=f"^{problem}$"):
             pax_records(bad)
+
+
+def test_padded_sizes():
+    assert [padded(size) for size in (0, 1, 511, 512, 513, 1025)] == \
+        [0, 512, 512, 512, 1024, 1536]
 
 
 def test_text_fields():
@@ -273,7 +300,7 @@ def test_text_fields():
 @pytest.mark.parametrize("name, path", [
     (b"a/b", b"a/b"), (b"a/b/", b"a/b"), (b"./a", b"a"), (b"/a", b"a"), (b"a//b", b"a/b"),
     (b"a/./b", b"a/b"), (b".", b""), (b"./", b""), (b"//", b""), (b".a/..b", b".a/..b"),
-    (b"a/.b", b"a/.b"),
+    (b"a/.b", b"a/.b"), (b"boX", b"boX"),
 ])
 def test_member_paths(name, path):
     assert member_path(name) == path
@@ -281,5 +308,6 @@ def test_member_paths(name, path):
 
 def test_names_in_messages_are_one_readable_line():
     assert show(b"a\nb\0c") == "a\\nb\\x00c"
+    assert show(b"a\\b'\n") == "a\\b'\\n"  # printable characters kept as they are
     assert show(b"caf\xc3\xa9 \xff") == "café \\xff"
     assert show(b"") == "(empty name)"
