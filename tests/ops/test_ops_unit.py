@@ -81,7 +81,7 @@ def test_limits_become_systemd_directives_not_run_flags():
 
 @pytest.mark.parametrize("args, message", [
     (["--root", "/srv/app", "--memory", "12XB"], "--memory '12XB': not a size"),
-    (["--", "/bin/true"], "the following arguments are required: --root"),
+    (["--", "/bin/true"], "the following arguments are required: -r/--root"),
 ])
 def test_bad_input_is_one_line(args, message):
     result = droot("unit", *args)
