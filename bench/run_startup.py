@@ -6,6 +6,7 @@ runs every tool once, in a shuffled order, so a noisy neighbour hits all of them
 Prints medians in milliseconds and ratios to crun, the goal being droot ≤ 1.0.
 
     sudo .venv/bin/python bench/run_startup.py [--rounds 30] [--only droot,crun,...]
+                                               [--json FILE]
 
 droot is timed as users run it: the console script of the virtual environment, with its
 modules byte-compiled (as `pip install` leaves them). crun 1.8 refuses hybrid cgroups, so
@@ -109,6 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--only", help="comma-separated tool names (default: all found)")
+    parser.add_argument("--json", type=Path, help="also write the medians to FILE (for plot.py)")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run_startup.py needs root (every tool here mounts or chroots)")
@@ -142,6 +144,10 @@ def main() -> int:
     for name, median in sorted(medians.items(), key=lambda item: item[1]):
         ratio = f"{median / reference:.2f}" if reference else "-"
         print(f"| {name} | {median:.1f} | {ratio} |")
+    if options.json:
+        import json
+        options.json.write_text(json.dumps({"rounds": options.rounds, "medians_ms": medians},
+                                           indent=1) + "\n")
     return 0
 
 

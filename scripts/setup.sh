@@ -6,10 +6,16 @@ cd "$(dirname "$0")/.."
 
 # docker.io: build test images, the `NAME[:TAG]` source; docker-registry: the `docker://`
 # source; busybox-static: test images without internet; rsync: --mode rsync; runit:
-# a real supervisor for the run tests; gcc, libc6-dev: the security tests compile their
-# attack programs static; the rest are the peers that bench/ compares against.
+# a real supervisor for the run tests; libserver-starter-perl (start_server) and systemd
+# (systemd-socket-activate, systemd-analyze verify; neither needs systemd as PID 1): the
+# socket-passing supervisors and unit checks of the run, unit, restart and zero-downtime
+# tests; openssh-client: ssh-keygen signs and verifies releases; strace: a test counts the
+# files a pull opens; gcc, libc6-dev: the tests compile their attack programs and test app
+# static; the rest are the peers and tools of bench/ (wrk: the load of bench/apps.py;
+# python3-matplotlib: its pictures, never a dependency of droot itself).
 PACKAGES=(docker.io docker-registry busybox-static rsync zstd pigz libarchive-tools runit
-          iproute2 gcc libc6-dev bubblewrap runc crun systemd-container hyperfine debootstrap)
+          libserver-starter-perl systemd iproute2 gcc libc6-dev bubblewrap runc crun
+          systemd-container hyperfine debootstrap openssh-client strace wrk python3-matplotlib)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -88,16 +88,21 @@ def busybox_root(tmp_path) -> Path:
     return make_busybox_root(tmp_path / "root")
 
 
-@pytest.fixture(scope="session")
-def attack_binary(tmp_path_factory) -> Path:
-    """tests/run/attack.c compiled static (it runs in roots without a C library)."""
-    output = tmp_path_factory.mktemp("run-attack") / "attack"
+def compile_static(name: str, tmp_path_factory) -> Path:
+    """tests/run/NAME.c compiled static (it runs in roots without a C library)."""
+    output = tmp_path_factory.mktemp(f"run-{name}") / name
     if not shutil.which("gcc"):
         pytest.fail("the run tests need gcc and libc6-dev (a static C library): apt-get install "
                     "gcc libc6-dev")
     subprocess.run(["gcc", "-static", "-O1", "-o", str(output),
-                    str(Path(__file__).parent / "run" / "attack.c")], check=True)
+                    str(Path(__file__).parent / "run" / f"{name}.c")], check=True)
     return output
+
+
+@pytest.fixture(scope="session")
+def attack_binary(tmp_path_factory) -> Path:
+    """tests/run/attack.c: attacks on the sandbox, one per subcommand."""
+    return compile_static("attack", tmp_path_factory)
 
 
 @pytest.fixture
@@ -273,6 +278,18 @@ def stop(process: subprocess.Popen):
             process.wait()
 
 
+def stop_runsv(runsv: subprocess.Popen, service: Path):
+    """Stop runit's runsv of `service` and its app (TERM, then KILL), then runsv itself."""
+    subprocess.run(["sv", "-w", "10", "force-shutdown", str(service)], capture_output=True,
+                   timeout=60)
+    subprocess.run(["sv", "exit", str(service)], capture_output=True, timeout=60)
+    try:
+        runsv.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        runsv.kill()
+        runsv.wait()
+
+
 # --- the Docker engine -------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -342,9 +359,12 @@ def s3_server(tmp_path_factory):
     """A moto S3 server in its own process on loopback. Yields its endpoint URL, and sets
     the standard AWS environment (endpoint, dummy credentials, region) for the session."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    directory = tmp_path_factory.mktemp("moto")
+    log = open(directory / "moto.log", "w")
+    # Its request recorder (off until a test starts it, see s3_requests) writes here.
+    environment = {**os.environ, "MOTO_RECORDER_FILEPATH": str(directory / "requests.jsonl")}
     process = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, env=environment)
     try:
         wait_for_port(port, process, "moto_server")
         endpoint = f"http://127.0.0.1:{port}"
@@ -361,6 +381,34 @@ def s3_server(tmp_path_factory):
     finally:
         stop(process)
         log.close()
+
+
+@contextlib.contextmanager
+def s3_requests(endpoint: str):
+    """Record the requests the S3 server receives in the block, with moto's own request
+    recorder (server side: what reached it over HTTP). Yields a list that holds
+    (method, path) pairs once the block ends."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    def call(action: str) -> bytes:
+        method = "GET" if action == "download" else "POST"
+        request = urllib.request.Request(f"{endpoint}/moto-api/recorder/{action}-recording",
+                                         method=method, data=None if method == "GET" else b"")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    requests = []
+    call("reset")
+    call("start")
+    try:
+        yield requests
+    finally:
+        call("stop")
+    for line in call("download").decode().splitlines():
+        entry = json.loads(line)
+        requests.append((entry["method"], urllib.parse.urlsplit(entry["url"]).path))
 
 
 AWS_ENV = {

@@ -11,8 +11,8 @@ import os
 import sys
 
 from droot import __version__
-from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError, Terminated,
-                               UsageError)
+from droot.core.errors import (CommandNotExecutable, CommandNotFound, DrootError,
+                               NotRecovered, RolledBack, Terminated, UsageError)
 
 # command -> (stage module, one-line summary)
 COMMANDS = {
@@ -87,12 +87,17 @@ def exit_status(error: DrootError, command: str | None) -> int:
       126 when it cannot be executed, 127 when it is not found, 125 for anything else
       droot refused or failed at, bad usage included.
     - every other command: 2 for bad usage (a flag, a value), 1 for any other failure.
+    - `deploy` and `pull` with --restart or --check, once the new release was switched to:
+      3 when it failed and the previous release runs again (rolled back), 4 when the
+      previous one could not be brought back either.
     - any command: 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 141 when the reader of
       its output went away (main() decides those three).
     """
     if command in ("run", "exec"):
         return error.exit_status if isinstance(
             error, (CommandNotExecutable, CommandNotFound)) else 125
+    if isinstance(error, (RolledBack, NotRecovered)):
+        return error.exit_status
     return 2 if isinstance(error, UsageError) else 1
 
 
@@ -101,13 +106,14 @@ def raise_terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    command = requested_command(argv)
-    debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
-    if command not in ("run", "exec"):  # those two become the app, or forward to it
-        import signal
-        signal.signal(signal.SIGTERM, raise_terminated)
-    try:
+    command, debug = None, False
+    try:  # from the start: a Ctrl-C while droot starts is one line too
+        argv = sys.argv[1:] if argv is None else argv
+        command = requested_command(argv)
+        debug = os.environ.get("DROOT_DEBUG", "") not in ("", "0")
+        if command not in ("run", "exec"):  # those two become the app, or forward to it
+            import signal
+            signal.signal(signal.SIGTERM, raise_terminated)
         args = None
         if command == "run":
             from droot.run.cli import parse_run_quickly

@@ -63,7 +63,7 @@ def deployed(tmp_path):
 def assert_unchanged(root, good):
     assert current(root) == good and (root / "MARKER").read_text() == "good"
     assert release_names(root) == [good]
-    assert sorted(os.listdir(releases_dir(root))) == [".lock", good]  # no staging left
+    assert sorted(os.listdir(releases_dir(root))) == [".deployed", ".lock", good]  # no staging left
 
 
 @pytest.mark.parametrize("archive", [
@@ -103,7 +103,7 @@ def test_a_failed_deploy_keeps_a_releases_directory_that_has_releases(tmp_path):
     os.unlink(root)  # the root symlink removed by hand: the releases are still there
     result = deploy(root, empty_tar())
     one_line_error(decoded(result), 1, "no regular files")
-    assert sorted(os.listdir(releases_dir(root))) == [".lock", good]
+    assert sorted(os.listdir(releases_dir(root))) == [".deployed", ".lock", good]
 
 
 def test_a_deploy_waiting_for_a_failing_first_deploy_succeeds(tmp_path):
@@ -136,7 +136,7 @@ def test_a_deploy_waiting_for_a_failing_first_deploy_succeeds(tmp_path):
                 process.kill()
                 process.wait()
     assert (root / "MARKER").read_text() == "good"
-    assert sorted(os.listdir(releases_dir(root))) == [".lock", current(root)]
+    assert sorted(os.listdir(releases_dir(root))) == [".deployed", ".lock", current(root)]
 
 
 def staging_dirs(root) -> list[str]:

@@ -128,7 +128,7 @@ def test_a_corrupted_archive_is_a_correct_tree_or_one_line(changes):
         if result.returncode != 0:
             assert result.returncode == 1 and stderr.startswith("droot: "), stderr
             assert current(root) == good
-            assert sorted(os.listdir(releases_dir(root))) == [".lock", good]
+            assert sorted(os.listdir(releases_dir(root))) == [".deployed", ".lock", good]
             return
         assert stderr.splitlines()[-1].startswith("droot: deployed "), stderr
         expected = expected_tree(archive)

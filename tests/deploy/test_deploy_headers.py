@@ -41,7 +41,7 @@ def refused(root, good, archive: bytes, *words: str, timeout: float = 30) -> str
         assert word in line, line
     assert "Traceback" not in line and "Error:" not in line, line
     assert current(root) == good and (root / "MARKER").read_bytes() == b"good"
-    assert sorted(os.listdir(releases_dir(root))) == [".lock", good]
+    assert sorted(os.listdir(releases_dir(root))) == [".deployed", ".lock", good]
     return line
 
 

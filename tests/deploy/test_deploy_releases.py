@@ -266,7 +266,7 @@ def test_rsync_mode_syncs_in_place(tmp_path):
     assert result.returncode == 0, result.stderr
     assert tree(root) == tree(source)
     assert os.stat(root / "MARKER").st_ino == os.stat(root / "MARKER-link").st_ino
-    assert [n for n in os.listdir(releases_dir(root)) if n != ".lock"] == []
+    assert sorted(os.listdir(releases_dir(root))) == [".deployed", ".lock"]  # no release
     result = deploy(tmp_path / "app", app_archive(tmp_path, "v2"))  # symlink mode now
     assert result.returncode == 1 and b"real directory" in result.stderr
     assert droot("rm", "--root", root).returncode == 0 and not root.exists()

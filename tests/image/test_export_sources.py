@@ -2,8 +2,10 @@
 filesystem (paths, types, modes, owners, link targets, contents) and the image config."""
 
 import gzip
+import hashlib
 import json
 import subprocess
+import time
 
 import pytest
 import zstandard
@@ -125,6 +127,29 @@ def test_compressed_output_holds_the_same_stream(exports, layered_image, tmp_pat
     plain = (gzip.decompress(packed) if kind == "gzip"
              else zstandard.ZstdDecompressor().decompressobj().decompress(packed))
     assert listing(plain) == listing(exports["daemon"][1])
+
+
+@pytest.mark.parametrize("source", ["daemon", "docker-archive", "oci", "registry"])
+def test_exporting_twice_gives_the_same_bytes(exports, tmp_path, source):
+    """Deterministic export: the same image gives the same stream, and the same gzip and
+    zstd archives, every time (so content lines up across releases). The engine makes a
+    new container, and with it a new init layer, for every export: each export here
+    starts in a later second than the one before, so its times would show."""
+    name, first = exports[source]
+    digests = {}
+    for kind in ("none", "gzip", "zstd"):
+        found = set()
+        for attempt in range(2):
+            if source == "daemon":
+                time.sleep(1.01 - time.time() % 1)
+            out = tmp_path / f"{kind}-{attempt}"
+            result = droot("export", name, "--compress", kind, "-o", out)
+            assert result.returncode == 0, result.stderr
+            found.add(hashlib.sha256(out.read_bytes()).hexdigest())
+        assert len(found) == 1, kind
+        digests[kind] = found.pop()
+    assert digests["none"] == hashlib.sha256(first).hexdigest()
+    assert len(set(digests.values())) == 3  # three different encodings of it
 
 
 def test_an_image_without_a_shell(docker_client, tmp_path):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import DROOT
+from tests.conftest import DROOT, stop_runsv
 from tests.ops.conftest import fresh_root, wait_until
 
 # Records its PID as it sees it and every TERM it gets, in the root's /tmp (the host sees
@@ -36,14 +36,7 @@ def service(tmp_path, request):
     try:
         yield directory, root, tmp_path / "finished"
     finally:
-        subprocess.run(["sv", "-w", "10", "force-shutdown", str(directory)],
-                       capture_output=True, timeout=60)
-        subprocess.run(["sv", "exit", str(directory)], capture_output=True, timeout=60)
-        try:
-            runsv.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            runsv.kill()
-            runsv.wait()
+        stop_runsv(runsv, directory)
 
 
 def sv(*args) -> str:

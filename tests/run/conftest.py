@@ -1,11 +1,30 @@
-"""Helpers of the `droot run` tests: the attack program run inside a root, the verdicts
-on it, and a look at the host's mount table (droot's mounts must never appear there).
-The attack program and the roots it runs in are shared fixtures (tests/conftest.py):
-the `droot exec` tests use them too."""
+"""Fixtures and helpers of the `droot run` tests: the attack program run inside a root
+and the verdicts on it, the supervised app, and a look at the host's mount table
+(droot's mounts must never appear there). The attack program and the roots it runs in
+are shared fixtures (tests/conftest.py): the `droot exec` tests use them too."""
 
+import shutil
 from pathlib import Path
 
-from tests.conftest import droot
+import pytest
+
+from tests.conftest import compile_static, droot, make_busybox_root
+
+
+@pytest.fixture(scope="session")
+def supervised_binary(tmp_path_factory) -> Path:
+    """tests/run/supervised.c: an app that serves on a passed socket and notifies its
+    supervisor."""
+    return compile_static("supervised", tmp_path_factory)
+
+
+@pytest.fixture
+def app_root(tmp_path, supervised_binary) -> Path:
+    """A busybox root with /supervised and a /release file only the root has."""
+    root = make_busybox_root(tmp_path / "app-root")
+    shutil.copy2(supervised_binary, root / "supervised")
+    (root / "release").write_text("inside-the-root\n")
+    return root
 
 
 def attack(root, *args, options=(), **kwargs):

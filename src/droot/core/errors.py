@@ -37,3 +37,17 @@ class CommandNotExecutable(RunError):
 
 class CommandNotFound(RunError):
     exit_status = 127
+
+
+class RolledBack(DrootError):
+    """`deploy|pull --restart/--check`: the new release failed its restart or check, and
+    the previous one is current again, restarted (and checked) again: it is what runs."""
+
+    exit_status = 3
+
+
+class NotRecovered(DrootError):
+    """`deploy|pull --restart/--check`: the new release failed, and the previous one could
+    not be brought back (none, or its restart or check failed too): look at the app."""
+
+    exit_status = 4

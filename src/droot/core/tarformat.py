@@ -202,18 +202,6 @@ _PAX_NUMBERS = {b"size": ("size", _pax_decimal), b"mtime": ("mtime_ns", _pax_sec
                 b"uid": ("uid", _pax_decimal), b"gid": ("gid", _pax_decimal)}
 
 
-class _Where:
-    """A member's name for a message, made readable only if a message needs it."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: bytes):
-        self.name = name
-
-    def __str__(self) -> str:
-        return show(self.name)
-
-
 class Header:
     """One member as its headers describe it. `blocks` are its header blocks as read,
     extended headers included; `data_size` is how many bytes of data (before padding)
@@ -308,7 +296,7 @@ class HeaderReader:
         return header
 
     @staticmethod
-    def _xattrs_and_sparse(h: Header, records: dict[bytes, bytes], where) -> None:
+    def _xattrs_and_sparse(h: Header, records: dict[bytes, bytes], where: str) -> None:
         """The SCHILY.xattr.* and GNU.sparse.* records: a pass over the records made only
         when there are others than the usual times and names."""
         for key, value in records.items():
@@ -328,6 +316,20 @@ class HeaderReader:
             return number(block[start:end])
         except ValueError:
             self._error(f"bad {what} field '{show(text(block[start:end]))}'")
+
+    @staticmethod
+    def _out_of_range(h: Header, where: str):
+        """Refuse the first of h's numbers that is out of range."""
+        if h.size < 0:
+            raise TarFormatError(f"{where}: negative size {h.size} in its header")
+        if h.size > MAX_SIZE:
+            raise TarFormatError(f"{where}: size {h.size} is out of range")
+        for what, value in (("uid", h.uid), ("gid", h.gid)):
+            if value < 0:
+                raise TarFormatError(f"{where}: negative {what} {value} in its header")
+            if value > MAX_ID:
+                raise TarFormatError(f"{where}: {what} {value} is out of range")
+        raise TarFormatError(f"{where}: modification time is out of range")
 
     def _member(self, block, blocks, local) -> Header:
         h = Header()
@@ -349,31 +351,36 @@ class HeaderReader:
             h.path = path = member_path(name)
         except ValueError as error:
             raise TarFormatError(f"{show(name)}: {error}; refusing the archive") from None
-        where = _Where(path or name)
         if name[-1:] == b"/" and type_ in REGULAR_TYPES:
             type_ = DIRECTORY  # pre-POSIX archives mark directories with a trailing slash
         h.type = type_
         if not path and type_ != DIRECTORY:
             if not name:
                 self._error("a member with an empty name")
-            raise TarFormatError(f"{where}: a member that is not a directory names the "
+            raise TarFormatError(f"{show(path or name)}: a member that is not a directory names the "
                                  "root directory")
         linkname = (records.get(b"linkpath") or records.get(b"GNU.longlink")) if records else None
         if not linkname:
             end = block.find(b"\0", 157, 257)
             linkname = block[157:257 if end < 0 else end]
         elif b"\0" in linkname:
-            raise TarFormatError(f"{where}: link target '{show(linkname)}' has a NUL byte")
+            raise TarFormatError(f"{show(path or name)}: link target '{show(linkname)}' has a NUL byte")
         h.linkname = linkname
-        try:
-            h.mode = number(block[100:108]) & 0o7777
-            h.uid = number(block[108:116])
-            h.gid = number(block[116:124])
-            h.size = number(block[124:136])
-            mtime = number(block[136:148])
-        except ValueError:
-            raise TarFormatError(f"{where}: a numeric field of its header is not a number "
-                                 "(the archive is corrupt)") from None
+        fields = block[100:148]  # mode, uid, gid, size, mtime
+        if fields[7] == fields[15] == fields[23] == fields[35] == fields[47] == 0 and \
+                len(digits := fields.replace(b"\0", b"")) == 43 and digits.isdigit():
+            # as nearly every tar writes them: octal digits, each field NUL-terminated
+            h.mode = int(digits[:7], 8) & 0o7777
+            h.uid, h.gid = int(digits[7:14], 8), int(digits[14:21], 8)
+            h.size, mtime = int(digits[21:32], 8), int(digits[32:], 8)
+        else:
+            try:
+                h.mode = number(fields[:8]) & 0o7777
+                h.uid, h.gid = number(fields[8:16]), number(fields[16:24])
+                h.size, mtime = number(fields[24:36]), number(fields[36:])
+            except ValueError:
+                raise TarFormatError(f"{show(path or name)}: a numeric field of its header is not a "
+                                     "number (the archive is corrupt)") from None
         h.mtime_ns = mtime * 1_000_000_000
         h.pax = None
         h.xattrs = None
@@ -388,31 +395,22 @@ class HeaderReader:
                 try:
                     setattr(h, attribute, parse(value))
                 except ValueError:
-                    raise TarFormatError(f"{where}: bad {show(key)} value "
+                    raise TarFormatError(f"{show(path or name)}: bad {show(key)} value "
                                          f"'{show(value[:40])}' in its pax header") from None
             if not records.keys() <= _COMMON_PAX_KEYS:
-                self._xattrs_and_sparse(h, records, where)
-        if h.size < 0:
-            raise TarFormatError(f"{where}: negative size {h.size} in its header")
-        if h.size > MAX_SIZE:
-            raise TarFormatError(f"{where}: size {h.size} is out of range")
-        if not (0 <= h.uid <= MAX_ID and 0 <= h.gid <= MAX_ID):
-            for what, value in (("uid", h.uid), ("gid", h.gid)):
-                if value < 0:
-                    raise TarFormatError(f"{where}: negative {what} {value} in its header")
-                if value > MAX_ID:
-                    raise TarFormatError(f"{where}: {what} {value} is out of range")
-        if not -MAX_TIME_NS < h.mtime_ns < MAX_TIME_NS:
-            raise TarFormatError(f"{where}: modification time is out of range")
+                self._xattrs_and_sparse(h, records, show(path or name))
+        if not (0 <= h.size <= MAX_SIZE and 0 <= h.uid <= MAX_ID and 0 <= h.gid <= MAX_ID
+                and -MAX_TIME_NS < h.mtime_ns < MAX_TIME_NS):
+            self._out_of_range(h, show(path or name))
         h.data_size = 0 if type_ in NO_DATA else h.size
         if type_ == CHARDEV or type_ == BLOCKDEV:
             try:
                 h.major = number(block[329:337])
                 h.minor = number(block[337:345])
             except ValueError:
-                raise TarFormatError(f"{where}: bad device number in its header") from None
+                raise TarFormatError(f"{show(path or name)}: bad device number in its header") from None
             if not (0 <= h.major <= MAX_DEVICE_NUMBER and 0 <= h.minor <= MAX_DEVICE_NUMBER):
-                raise TarFormatError(f"{where}: device number out of range")
+                raise TarFormatError(f"{show(path or name)}: device number out of range")
         else:
             h.major = h.minor = 0
         return h

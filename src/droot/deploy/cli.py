@@ -21,6 +21,12 @@ def _non_negative(convert, flag: str, expected: str):
 
 _keep = _non_negative(int, "--keep", "a number of releases (0 keeps all)")
 _seconds = _non_negative(float, "--lock-timeout", "seconds (0 fails at once)")
+_check_seconds = _non_negative(float, "--check-timeout", "seconds")
+
+
+def _restart_value(value: str):
+    from droot.deploy.restart import parse_restart
+    return parse_restart(value)
 
 
 def sha256_value(value: str) -> str:
@@ -54,12 +60,59 @@ def target_arguments(parser):
                         "on the host, a disk's too)")
     parser.add_argument("--no-devices", dest="devices", action="store_false",
                         help="skip device nodes: the default, kept for older command lines")
+    parser.add_argument("--restart", type=_restart_value, metavar="UNIT|pidfile:PATH[:SIGNAL]",
+                        help="after the switch, restart the app: systemctl restart UNIT, or "
+                        "send SIGNAL (default HUP) to the supervisor whose pid PATH holds; if "
+                        "it fails (or --check does), roll back and restart again")
+    parser.add_argument("--check", metavar="CMD",
+                        help="after the switch (and restart), run CMD (sh -c, on the host) "
+                        "until it exits 0; if it never does within --check-timeout, roll back "
+                        "to the previous release (and restart it)")
+    parser.add_argument("--check-timeout", type=_check_seconds, metavar="SECONDS",
+                        help="how long the restart and the check may each take (default 30)")
+
+
+def restart_check_options(args):
+    """What `--restart`, `--check` and `--check-timeout` ask for, or None."""
+    if args.restart is None and args.check is None:
+        if args.check_timeout is not None:
+            raise UsageError("--check-timeout needs --check or --restart")
+        return None
+    if args.check is not None and not args.check.strip():
+        raise UsageError("--check is empty: give a command that exits 0 when the app is healthy")
+    from droot.deploy.restart import DEFAULT_CHECK_TIMEOUT, RestartCheck
+    timeout = DEFAULT_CHECK_TIMEOUT if args.check_timeout is None else args.check_timeout
+    return RestartCheck(args.restart, args.check, timeout)
 
 
 def deploy_arguments(parser):
     target_arguments(parser)
     parser.add_argument("--sha256", type=sha256_value, metavar="HEX",
                         help="refuse the archive unless its SHA-256 (as received) is HEX")
+    trust_arguments(parser)
+    parser.add_argument("--name", metavar="NAME",
+                        help="with --trusted-keys: the archive's name as pushed (the last "
+                        "part of its key, e.g. app.tar.gz), which its signature covers")
+
+
+def trust_arguments(parser):
+    """The signature options shared by `deploy` and `pull`."""
+    parser.add_argument("--trusted-keys", metavar="FILE",
+                        help="deploy only a release signed by one of these public keys "
+                        "(one a line, as in authorized_keys; see droot push --sign)")
+    parser.add_argument("--signature", metavar="FILE",
+                        help="the release's signature (SRC.sha256.sig), when it is not "
+                        "beside the archive (stdin, a presigned URL)")
+
+
+def trusted_keys(args):
+    """The --trusted-keys of the command line, read and checked; None without it."""
+    if not args.trusted_keys:
+        if args.signature:
+            raise UsageError("--signature is checked against --trusted-keys FILE: give it too")
+        return None
+    from droot.core.signatures import TrustedKeys
+    return TrustedKeys(args.trusted_keys)
 
 
 def report(summary: dict, root) -> None:
@@ -68,6 +121,10 @@ def report(summary: dict, root) -> None:
     skipped = summary.get("skipped_devices")
     if skipped:
         extra += f", skipped {skipped} device node(s) (--devices creates them)"
+    if summary.get("signer"):
+        extra += f", signed by {summary['signer']}"
+    if summary.get("verified"):
+        extra += f", {summary['verified']}"
     print(f"droot: deployed {summary['release']} at {root} ({summary['files']} files, "
           f"{summary['compression']}, sha256 {summary['sha256'][:12]}){extra}", file=sys.stderr)
 
@@ -81,12 +138,28 @@ def deploy(args) -> int:
         raise DrootError("deploy reads the archive on stdin, which is a terminal: "
                          "pipe it in, e.g. aws s3 cp s3://bucket/app.tar.gz - | droot deploy "
                          f"--root {args.root}")
+    keys = trusted_keys(args)
+    signer = _verify_stdin_release(keys, args) if keys else None
+    restart_check = restart_check_options(args)
     # The descriptor, not a stream: the extraction child reads it itself (pipeline.py).
     summary = implementation.deploy(sys.stdin.fileno(), args.root, mode=args.mode,
                                     keep=args.keep, expected_sha256=args.sha256,
-                                    devices=args.devices, lock_timeout=args.lock_timeout)
+                                    devices=args.devices, lock_timeout=args.lock_timeout,
+                                    source="-", signer=signer,
+                                    restart_check=restart_check)
     report(summary, args.root)
     return 0
+
+
+def _verify_stdin_release(keys, args) -> str:
+    """The signer of the release on stdin, checked before a byte of it is read: its
+    signature covers --sha256 and --name, and the extraction then checks the SHA-256."""
+    from droot.core.signatures import read_signature_file
+    if not (args.signature and args.sha256 and args.name):
+        raise UsageError("deploy --trusted-keys needs the release's --signature FILE, "
+                         "--sha256 HEX and --name NAME (pull finds them in the store)")
+    return keys.verify(read_signature_file(args.signature), args.sha256, args.name,
+                       args.signature)
 
 
 def rollback_arguments(parser):

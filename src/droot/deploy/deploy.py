@@ -40,10 +40,14 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
-           lock_timeout: float | None = None, progress=None) -> dict:
+           lock_timeout: float | None = None, progress=None, source: str | None = None,
+           signer: str | None = None, restart_check=None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
-    pruned releases)."""
+    pruned releases). `source` and `signer` (where the archive came from, the key that
+    signed it) go into the `.deployed` record. `restart_check` (a restart.RestartCheck,
+    symlink mode only) restarts and checks the app after the switch, still under the lock,
+    and rolls back when the new release fails: then it raises, and nothing is pruned."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:
@@ -51,6 +55,11 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                          "owners and devices (run it with sudo)")
     layout = Layout(root)
     _check_mode(layout, mode)
+    if restart_check:
+        if mode != "symlink":
+            raise DrootError("--restart and --check need --mode symlink: rsync mode has no "
+                             "previous release to roll back to")
+        restart_check.preflight()  # a supervisor droot cannot reach: refused before any change
     created = _missing_directories(layout.releases_dir)
     with Lock(layout, lock_timeout) as lock:
         _check_mode(layout, mode, lock.parent_fd)  # again: another deploy may have changed it
@@ -75,16 +84,23 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 raise DrootError("the archive has no regular files: refusing to make it a "
                                  "release (is it a root filesystem?); nothing was switched")
             summary = {"sha256": result.sha256, "compression": result.compression,
-                       "size": result.size, **result.stats}
+                       "size": result.size, "signer": signer, **result.stats}
+            record = {"sha256": result.sha256, "source": source, "signer": signer}
             if mode == "symlink":
                 pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, result.sha256)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
+                previous = layout.current(lock.parent_fd)
                 layout.switch(lock, name)
+                layout.write_deployed(lock, {"release": name, **record})
                 summary["release"] = name
+                if restart_check:
+                    summary["verified"] = restart_check.after_switch(layout, lock, previous, name)
                 summary["pruned"] = prune(layout, keep, lock)
             else:
+                layout.write_deployed(lock, None)  # the root is a mix while rsync runs
                 _rsync(staging, layout, lock)
+                layout.write_deployed(lock, {"release": None, **record})
                 summary["release"] = str(layout.root)
                 remove_tree(lock.dir_fd, staging_name, layout.releases_dir / staging_name)
         except BaseException:
@@ -271,6 +287,7 @@ def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
         for release in releases:
             remove_tree(lock.dir_fd, release.name, release.path)
         removed = [release.name for release in releases]
+        layout.write_deployed(lock, None)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
         os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
         os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)

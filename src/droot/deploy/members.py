@@ -51,19 +51,20 @@ class Input:
 
     def __init__(self, next_chunk):
         self._next_chunk = next_chunk
-        self._chunk = memoryview(b"")
+        self._bytes = b""  # the current chunk, which headers are sliced from
+        self._chunk = memoryview(b"")  # the same, which file data is written from
         self._pos = 0
 
     def _refill(self):
         chunk = self._next_chunk()
         if not chunk:
             raise ArchiveError("the archive is truncated")
-        self._chunk, self._pos = memoryview(chunk), 0
+        self._bytes, self._chunk, self._pos = chunk, memoryview(chunk), 0
 
     def read(self, size: int) -> bytes:
         end = self._pos + size
-        if end <= len(self._chunk):
-            data = self._chunk[self._pos:end].tobytes()
+        if end <= len(self._bytes):
+            data = self._bytes[self._pos:end]
             self._pos = end
             return data
         parts = []
@@ -84,7 +85,8 @@ class Input:
             self._pos += n
             size -= n
 
-    def copy_to(self, fd: int, size: int):
+    def copy_to(self, fd: int, size: int, padding: int = 0):
+        """Write the next `size` bytes to `fd`, then skip `padding` more."""
         while size:
             if self._pos == len(self._chunk):
                 self._refill()
@@ -92,10 +94,14 @@ class Input:
             n = os.write(fd, self._chunk[self._pos:self._pos + n])
             self._pos += n
             size -= n
+        if self._pos + padding <= len(self._chunk):
+            self._pos += padding
+        else:
+            self.skip(padding)
 
     def drain(self):
         """Read what follows the end of the archive (padding), so the writer finishes."""
-        self._chunk, self._pos = memoryview(b""), 0
+        self._bytes, self._chunk, self._pos = b"", memoryview(b""), 0
         while self._next_chunk():
             pass
 
@@ -285,9 +291,12 @@ class Unpacker:
         # Created with its permission bits (the umask is 0, and no default ACL is
         # inherited: clear_default_acl), owned by root: each further metadata change
         # costs a journal update on ext4, so only the needed ones follow.
-        fd = self._create(lambda path: os.open(path, CREATE_FLAGS, m.mode & 0o777), m.path)
         try:
-            self.source.copy_to(fd, m.size)
+            fd = os.open(m.path, CREATE_FLAGS, m.mode & 0o777)
+        except OSError:  # a parent to make, or an earlier member to replace
+            fd = self._create(lambda path: os.open(path, CREATE_FLAGS, m.mode & 0o777), m.path)
+        try:
+            self.source.copy_to(fd, m.size, -m.size % BLOCK)
             # Owner before mode (chown clears setuid bits) and xattrs after owner (chown
             # clears security.capability); the time last.
             if self._chown_needed(m):
@@ -299,7 +308,6 @@ class Unpacker:
             os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
         finally:
             os.close(fd)
-        self.source.skip(-m.size % BLOCK)
         self.stats.files += 1
         self.stats.bytes += m.size
 

@@ -7,6 +7,7 @@ Layout for `--root /srv/app` (symlink mode)::
     /srv/app.releases/  000001-…  000002-…  000003-…   the releases, one directory each
                         .lock                           flock(2) of deploy/rollback/rm
                         .tmp-PID-RANDOM                 an extraction in progress
+                        .deployed                       what the current release came from
 
 A release name is `SEQUENCE-UTCTIME-DIGEST`: the sequence number records the deploy order
 (so pruning and rollback never trust mtimes or clocks), the time with microseconds is for
@@ -22,10 +23,17 @@ could have made itself: `ROOT.releases` must be a real directory owned by root (
 caller) and writable by nobody else (so nobody else can swap an entry between a check and
 its use), a release must be a real directory in it, and anything else there (a symlink, a
 file, a stray name) is refused by rollback and rm and left alone by pruning.
+
+`.deployed` records, in JSON, the archive the current state was deployed from: the
+release's name (null in rsync mode), the archive's full SHA-256, where it came from and
+the key that signed it. `pull --if-changed` compares it with the store's checksum. It is
+only a hint: a record that is missing, unreadable or of another release (after a
+rollback) means "unknown", and the pull goes ahead.
 """
 
 import errno
 import fcntl
+import json
 import os
 import stat
 import sys
@@ -37,6 +45,8 @@ from droot.core.errors import DrootError, UsageError
 from droot.core.releasename import RELEASE_NAME, releases_dir_name
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
+DEPLOYED_NAME = ".deployed"
+DEPLOYED_LIMIT = 64 << 10
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NO_FOLLOW = _DIRECTORY | os.O_NOFOLLOW
@@ -219,12 +229,54 @@ class Layout:
                              "(move it away)")
         os.unlink(self.switch_name, dir_fd=parent_fd)
 
+    def read_deployed(self) -> dict | None:
+        """The `.deployed` record, if it describes the root as it is now (else None)."""
+        parent_fd = self.open_parent()
+        if parent_fd is None:
+            return None
+        try:
+            state = self.state(parent_fd)
+            if state not in ("symlink", "directory"):
+                return None
+            now = self.current(parent_fd) if state == "symlink" else None
+            releases_fd = self.open_releases(parent_fd)
+            if releases_fd is None:
+                return None
+            try:
+                fd = os.open(DEPLOYED_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=releases_fd)
+            finally:
+                os.close(releases_fd)
+            with open(fd, "rb") as record_file:
+                record = json.loads(record_file.read(DEPLOYED_LIMIT))
+        except (ValueError, OSError):
+            return None
+        finally:
+            os.close(parent_fd)
+        if (not isinstance(record, dict) or not isinstance(record.get("sha256"), str)
+                or record.get("release") != now):
+            return None
+        return record
+
+    def write_deployed(self, lock: "Lock", record: dict | None):
+        """Write the `.deployed` record (None: remove it) under the lock. Not synced: a
+        record lost in a crash only costs the next --if-changed pull a download."""
+        try:
+            os.unlink(DEPLOYED_NAME, dir_fd=lock.dir_fd)
+        except FileNotFoundError:
+            pass
+        if record is not None:
+            fd = os.open(DEPLOYED_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=lock.dir_fd)
+            with open(fd, "w") as out:
+                json.dump(record, out)
+
     def strays(self, dir_fd: int) -> list[str]:
         """The entries of ROOT.releases droot did not make: anything but the lock file,
-        release directories and staging directories."""
+        the `.deployed` record, release directories and staging directories."""
         found = []
         for name in sorted(os.listdir(dir_fd)):
-            if name == LOCK_NAME:
+            if name in (LOCK_NAME, DEPLOYED_NAME):
                 if not stat.S_ISREG(os.lstat(name, dir_fd=dir_fd).st_mode):
                     found.append(name)
             elif not ((RELEASE_NAME.match(name) or name.startswith(TEMP_PREFIX))

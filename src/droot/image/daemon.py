@@ -7,20 +7,28 @@
 empty /dev/pts and /dev/shm directories. None of them belong to the image, so they are
 left out when they are the engine's placeholders. (The init layer hides an image's own
 copies of these files from the engine's export; the daemonless sources keep them.)
+
+The init layer is made when the container is created, so the directories it writes in
+(/dev, /etc, /proc, /sys and the two mount points) show that moment as their mtime: two
+exports of one image would differ. Their mtime is clamped to the image's creation time
+(as SOURCE_DATE_EPOCH clamps a build's), which keeps an image's own older time and
+makes the stream the same on every export.
 """
 
 import secrets
+from datetime import datetime
 
 from droot.core.errors import DrootError
 from droot.image.engine import NoSuchImage, connect
 from droot.core.releasefiles import DROOT_FILES
 from droot.image.export import ImageConfig
-from droot.image.tarstream import TarFormatError, TarReader
+from droot.image.tarstream import TarFormatError, TarReader, header_for
 from droot.core.tarformat import DIRECTORY, OLD_REGULAR, REGULAR, SYMLINK
 
 EMPTY_PLACEHOLDERS = frozenset(("etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"))
 MOUNT_DIRS = frozenset(("dev/pts", "dev/shm"))
-LAST_PLACEHOLDER_DIRECTORY = "etc"
+INIT_LAYER_DIRECTORIES = frozenset(("dev", "etc", "proc", "sys", *MOUNT_DIRS))
+LAST_INIT_LAYER_NAME = "sys"  # the engine walks in lexical order: nothing of it comes later
 
 
 def export_from_daemon(reference: str, output) -> ImageConfig:
@@ -36,7 +44,8 @@ def export_from_daemon(reference: str, output) -> ImageConfig:
         try:  # SIGTERM raises here too (droot.cli), so the container is removed
             engine.create(attrs["Id"], name)
             stream = engine.export(name)
-            copy_filesystem(TarReader(stream, f"the engine's export of {reference}"), output)
+            copy_filesystem(TarReader(stream, f"the engine's export of {reference}"), output,
+                            created_seconds(attrs.get("Created")))
         except TarFormatError as error:
             raise DrootError(str(error)) from None
         finally:
@@ -56,13 +65,34 @@ def is_placeholder(entry) -> bool:
     return False
 
 
-def copy_filesystem(reader: TarReader, output):
+def created_seconds(created: str | None) -> int:
+    """The image's creation time (RFC 3339 from the engine), in whole seconds; 0 when
+    absent, unreadable or before 1970 (Go's zero time)."""
+    try:
+        return max(0, int(datetime.fromisoformat(created).timestamp()))
+    except (TypeError, ValueError):
+        return 0
+
+
+def header_of(entry, created: int) -> bytes:
+    """The entry's header blocks, verbatim unless it is one of the init layer's
+    directories dated after the image was created (then re-made with that time)."""
+    if (entry.path in INIT_LAYER_DIRECTORIES and entry.type == DIRECTORY
+            and entry.parsed.mtime_ns > created * 1_000_000_000):
+        info = entry.tarinfo()
+        info.mtime = created
+        return header_for(info)
+    return entry.header
+
+
+def copy_filesystem(reader: TarReader, output, created: int):
     """Copy the export through, entry headers and data verbatim, leaving out the engine's
-    placeholders. An empty /dev/pts or /dev/shm is only known to be empty at the next
-    entry, so it is held back until then.
+    placeholders and dating its init layer's directories `created` at the latest. An
+    empty /dev/pts or /dev/shm is only known to be empty at the next entry, so it is
+    held back until then.
 
     The engine walks the root filesystem in lexical order, so all its placeholders (and
-    droot's own files) come before the first top-level name after "etc": from there on
+    droot's own files) come before the first top-level name after "sys": from there on
     the rest of the stream is copied as raw bytes, without looking at entries."""
     write = output.write
     held = None
@@ -70,15 +100,15 @@ def copy_filesystem(reader: TarReader, output):
         path = entry.path
         if held is not None:
             if path.startswith(held.path + "/"):
-                write(held.header)
+                write(header_of(held, created))
             held = None
         if path in DROOT_FILES or is_placeholder(entry):
             continue
         if path in MOUNT_DIRS and entry.type == DIRECTORY:
             held = entry
             continue
-        write(entry.header)
+        write(header_of(entry, created))
         reader.copy_data(write)
-        if path.partition("/")[0] > LAST_PLACEHOLDER_DIRECTORY:
+        if path.partition("/")[0] > LAST_INIT_LAYER_NAME:
             reader.copy_rest(write)
             return

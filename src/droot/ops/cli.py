@@ -42,15 +42,34 @@ def exec(args) -> int:  # noqa: A001 - the command's name
     return run(args.root, args.pid, args.user, args.env, args.workdir, command or ["/bin/sh"])
 
 
+# `droot unit`'s own options, beside the run options (taken out of the run line):
+# (flags, destination, kind, metavar, help) as in droot.run.cli.RUN_OPTIONS.
+UNIT_OPTIONS = (
+    (("--name",), "name", "value", "NAME",
+     "the units' name and their SyslogIdentifier= (default: the root's last component)"),
+    (("--description",), "description", "value", "TEXT", "the service's Description="),
+    (("--allow-missing-root",), "allow_missing_root", "flag", None,
+     "write the unit although DIR does not exist yet (before the first deploy)"),
+    (("--listen",), "listen", "append", "ADDR",
+     "add a NAME.socket unit with ListenStream=ADDR (a port, IP:PORT, [IPv6]:PORT or a "
+     "path), so systemd holds the socket across restarts and passes it as LISTEN_FDS "
+     "(repeatable)"),
+    (("--notify",), "notify", "flag", None,
+     "Type=notify: the start completes when the app sends READY=1 to $NOTIFY_SOCKET"),
+    (("--watchdog",), "watchdog", "value", "SECONDS",
+     "WatchdogSec=: systemd restarts the app when it sends no WATCHDOG=1 for that long"),
+    (("-o", "--output"), "output", "value", "DIR",
+     "write NAME.service (and NAME.socket) into DIR instead of printing them"),
+)
+
+
 def unit_arguments(parser):
-    parser.description = ("Print a systemd service unit that runs 'droot run' with these "
-                          "arguments (Type=exec, KillMode=mixed, Restart=on-failure; the "
-                          "limits become MemoryMax=, CPUQuota= and TasksMax=).")
-    parser.add_argument("--description", help="the unit's Description=")
-    parser.add_argument("--allow-missing-root", action="store_true",
-                        help="write the unit although DIR does not exist yet (before the "
-                        "first deploy)")
-    from droot.run.cli import run_arguments
+    parser.description = ("Print a systemd service unit (and with --listen its socket unit) "
+                          "that runs 'droot run' with these arguments (Type=exec, "
+                          "KillMode=mixed, Restart=on-failure; the limits become MemoryMax=, "
+                          "CPUQuota= and TasksMax=; logs tagged with the app and its release).")
+    from droot.run.cli import add_options, run_arguments
+    add_options(parser, UNIT_OPTIONS)
     run_arguments(parser)
 
 
@@ -62,7 +81,17 @@ def unit(args) -> int:
         cpus=cgroups.parse_cpus(args.cpus) if args.cpus else None,
         pids=cgroups.parse_pids(args.pids_limit) if args.pids_limit else None)
     units.check_root(args.root, args.allow_missing_root)
-    text = units.render(
-        units.droot_path(), units.run_tokens(sys.argv), args.root, args.description, **limits)
-    sys.stdout.write(text)
+    service = units.Service(
+        name=units.checked_name(args.name, args.root), root=args.root,
+        exec_start=[*units.droot_command(), "run", *units.run_tokens(sys.argv)],
+        description=args.description, listen=[units.checked_listen(a) for a in args.listen],
+        notify=args.notify, watchdog=units.checked_watchdog(args.watchdog),
+        pid_namespace=args.pid, **limits)
+    files = units.render(service)
+    if args.output:
+        for path in units.write(files, args.output):
+            print(f"wrote {path}")
+    else:
+        sys.stdout.write("\n".join(f"# /etc/systemd/system/{name}\n{text}"
+                                   for name, text in files))
     return 0

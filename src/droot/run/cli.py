@@ -43,6 +43,10 @@ RUN_OPTIONS = (
      "share with the host what the app does not by default: ipc (System V IPC, POSIX "
      "queues), proc (every host process in /proc), signals (may signal host processes), "
      "abstract-sockets (may connect to the host's abstract unix sockets) (repeatable)"),
+    (("--preserve-fds",), "preserve_fds", "value", "N",
+     "pass descriptors 3..3+N-1 to the app, with the variables Server::Starter and einhorn "
+     "describe them with (SERVER_STARTER_*, EINHORN_*); systemd's LISTEN_FDS sockets pass "
+     "without it"),
     # Opt-in isolation and limits (droot.run.isolation, imported only when one is given).
     (("--pid",), "pid", "flag", None,
      "own PID namespace and /proc, under a minimal init that forwards signals and reaps; "
@@ -64,15 +68,21 @@ RUN_OPTIONS = (
 DEFAULTS = {"value": None, "flag": False}  # "append": a new empty list each time
 
 
-def run_arguments(parser):
-    import argparse
-    for flags, dest, kind, metavar, help_text in RUN_OPTIONS:
+def add_options(parser, table, required=()):
+    """The argparse arguments of an options `table` (RUN_OPTIONS' shape); the
+    destinations in `required` must be given."""
+    for flags, dest, kind, metavar, help_text in table:
         if kind == "flag":
             parser.add_argument(*flags, dest=dest, action="store_true", help=help_text)
         else:
             parser.add_argument(*flags, dest=dest, metavar=metavar, help=help_text,
-                                required=dest == "root",
+                                required=dest in required,
                                 **({"action": "append", "default": []} if kind == "append" else {}))
+
+
+def run_arguments(parser):
+    import argparse
+    add_options(parser, RUN_OPTIONS, required=("root",))
     parser.add_argument("app_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
                         help="the command to run (default: the image's entrypoint and cmd)")
 

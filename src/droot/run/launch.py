@@ -2,7 +2,9 @@
 
 The environment is clean, not the host's: a default PATH and the user's HOME, then the
 image's /.drootenv, then `--env-file`, then `-e`, later ones winning; TERM and
-systemd's socket-activation variables are passed through.
+systemd's socket-activation variables are passed through, NOTIFY_SOCKET as the app
+reaches it (droot.run.notify), and with `--preserve-fds` the variables socket-passing
+supervisors describe their descriptors with (SUPERVISOR_VARIABLES).
 """
 
 import os
@@ -14,6 +16,14 @@ from droot.run import rootfs
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_ENV = f"/{ENV_FILE}"
 IMAGE_CONFIG = f"/{CONFIG_FILE}"
+
+# What socket-passing supervisors tell the app about the descriptors they pass, passed
+# with `--preserve-fds` and only then: Server::Starter (start_server) and einhorn. Not
+# einhorn's EINHORN_SOCK_PATH: a path on the host, which the app cannot reach.
+SUPERVISOR_VARIABLES = ("SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION",
+                        "EINHORN_FD_COUNT", "EINHORN_FDS", "EINHORN_SOCK_FD",
+                        "EINHORN_MASTER_PID", "EINHORN_CHILD_INDEX")
+SUPERVISOR_NUMBERED = "EINHORN_FD_"  # EINHORN_FD_0, EINHORN_FD_1, ...
 
 
 def parse_env_option(item: str) -> tuple[str, str]:
@@ -51,8 +61,36 @@ def listen_fds() -> int:
     return int(count) if count.isdigit() else 0
 
 
-def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int) -> dict:
-    """The app's variables (inside the root): defaults, the image's file, then `settings`."""
+def preserved_fds(value: str | None) -> int:
+    """`--preserve-fds N`: descriptors 3..3+N-1, which must all be open, reach the app
+    (made inheritable: the exec would close one marked close-on-exec)."""
+    if value is None:
+        return 0
+    if not value.isascii() or not value.isdigit():
+        raise RunError(f"--preserve-fds {value!r}: give a number of descriptors (0 or more)")
+    count = int(value)
+    for descriptor in range(3, 3 + count):
+        try:
+            os.set_inheritable(descriptor, True)
+        except OSError:
+            raise RunError(f"--preserve-fds {count}: descriptor {descriptor} is not open (the "
+                           f"app would get 3..{2 + count}); give the number the supervisor "
+                           "passes") from None
+    return count
+
+
+def supervisor_variables() -> dict:
+    """The host's SUPERVISOR_VARIABLES (for `--preserve-fds`)."""
+    return {name: value for name, value in os.environ.items()
+            if name in SUPERVISOR_VARIABLES
+            or (name.startswith(SUPERVISOR_NUMBERED) and name[len(SUPERVISOR_NUMBERED):].isdigit())}
+
+
+def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int,
+                    passed: dict) -> dict:
+    """The app's variables (inside the root): defaults, the image's file, then `settings`,
+    then those the supervisor's descriptors and sockets need: systemd's LISTEN_*, and
+    `passed` (SUPERVISOR_VARIABLES, NOTIFY_SOCKET as the app reaches it)."""
     env = {"PATH": DEFAULT_PATH, "HOME": home}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
@@ -63,6 +101,7 @@ def app_environment(home: str, settings: list[tuple[str, str]], passed_fds: int)
         env["LISTEN_PID"] = str(os.getpid())
         if "LISTEN_FDNAMES" in os.environ:
             env["LISTEN_FDNAMES"] = os.environ["LISTEN_FDNAMES"]
+    env.update(passed)
     return env
 
 

@@ -161,18 +161,24 @@ class BindMount:
     from droot's mount namespace before chroot (open_tree, Linux 5.2+), its target opened
     inside the root before /proc exists, attached to that descriptor after."""
 
-    def __init__(self, spec: str, read_only: bool):
-        flag = "--robind" if read_only else "--bind"
-        source, _, target = spec.partition(":")
-        if not source or ":" in target or (target and not target.startswith("/")):
-            raise RunError(f"malformed {flag} {spec!r}: expected SRC[:DST] with an absolute DST")
-        self.source = os.path.abspath(source)
-        self.target = os.path.normpath(target or self.source)
-        self.read_only, self.flag = read_only, flag
+    def __init__(self, source: str, target: str, read_only: bool, flag: str):
+        """The host's absolute `source` at the absolute `target` inside; `flag` names the
+        bind in error lines."""
+        self.source, self.target, self.read_only, self.flag = source, target, read_only, flag
         if not os.path.exists(self.source):
             raise RunError(f"{flag} source {self.source} does not exist on the host")
         self.tree = self.target_descriptor = -1
         self.read_only_after_mount = False  # Linux < 5.12: no mount_setattr(2)
+
+    @classmethod
+    def of_option(cls, spec: str, read_only: bool) -> "BindMount":
+        """`--bind` or `--robind SRC[:DST]` (DST defaults to SRC)."""
+        flag = "--robind" if read_only else "--bind"
+        source, _, target = spec.partition(":")
+        if not source or ":" in target or (target and not target.startswith("/")):
+            raise RunError(f"malformed {flag} {spec!r}: expected SRC[:DST] with an absolute DST")
+        source = os.path.abspath(source)
+        return cls(source, os.path.normpath(target or source), read_only, flag)
 
     def open(self) -> None:
         """A detached copy of the source and every mount below it, read-only if asked."""

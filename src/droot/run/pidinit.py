@@ -83,6 +83,12 @@ def fork_app():
     if select.select([_relay_pidfd], [], [], 0)[0]:
         os._exit(1)
     os.close(_relay_pidfd)
+    # The app must not take the init over (ptrace, pidfd_getfd of the pipe to the relay:
+    # a forged status). Same uid, capabilities and Landlock domain would let it; an init
+    # that is not dumpable needs CAP_SYS_PTRACE, which the app does not have. Set before
+    # the fork, or the app could attach before the init gets to it; the app inherits the
+    # flag, and its exec sets it back (as for any program that is not setuid).
+    kernel.prctl(_PR_SET_DUMPABLE, 0)
     app = os.fork()
     if app == 0:
         os.close(_status_fd)
@@ -91,10 +97,6 @@ def fork_app():
             signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         return
-    # The app must not take the init over (ptrace, pidfd_getfd of the pipe to the relay:
-    # a forged status). Same uid, capabilities and Landlock domain would let it; an init
-    # that is not dumpable needs CAP_SYS_PTRACE, which the app does not have.
-    kernel.prctl(_PR_SET_DUMPABLE, 0)
     # The init holds nothing the app owns: no inherited descriptor beyond stdio and the pipe.
     os.closerange(3, _status_fd)
     os.closerange(_status_fd + 1, os.sysconf("SC_OPEN_MAX"))

@@ -18,7 +18,7 @@ import os
 from droot.core import importseal
 from droot.core.errors import RunError
 from droot.core import kernel
-from droot.run import capabilities, confinement, launch, mounts, rootfs, seccomp, users
+from droot.run import capabilities, confinement, launch, mounts, notify, rootfs, seccomp, users
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
 COPIED_FILES = ("/etc/passwd", "/etc/group", "/etc/resolv.conf", "/etc/hosts")
@@ -42,8 +42,8 @@ def run_container(options) -> None:
     for path in options.env_file:
         settings += launch.read_env_file(path)
     settings += [launch.parse_env_option(item) for item in options.env]
-    binds = [mounts.BindMount(spec, False) for spec in options.bind]
-    binds += [mounts.BindMount(spec, True) for spec in options.robind]
+    binds = [mounts.BindMount.of_option(spec, False) for spec in options.bind]
+    binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
     if not options.app_argv:
         import json  # noqa: F401  (the image's /.droot.json is parsed after chroot)
@@ -52,6 +52,14 @@ def run_container(options) -> None:
         host_passwd = users.read_entries(users.PASSWD)
         host_group = users.read_entries(users.GROUP)
     passed_fds = launch.listen_fds()
+    preserved_fds = launch.preserved_fds(options.preserve_fds)
+    passed = launch.supervisor_variables() if preserved_fds else {}
+    notify_socket, notify_bind = notify.passed_socket(
+        options.net, not options.no_dropcaps and "abstract-sockets" not in share)
+    if notify_socket:
+        passed[notify.VARIABLE] = notify_socket
+    if notify_bind:
+        binds.append(notify_bind)
     isolation = None
     if options.pid or options.net or options.hostname or options.userns or \
             options.memory or options.cpus or options.pids_limit:
@@ -92,7 +100,7 @@ def run_container(options) -> None:
         workdir = workdir or config["working_dir"]
         user_spec = user_spec or config["user"]
     user = users.resolve(user_spec or "", options.group or "", host_passwd, host_group)
-    env = launch.app_environment(user.home, settings, passed_fds)
+    env = launch.app_environment(user.home, settings, passed_fds, passed)
     image_step("make /proc, /dev and /sys", mounts.make_mount_points)
     for bind in binds:
         bind.open_target()
@@ -150,8 +158,9 @@ def run_container(options) -> None:
     if isolation:
         isolation.before_exec()
 
-    # 8. Only stdin, stdout, stderr and systemd's sockets reach the app.
-    os.closerange(3 + passed_fds, 1 << 20)
+    # 8. Only stdin, stdout, stderr, systemd's sockets and those of --preserve-fds reach
+    #    the app.
+    os.closerange(3 + max(passed_fds, preserved_fds), 1 << 20)
 
     # 9. Become the app.
     launch.execute(argv, env)

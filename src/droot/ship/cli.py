@@ -18,6 +18,9 @@ def push_arguments(parser):
                         help="archive compression (default gzip)")
     parser.add_argument("--zstd", dest="compress", action="store_const", const="zstd",
                         help="same as --compress zstd")
+    parser.add_argument("--sign", metavar="KEY",
+                        help="sign the release with this OpenSSH private key (or a public "
+                        "key held by ssh-agent): DEST.sha256.sig")
     plain_http_argument(parser)
 
 
@@ -29,9 +32,10 @@ def push(args) -> int:
                          "(or a path, or - for stdout)")
     check_image_source(args.image)
     result = transfer.push(args.image, dest, compression=args.compress,
-                           plain_http=args.plain_http)
+                           plain_http=args.plain_http, sign_key=args.sign)
+    signed = f", signed by {result['signer']}" if result["signer"] else ""
     print(f"droot: pushed {args.image} to {dest} ({result['size']} bytes, "
-          f"{result['compression']}, sha256 {result['sha256']})", file=sys.stderr)
+          f"{result['compression']}, sha256 {result['sha256']}{signed})", file=sys.stderr)
     return 0
 
 
@@ -45,7 +49,7 @@ def check_image_source(source: str):
 
 
 def pull_arguments(parser):
-    from droot.deploy.cli import sha256_value, target_arguments
+    from droot.deploy.cli import sha256_value, target_arguments, trust_arguments
     parser.add_argument("src", metavar="SRC", nargs="?",
                         help="s3://BUCKET/KEY, http(s)://URL (e.g. presigned), a path, "
                         "file://PATH, or - for stdin")
@@ -55,18 +59,34 @@ def pull_arguments(parser):
                         help="the archive's expected SHA-256 (default: the store's checksum)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="deploy even when no checksum is found (not recommended)")
+    trust_arguments(parser)
+    parser.add_argument("--if-changed", action="store_true",
+                        help="first compare the store's checksum (one small request) with "
+                        "the current release's, and do nothing if they are the same")
 
 
 def pull(args) -> int:
-    from droot.deploy.cli import report
+    from droot.deploy.cli import report, restart_check_options, trusted_keys
     from droot.ship import transfer
+    from droot.ship.stores import redact
     src = args.src or args.src_option
     if not src:
         raise UsageError("pull: give a source: droot pull s3://BUCKET/KEY --root DIR")
     if not args.root:
         raise UsageError("pull: give the target directory: --root DIR")
+    restart_check = restart_check_options(args)
     summary = transfer.pull(src, args.root, expected_sha256=args.sha256, verify=args.verify,
-                            mode=args.mode, keep=args.keep, devices=args.devices,
-                            lock_timeout=args.lock_timeout)
+                            trusted_keys=trusted_keys(args), signature_file=args.signature,
+                            if_changed=args.if_changed, mode=args.mode, keep=args.keep,
+                            devices=args.devices, lock_timeout=args.lock_timeout,
+                            restart_check=restart_check)
+    if summary.get("unchanged"):
+        # Quiet under a timer (stderr is the journal): a poll that finds nothing to do
+        # every minute is not news. Exit status 0 either way.
+        if sys.stderr.isatty():
+            now = summary["release"] or args.root
+            print(f"droot: unchanged: {now} (sha256 {summary['sha256'][:12]}) is what "
+                  f"{redact(src)} holds", file=sys.stderr)
+        return 0
     report(summary, args.root)
     return 0

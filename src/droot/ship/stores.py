@@ -11,6 +11,12 @@ key may pair one push's archive with the other's sidecar: the checksums then dif
 the pull fails without switching anything — it never deploys an unverified archive (and
 the archive's version is pinned by its ETag for the whole download).
 A pull also honours an `x-amz-meta-sha256` object metadata / header set by other tools.
+
+Signatures (`push --sign`): `DEST.sha256.sig`, an OpenSSH signature of the sidecar's line
+(droot.core.signatures), written after the archive and before the sidecar; an unsigned
+push removes an older release's signature, so that a pull that needs one says "not
+signed" rather than "does not match". The sidecar goes last because it is what a poller
+(`pull --if-changed`) looks at: once it has changed, the archive and signature are there.
 """
 
 import contextlib
@@ -26,8 +32,10 @@ from dataclasses import dataclass
 
 from droot.core.atomicfile import AtomicFile, default_file_mode, open_directory
 from droot.core.errors import DrootError, UsageError
+from droot.core.signatures import SIGNATURE_SUFFIX as _SIG, checksum_line
 
 SIDECAR_SUFFIX = ".sha256"
+SIGNATURE_SUFFIX = SIDECAR_SUFFIX + _SIG
 # 5 MiB parts (S3's minimum): at most three in memory (filling, queued, uploading), up to
 # 50 GiB per archive within S3's 10,000-part limit.
 PART_SIZE = 5 << 20
@@ -77,8 +85,12 @@ def parse_sidecar(text: str, where: str) -> str:
     return digest
 
 
-def sidecar_text(digest: str, name: str) -> bytes:
-    return f"{digest}  {name}\n".encode()
+def name_of(location: Location) -> str:
+    """The release's name, which its signature covers: the last part of its key, path or
+    URL path."""
+    if location.kind == "http":
+        return os.path.basename(urllib.parse.urlsplit(location.text).path)
+    return os.path.basename(location.key or location.path)
 
 
 # --- S3 ------------------------------------------------------------------------------------
@@ -213,11 +225,11 @@ class S3Upload:
             self._worker.join()
             self._worker = None
 
-    def commit(self, digest: str):
+    def commit(self, digest: str, signature: bytes | None = None):
         with signals_deferred():  # the archive and its sidecar, or nothing
-            self._commit(digest)
+            self._commit(digest, signature)
 
-    def _commit(self, digest: str):
+    def _commit(self, digest: str, signature: bytes | None):
         location = self.location
         try:
             if self._upload_id is None:
@@ -235,8 +247,15 @@ class S3Upload:
                     MultipartUpload={"Parts": self._parts})
                 self._upload_id = None
             self._buffer = bytearray()
+            if signature is None:  # deleting a missing key is no error in S3
+                self.client.delete_object(Bucket=location.bucket,
+                                          Key=location.key + SIGNATURE_SUFFIX)
+            else:
+                self.client.put_object(Bucket=location.bucket,
+                                       Key=location.key + SIGNATURE_SUFFIX, Body=signature,
+                                       ContentType="text/plain")
             self.client.put_object(Bucket=location.bucket, Key=location.key + SIDECAR_SUFFIX,
-                                   Body=sidecar_text(digest, os.path.basename(location.key)),
+                                   Body=checksum_line(digest, os.path.basename(location.key)),
                                    ContentType="text/plain")
         except DrootError:
             raise
@@ -365,18 +384,18 @@ class S3Download:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_s3_sidecar(client, location: Location) -> str | None:
+def read_s3_small(client, location: Location, suffix: str, limit: int = 4096) -> bytes | None:
+    """The start of the small object KEY+suffix (a sidecar, a signature), None if absent."""
     from botocore import exceptions
-    key = location.key + SIDECAR_SUFFIX
+    key = location.key + suffix
     try:
-        body = client.get_object(Bucket=location.bucket, Key=key)["Body"].read(4096)
+        return client.get_object(Bucket=location.bucket, Key=key)["Body"].read(limit)
     except exceptions.ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
             return None
         raise s3_error(error, f"s3://{location.bucket}/{key}") from None
     except Exception as error:
         raise s3_error(error, f"s3://{location.bucket}/{key}") from None
-    return parse_sidecar(body.decode(errors="replace"), f"s3://{location.bucket}/{key}")
 
 
 # --- local paths ----------------------------------------------------------------------------
@@ -410,19 +429,26 @@ class PathUpload:
         except OSError as error:
             raise self._failure(error) from None
 
-    def commit(self, digest: str):
+    def commit(self, digest: str, signature: bytes | None = None):
         try:
             self.archive.commit()
         except OSError as error:
             raise self._failure(error) from None
+        name = os.path.basename(self.path)
         try:
-            name = os.path.basename(self.path)
+            if signature is None:  # an older push's signature would not match
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name + SIGNATURE_SUFFIX, dir_fd=self.directory)
+            else:
+                with AtomicFile(self.directory, name + SIGNATURE_SUFFIX,
+                                default_file_mode()) as out:
+                    out.write(signature)
             with AtomicFile(self.directory, name + SIDECAR_SUFFIX, default_file_mode()) as out:
-                out.write(sidecar_text(digest, name))
+                out.write(checksum_line(digest, name))
         except OSError as error:
             raise DrootError(f"{self.location.text}: the archive was written, but not its "
-                             f"checksum sidecar: {error.strerror} (pulls refuse the "
-                             "archive until a push succeeds)") from None
+                             f"checksum sidecar or signature: {error.strerror} (pulls "
+                             "refuse the archive until a push succeeds)") from None
         finally:
             self._close_directory()
 
@@ -450,7 +476,7 @@ class StdoutUpload:
     def write(self, data) -> int:
         return self.out.write(data)
 
-    def commit(self, digest: str):
+    def commit(self, digest: str, signature: bytes | None = None):
         self.out.flush()
         print(f"droot: sha256 {digest}", file=sys.stderr)
 
@@ -496,6 +522,61 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parsed._replace(query="...")) if parsed.query else url
 
 
+def _read_path_small(path: str, limit: int = 4096) -> bytes | None:
+    try:
+        with open(path, "rb") as small:
+            return small.read(limit)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise DrootError(f"{path}: {error.strerror}") from None
+
+
+def _read_http_small(url: str, limit: int = 4096) -> bytes | None:
+    """The start of a small file beside an http(s) archive; None if the server says it is
+    not there (404, or 403 as S3 answers for a missing key without list permission)."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read(limit)
+    except urllib.error.HTTPError as error:
+        if error.code in (403, 404):
+            return None
+        raise DrootError(f"{url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DrootError(f"{url}: {getattr(error, 'reason', error)}") from None
+
+
+def beside(location: Location, suffix: str) -> str | None:
+    """Where the file KEY+suffix beside the archive is, for messages and reading; None
+    where there is none to look at (stdin; a URL with a query, whose signature covers
+    its own path only)."""
+    if location.kind in ("s3", "path"):
+        return location.text + suffix
+    if location.kind == "http" and not urllib.parse.urlsplit(location.text).query:
+        return location.text + suffix
+    return None
+
+
+def read_beside(location: Location, suffix: str, client=None,
+                limit: int = 4096) -> bytes | None:
+    """The small file KEY+suffix beside the archive (sidecar, signature): one request, or
+    None when it is absent."""
+    if location.kind == "s3":
+        return read_s3_small(client or s3_client(), location, suffix, limit)
+    if location.kind == "path":
+        return _read_path_small(location.path + suffix, limit)
+    url = beside(location, suffix)
+    return _read_http_small(url, limit) if url else None
+
+
+def read_checksum(location: Location, client=None) -> str | None:
+    """The SHA-256 the store's sidecar names (one small request), None without one."""
+    data = read_beside(location, SIDECAR_SUFFIX, client)
+    if data is None:
+        return None
+    return parse_sidecar(data.decode(errors="replace"), beside(location, SIDECAR_SUFFIX))
+
+
 def open_download(location: Location) -> Download:
     if location.kind == "stdio":
         return Download(sys.stdin.buffer, None, None, "")
@@ -504,19 +585,15 @@ def open_download(location: Location) -> Download:
             stream = open(location.path, "rb")
         except OSError as error:
             raise DrootError(f"{location.text}: {error.strerror}") from None
-        sidecar = location.path + SIDECAR_SUFFIX
-        digest = None
-        if os.path.exists(sidecar):
-            with open(sidecar, errors="replace") as text:
-                digest = parse_sidecar(text.read(4096), sidecar)
-        return Download(stream, os.fstat(stream.fileno()).st_size, digest, sidecar)
+        return Download(stream, os.fstat(stream.fileno()).st_size, read_checksum(location),
+                        location.path + SIDECAR_SUFFIX)
     if location.kind == "s3":
         # The archive first: a failure (no credentials, no such object) is about it.
         download = S3Download(location)
         if download.metadata_sha256:
             return Download(download, download.size, download.metadata_sha256.lower(),
                             f"{location.text} metadata")
-        return Download(download, download.size, read_s3_sidecar(download.client, location),
+        return Download(download, download.size, read_checksum(location, download.client),
                         f"{location.text}{SIDECAR_SUFFIX}")
     # http(s): the x-amz-meta-sha256 header, else URL.sha256 when the URL has no query
     # (a presigned URL's signature covers its path: its sidecar needs its own URL).
@@ -524,15 +601,8 @@ def open_download(location: Location) -> Download:
     size = response.headers.get("Content-Length")
     digest = response.headers.get("x-amz-meta-sha256")
     source = f"{redact(location.text)} x-amz-meta-sha256"
-    if not digest and not urllib.parse.urlsplit(location.text).query:
-        source = location.text + SIDECAR_SUFFIX
-        try:
-            with urllib.request.urlopen(source, timeout=60) as sidecar:
-                digest = parse_sidecar(sidecar.read(4096).decode(errors="replace"), source)
-        except urllib.error.HTTPError as error:
-            if error.code not in (403, 404):
-                raise DrootError(f"{source}: HTTP {error.code} {error.reason}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise DrootError(f"{source}: {getattr(error, 'reason', error)}") from None
+    if not digest and beside(location, SIDECAR_SUFFIX):
+        source = beside(location, SIDECAR_SUFFIX)
+        digest = read_checksum(location)
     return Download(response, int(size) if size else None, digest.lower() if digest else None,
                     source)

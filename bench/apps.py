@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Real apps under droot, Docker and on the host: req/s and p99 latency with wrk.
+
+Two apps built from Debian packages by bench/make-app-images.sh: nginx serving a 1 KiB
+static page, and gunicorn serving a tiny WSGI app. Each runs four ways, from the same bits
+(droot deploys what it exports from the engine's image):
+
+    host              no container: plain chroot(8) into the same release, with the host's
+                      /dev and a /proc mounted in a private mount namespace (the app needs
+                      them; the namespace only keeps the mounts off the host's table)
+    droot run         `droot run --root R` with its defaults (the image's own command)
+    docker run -p     the port published on 127.0.0.1 (the engine's default proxy)
+    docker --net host the host's network stack, no port mapping
+
+wrk (one thread, --connections, --duration seconds, loopback only) measures each in
+interleaved rounds: every round starts, warms up, measures and stops each way once, in a
+shuffled order, so a noisy neighbour hits them all alike. Medians of the rounds, and
+ratios to the host. The servers are pinned to one worker (nginx: worker_processes 1;
+gunicorn: one gthread worker, 4 threads) and wrk to one thread: two cores, one each.
+
+    sudo .venv/bin/python bench/apps.py [--rounds 5] [--duration 5] [--connections 16]
+                                        [--only nginx,gunicorn] [--ways host,...]
+                                        [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DROOT = REPO / ".venv" / "bin" / "droot"
+CACHE = Path(os.environ.get("DROOT_BENCH_CACHE", "/var/tmp/droot-bench"))
+APP_PORT = 8080      # inside: what each image listens on
+MAPPED_PORT = 18080  # docker run -p 127.0.0.1:MAPPED_PORT:APP_PORT
+CONTAINER = "droot-bench-app"
+WAYS = ("host", "droot run", "docker run -p", "docker --net host")
+
+
+def build_images() -> dict[str, str]:
+    """app name → image tag, built (once) by make-app-images.sh."""
+    tags = subprocess.run([REPO / "bench" / "make-app-images.sh"], check=True,
+                          capture_output=True, text=True).stdout.split()
+    return {tag.split("/app-")[1].split(":")[0]: tag for tag in tags}
+
+
+def deploy(tag: str, root: Path):
+    """The image, exported by droot, as the release at `root` (replacing an older one)."""
+    export = subprocess.Popen([DROOT, "export", tag, "--compress", "none"],
+                              stdout=subprocess.PIPE)
+    subprocess.run([DROOT, "deploy", "--root", root, "--keep", "1"], stdin=export.stdout,
+                   check=True, stderr=subprocess.DEVNULL)
+    export.stdout.close()
+    if export.wait():
+        raise SystemExit(f"droot export {tag} failed")
+
+
+def image_command(tag: str) -> tuple[list[str], str]:
+    config = json.loads(subprocess.run(["docker", "image", "inspect", tag], check=True,
+                                       capture_output=True, text=True).stdout)[0]["Config"]
+    return (config.get("Entrypoint") or []) + (config.get("Cmd") or []), config.get("WorkingDir") or "/"
+
+
+def start(way: str, tag: str, root: Path) -> tuple[subprocess.Popen | None, int]:
+    """Start the app one way; returns (its process, or None for a container) and its port."""
+    if way.startswith("docker"):
+        network = (["-p", f"127.0.0.1:{MAPPED_PORT}:{APP_PORT}"] if way == "docker run -p"
+                   else ["--network", "host"])
+        subprocess.run(["docker", "run", "-d", "--rm", "--name", CONTAINER, *network, tag],
+                       check=True, stdout=subprocess.DEVNULL)
+        return None, MAPPED_PORT if way == "docker run -p" else APP_PORT
+    if way == "droot run":
+        argv = [str(DROOT), "run", "--root", str(root)]
+    else:
+        command, workdir = image_command(tag)
+        script = ('mount --make-rprivate / && mount --rbind /dev "$1/dev" && '
+                  'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/bin/env -C "$2" "${@:3}"')
+        argv = ["unshare", "-m", "bash", "-c", script, "host", str(root.resolve()), workdir,
+                *command]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               start_new_session=True)
+    return process, APP_PORT
+
+
+def stop(process: subprocess.Popen | None):
+    if process is None:
+        subprocess.run(["docker", "rm", "-f", CONTAINER], capture_output=True)
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def wait_until_serving(port: int, process, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"the app exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+                connection.sendall(request)
+                if connection.recv(16).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"nothing served 200 on 127.0.0.1:{port} in {timeout} s")
+
+
+def wait_until_free(port: int, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"127.0.0.1:{port} still answers after the app was stopped")
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(port: int, duration: int, connections: int) -> dict:
+    """One wrk run: req/s, p99 latency (ms) and failed requests (non-2xx, socket errors)."""
+    output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+                             f"http://127.0.0.1:{port}/"], check=True, capture_output=True,
+                            text=True, timeout=duration + 60).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    return {"rps": rate, "p99_ms": float(p99[1]) * _UNIT[p99[2]],
+            "failed": failed_requests(output)}
+
+
+def failed_requests(output: str) -> int:
+    """The requests wrk's report counts as failed: non-2xx answers and socket errors."""
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       output)
+    return (int(non_2xx[1]) if non_2xx else 0) + (sum(map(int, errors.groups())) if errors
+                                                  else 0)
+
+
+def measure(way, tag, root, options) -> dict:
+    process, port = start(way, tag, root)
+    try:
+        wait_until_serving(port, process)
+        wrk(port, 1, options.connections)  # warm-up: caches, the JIT of nothing, accept queues
+        return wrk(port, options.duration, options.connections)
+    finally:
+        stop(process)
+        wait_until_free(port)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", help="comma-separated apps (nginx, gunicorn)")
+    parser.add_argument("--ways", default=",".join(WAYS),
+                        help=f"comma-separated ways, host first (default: {','.join(WAYS)})")
+    parser.add_argument("--json", type=Path, help="also write the medians to FILE (for plot.py)")
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("apps.py needs root (droot deploy and run, chroot, docker)")
+    stop(None)  # a container a killed run left
+    tags = build_images()
+    if options.only:
+        tags = {name: tag for name, tag in tags.items() if name in options.only.split(",")}
+    roots = {}
+    for name, tag in tags.items():
+        roots[name] = CACHE / "apps" / name
+        deploy(tag, roots[name])
+    ways = options.ways.split(",")
+    if ways[0] != "host" or not set(ways) <= set(WAYS):
+        raise SystemExit(f"--ways: host first, then any of {', '.join(WAYS[1:])}")
+    samples = {(name, way): [] for name in tags for way in ways}
+    for number in range(options.rounds):
+        order = list(samples)
+        random.shuffle(order)
+        for name, way in order:
+            result = measure(way, tags[name], roots[name], options)
+            samples[name, way].append(result)
+            print(f"round {number + 1}: {name:8} {way:17} {result['rps']:9.0f} req/s  p99 "
+                  f"{result['p99_ms']:6.2f} ms  failed {result['failed']}", file=sys.stderr)
+    medians = {}
+    for (name, way), results in samples.items():
+        medians.setdefault(name, {})[way] = {
+            key: statistics.median(result[key] for result in results)
+            for key in ("rps", "p99_ms", "failed")}
+    print(f"\nwrk -t1 -c{options.connections} -d{options.duration}s on 127.0.0.1, "
+          f"{options.rounds} interleaved rounds, medians (ratio to the host)\n")
+    print("| app | way | req/s | p99 ms | failed |")
+    print("|---|---|---:|---:|---:|")
+    for name, ways in medians.items():
+        host = ways["host"]
+        for way, median in ways.items():
+            print(f"| {name} | {way} | {median['rps']:.0f} ({median['rps'] / host['rps']:.2f}) "
+                  f"| {median['p99_ms']:.2f} ({median['p99_ms'] / host['p99_ms']:.2f}) "
+                  f"| {median['failed']:.0f} |")
+    if options.json:
+        options.json.write_text(json.dumps(
+            {"rounds": options.rounds, "duration": options.duration,
+             "connections": options.connections, "medians": medians}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
