@@ -72,19 +72,21 @@ MINIMAL = {
     "unit": ["unit", "--root", "/srv/app"],
 }
 TARGET_DEFAULTS = {"root": "/srv/app", "lock_timeout": None, "mode": "symlink", "keep": 5,
-                   "devices": False, "sha256": None}
+                   "devices": False, "sha256": None, "restart": None, "check": None,
+                   "check_timeout": None, "trusted_keys": None, "signature": None}
 RUN_DEFAULTS = {
     "root": "/srv/app", "copy_files": False, "user": None, "group": None, "bind": [],
     "robind": [], "env": [], "env_file": [], "workdir": None, "no_dropcaps": False,
     "cap_add": [], "cap_drop": [], "allow_new_privs": False, "allow_syscall": [], "share": [],
     "pid": False, "net": None, "hostname": None, "ipc": False, "userns": None, "memory": None,
-    "cpus": None, "pids_limit": None, "app_argv": []}
+    "cpus": None, "pids_limit": None, "preserve_fds": None, "app_argv": []}
 DEFAULTS = {
     "export": {"image": "img", "output": None, "compress": "none", "plain_http": False},
     "push": {"image": "img", "dest": "s3://b/k", "to": None, "compress": "gzip",
-             "plain_http": False},
-    "pull": {"src": "s3://b/k", "src_option": None, "verify": True, **TARGET_DEFAULTS},
-    "deploy": TARGET_DEFAULTS,
+             "plain_http": False, "sign": None},
+    "pull": {"src": "s3://b/k", "src_option": None, "verify": True, "if_changed": False,
+             **TARGET_DEFAULTS},
+    "deploy": {"name": None, **TARGET_DEFAULTS},
     "rollback": {"root": "/srv/app", "lock_timeout": None, "to": None},
     "releases": {"root": "/srv/app"},
     "rm": {"root": "/srv/app", "lock_timeout": None},
@@ -93,7 +95,8 @@ DEFAULTS = {
     "exec": {"root": "/srv/app", "pid": None, "user": None, "env": [], "workdir": None,
              "command": []},
     "ps": {"json": False},
-    "unit": {"description": None, "allow_missing_root": False, **RUN_DEFAULTS},
+    "unit": {"description": None, "allow_missing_root": False, "name": None, "listen": [],
+             "notify": False, "watchdog": None, "output": None, **RUN_DEFAULTS},
 }
 
 
