@@ -334,7 +334,8 @@ def busybox_image_with_blob(client, context: Path, name: str, blob_mib: int):
 
 @pytest.fixture(scope="session")
 def busybox_image(docker_client, tmp_path_factory) -> str:
-    """`droot-test/busybox:latest`: FROM scratch with busybox, an ENV, a USER-less CMD."""
+    """`droot-test/busybox:PID`: FROM scratch with busybox, an ENV, a USER-less CMD. Tagged
+    per test session: another session on the same engine removes its own at its end."""
     context = tmp_path_factory.mktemp("busybox-image")
     make_busybox_root(context / "rootfs")
     (context / "Dockerfile").write_text(
@@ -343,7 +344,7 @@ def busybox_image(docker_client, tmp_path_factory) -> str:
         'ENV PATH=/bin GREETING="hello from droot"\n'
         "WORKDIR /\n"
         'CMD ["/bin/sh", "-c", "echo $GREETING"]\n')
-    tag = "droot-test/busybox:latest"
+    tag = f"droot-test/busybox:{os.getpid()}"
     docker_build(docker_client, context, tag)
     yield tag
     try:
