@@ -1,23 +1,36 @@
-"""Fixtures shared by every stage's tests: the droot console script, busybox roots,
-and the real services (Docker engine, an S3-compatible server, a registry).
+"""Fixtures and helpers shared by every stage's tests: the droot console script, busybox
+roots, the attack program, a pseudo-terminal, and the real services (Docker engine, an
+S3-compatible server, a registry). Each stage's own are in its directory's conftest.py;
+test modules import the plain helpers by name (`from tests.conftest import droot`).
 
 Every service a fixture starts is a separate process on loopback, stopped when the
 session ends; nothing here touches the host outside temporary directories.
 """
 
 import contextlib
+import fcntl
 import os
+import pty
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import termios
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 BUSYBOX = "/bin/busybox"
+
+# `--hypothesis-profile=mutation`, which mutmut's runs use (pyproject.toml): each mutant
+# runs the property tests on fewer examples, the same ones every time, without shrinking.
+settings.register_profile("mutation", max_examples=20, derandomize=True, database=None,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate),
+                          deadline=None)
 VENV_BIN = Path(sys.prefix) / "bin"
 DROOT = str(VENV_BIN / "droot")
 
@@ -74,6 +87,167 @@ def make_busybox_root(path: Path) -> Path:
 def busybox_root(tmp_path) -> Path:
     return make_busybox_root(tmp_path / "root")
 
+
+def compile_static(name: str, tmp_path_factory) -> Path:
+    """tests/run/NAME.c compiled static (it runs in roots without a C library)."""
+    output = tmp_path_factory.mktemp(f"run-{name}") / name
+    if not shutil.which("gcc"):
+        pytest.fail("the run tests need gcc and libc6-dev (a static C library): apt-get install "
+                    "gcc libc6-dev")
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(output),
+                    str(Path(__file__).parent / "run" / f"{name}.c")], check=True)
+    return output
+
+
+@pytest.fixture(scope="session")
+def attack_binary(tmp_path_factory) -> Path:
+    """tests/run/attack.c: attacks on the sandbox, one per subcommand."""
+    return compile_static("attack", tmp_path_factory)
+
+
+@pytest.fixture
+def run_root(tmp_path, attack_binary) -> Path:
+    """A busybox root with /attack in it."""
+    root = make_busybox_root(tmp_path / "run-root")
+    shutil.copy2(attack_binary, root / "attack")
+    return root
+
+
+# --- archives crafted header by header (the codec's tests: in process, and through deploy) ---
+
+def member_bytes(name: str, data: bytes = b"", *, format=tarfile.GNU_FORMAT, **fields) -> bytes:
+    """One member (header blocks, data, padding) as tarfile writes it; `fields` are
+    TarInfo attributes (type, mode, mtime, uid, linkname, pax_headers, ...)."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 1_700_000_000
+    for key, value in fields.items():
+        setattr(info, key, value)
+    header = info.tobuf(format, "utf-8", "surrogateescape")
+    return header + data + bytes(-len(data) % 512)
+
+
+def with_field(block: bytes, start: int, value: bytes, *, fix_checksum: bool = True) -> bytes:
+    """A header block with bytes at `start` replaced (and its checksum made right, unless
+    not `fix_checksum`); what follows the block is kept."""
+    header = bytearray(block[:512])
+    header[start:start + len(value)] = value
+    if fix_checksum:
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + block[512:]
+
+
+def base256(value: int, width: int) -> bytes:
+    """A GNU base-256 number field (negative: two's complement over the whole field)."""
+    raw = (value % (1 << (8 * width))).to_bytes(width, "big")
+    return bytes([raw[0] | 0x80]) + raw[1:]
+
+
+def pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(str(length).encode()) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def extended_header(kind: bytes, payload: bytes, size: int | None = None) -> bytes:
+    """An extended header of type `kind` (x, g, L, K) holding `payload`; `size` overrides
+    the size its header states."""
+    header = member_bytes("././@Extended", b"")[:512]
+    header = with_field(header, 156, kind)
+    header = with_field(header, 124, b"%011o\0" % len(payload) if size is None
+                        else base256(size, 12))
+    return header + payload + bytes(-len(payload) % 512)
+
+
+END = bytes(1024)
+
+
+# --- the tar codec ----------------------------------------------------------------------
+
+def read_all(archive: bytes) -> list:
+    """(header, data) of every member, as droot's tar codec reads them."""
+    import io
+
+    from droot.core.tarformat import HeaderReader, padded
+    stream = io.BytesIO(archive)
+    reader = HeaderReader(stream.read)
+    members = []
+    while (header := reader.next()) is not None:
+        members.append((header, stream.read(padded(header.data_size))[:header.data_size]))
+    return members
+
+
+# --- a pseudo-terminal ---------------------------------------------------------------------
+
+class PseudoTerminal:
+    """A new pseudo-terminal: a child gets `terminal` as its stdin, stdout or stderr, the
+    test types into and reads from `controller`. Both ends are closed when the `with`
+    block ends."""
+
+    def __init__(self):
+        self.controller, self.terminal = pty.openpty()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close_terminal()
+        if self.controller >= 0:
+            os.close(self.controller)
+            self.controller = -1
+
+    def close_terminal(self):
+        if self.terminal >= 0:
+            os.close(self.terminal)
+            self.terminal = -1
+
+    @staticmethod
+    def take_as_controlling():
+        """A preexec_fn: the child, in a session of its own, makes its stdin (the
+        terminal) its controlling terminal, as a login shell has it."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    def drawn(self) -> bytes:
+        """Everything written to the terminal until the last child holding it closes it
+        (call once the children are started: the test's own end is closed here)."""
+        self.close_terminal()
+        output = b""
+        while True:
+            try:
+                data = os.read(self.controller, 65536)
+            except OSError:  # EIO: no process holds the terminal any more
+                break
+            if not data:
+                break
+            output += data
+        return output
+
+
+def run_with_controlling_terminal(argv) -> subprocess.CompletedProcess:
+    """`argv` with a new pseudo-terminal as its controlling terminal and stdin (stdout and
+    stderr captured)."""
+    with PseudoTerminal() as tty:
+        return subprocess.run(argv, stdin=tty.terminal, capture_output=True, text=True,
+                              preexec_fn=PseudoTerminal.take_as_controlling, timeout=60)
+
+
+def droot_on_terminal(*args) -> str:
+    """`droot ARGS` (which must succeed) with its stderr on a pseudo-terminal: what it drew
+    there."""
+    with PseudoTerminal() as tty:
+        process = subprocess.Popen([DROOT, *map(str, args)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=tty.terminal)
+        output = tty.drawn()
+        assert process.wait(timeout=120) == 0, output
+    return output.decode(errors="replace")
+
+
+# --- loopback services ---------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -160,7 +334,8 @@ def busybox_image_with_blob(client, context: Path, name: str, blob_mib: int):
 
 @pytest.fixture(scope="session")
 def busybox_image(docker_client, tmp_path_factory) -> str:
-    """`droot-test/busybox:latest`: FROM scratch with busybox, an ENV, a USER-less CMD."""
+    """`droot-test/busybox:PID`: FROM scratch with busybox, an ENV, a USER-less CMD. Tagged
+    per test session: another session on the same engine removes its own at its end."""
     context = tmp_path_factory.mktemp("busybox-image")
     make_busybox_root(context / "rootfs")
     (context / "Dockerfile").write_text(
@@ -169,7 +344,7 @@ def busybox_image(docker_client, tmp_path_factory) -> str:
         'ENV PATH=/bin GREETING="hello from droot"\n'
         "WORKDIR /\n"
         'CMD ["/bin/sh", "-c", "echo $GREETING"]\n')
-    tag = "droot-test/busybox:latest"
+    tag = f"droot-test/busybox:{os.getpid()}"
     docker_build(docker_client, context, tag)
     yield tag
     try:

@@ -1,8 +1,8 @@
 """The command line itself: version, help, and usage errors as one line."""
 
-from conftest import droot
 from droot import __version__
 from droot.cli import COMMANDS
+from tests.conftest import droot
 
 
 def test_version():
@@ -57,7 +57,7 @@ def test_sigterm_is_143_and_one_line(tmp_path):
     import signal
     import subprocess
     import time
-    from conftest import DROOT
+    from tests.conftest import DROOT
     process = subprocess.Popen([DROOT, "deploy", "--root", str(tmp_path / "app")],
                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deployhelp import app_archive, current, deploy, hostile_tar, release_names
+from tests.deploy.conftest import app_archive, current, deploy, hostile_tar, release_names
 
 ORIGINAL = b"untouched\n"
 EVIL = b"pwned\n"

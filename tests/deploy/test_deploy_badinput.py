@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from conftest import DROOT, droot
-from deployhelp import app_archive, current, deploy, hostile_tar, release_names, releases_dir
+from tests.conftest import DROOT, droot
+from tests.deploy.conftest import (app_archive, current, deploy, hostile_tar, release_names,
+                                   releases_dir)
 
 
 def decoded(result):

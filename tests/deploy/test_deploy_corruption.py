@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from deployhelp import current, deploy, releases_dir
+from tests.deploy.conftest import current, deploy, releases_dir
 
 
 def base_archive() -> bytes:

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import DROOT, droot, make_busybox_root
-from deployhelp import (app_archive, compress, current, deploy, release_names, releases_dir,
-                        tar_of, tree)
+from tests.conftest import DROOT, droot, make_busybox_root
+from tests.deploy.conftest import (app_archive, compress, current, deploy, release_names,
+                                   releases_dir, tar_of, tree)
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])

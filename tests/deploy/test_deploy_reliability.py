@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from conftest import DROOT
-from deployhelp import app_archive, compress, current, deploy, release_names, releases_dir
+from tests.conftest import DROOT
+from tests.deploy.conftest import (app_archive, compress, current, deploy, leftovers,
+                                   release_names)
 
 FILES = 1500
 
@@ -63,8 +64,7 @@ def test_sigkill_at_random_moments_never_breaks_the_root(tmp_path):
     assert result.returncode == 0, result.stderr
     check_complete(root)
     assert (root / "MARKER").read_text() == "v1"
-    leftovers = [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")]
-    assert leftovers == []
+    assert leftovers(root) == []
     assert not os.path.lexists(root.parent / f".{root.name}.switch")
     assert len(release_names(root)) <= 4
 
@@ -98,7 +98,7 @@ def test_ctrl_c_at_random_moments_is_one_line_and_leaves_nothing(tmp_path):
             assert process.returncode == 0 and stderr.startswith("droot: deployed "), stderr
             assert stderr.count("\n") == 1, stderr
         check_complete(root)
-        assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
+        assert leftovers(root) == []
     assert 130 in outcomes  # some of the signals did interrupt a deploy
 
 
@@ -146,7 +146,7 @@ def test_ctrl_c_while_the_extraction_child_is_forked(tmp_path):
     assert process.returncode == 130
     assert stderr == "droot: interrupted\n"  # the child did not report it as well
     assert current(root) == first and release_names(root) == [first]
-    assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
+    assert leftovers(root) == []
 
 
 def test_wrong_checksum_keeps_the_current_release(tmp_path):
@@ -156,7 +156,7 @@ def test_wrong_checksum_keeps_the_current_release(tmp_path):
     result = deploy(root, app_archive(tmp_path, "bad"), "--sha256", "0" * 64)
     assert result.returncode == 1 and b"checksum mismatch" in result.stderr
     assert current(root) == good and release_names(root) == [good]
-    assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
+    assert leftovers(root) == []
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
@@ -198,7 +198,7 @@ def test_full_disk_keeps_the_current_release(tmp_path, small_filesystem):
                                    "zstd"))
     assert result.returncode == 1 and b"No space left on device" in result.stderr
     assert current(root) == good and (root / "MARKER").read_text() == "good"
-    assert [n for n in os.listdir(releases_dir(root)) if n.startswith(".tmp-")] == []
+    assert leftovers(root) == []
     # With the space back, the same deploy works.
     assert deploy(root, app_archive(tmp_path, "next")).returncode == 0
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DROOT, free_port, make_busybox_root, stop, stop_runsv, wait_for_port
-from deployhelp import current, deploy, release_names, tar_of
+from tests.conftest import DROOT, free_port, make_busybox_root, stop, stop_runsv, wait_for_port
+from tests.deploy.conftest import current, deploy, release_names, tar_of
 
 HERE = Path(__file__).parent
 CHECK = f"{sys.executable} -I {HERE / 'http_check.py'}"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import droot
+from tests.conftest import droot
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 import base64
 import json
 import os
-import pty
 import shutil
 import signal
 import socket
@@ -15,8 +14,9 @@ import time
 import warnings
 
 import pytest
-from conftest import DROOT, docker_build, droot, start_registry, stop
-from exporthelp import PREFIX, layer, write_docker_archive, write_oci_layout
+from tests.conftest import (DROOT, PseudoTerminal, docker_build, droot, droot_on_terminal,
+                            start_registry, stop)
+from tests.image.conftest import PREFIX, layer, write_docker_archive, write_oci_layout
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -179,44 +179,20 @@ def test_registry_basic_auth(tmp_path, small_image):
 
 
 def test_refuses_to_write_to_a_terminal(small_image):
-    controller, terminal = pty.openpty()
-    try:
-        result = subprocess.run([DROOT, "export", small_image[0]], stdout=terminal,
+    with PseudoTerminal() as tty:
+        result = subprocess.run([DROOT, "export", small_image[0]], stdout=tty.terminal,
                                 stderr=subprocess.PIPE, text=True, timeout=60)
-    finally:
-        os.close(terminal)
-        os.close(controller)
     assert_clean_failure(result, "terminal")
     assert containers_of(small_image[1]) == []
 
 
-def progress_shown(source, out) -> bytes:
-    """What `droot export SOURCE -o OUT` shows on a terminal (its stderr)."""
-    controller, terminal = pty.openpty()
-    try:
-        result = subprocess.run([DROOT, "export", source, "-o", out], stderr=terminal, timeout=60)
-        os.close(terminal)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(controller)
-    assert result.returncode == 0
-    return shown
-
-
 def test_progress_on_a_terminal_only(small_image, tmp_path):
-    shown = progress_shown(small_image[0], tmp_path / "out.tar")
-    assert b"export: " in shown and b"MB" in shown and b"/s" in shown
+    shown = droot_on_terminal("export", small_image[0], "-o", tmp_path / "out.tar")
+    assert "export: " in shown and "MB" in shown and "/s" in shown
     archive = write_docker_archive(tmp_path / "two.tar", [layer(("a", "file", b"a")),
                                                           layer(("b", "file", b"b"))])
-    assert b"layer 2/2" in progress_shown(f"docker-archive:{archive}", tmp_path / "out.tar")
+    assert "layer 2/2" in droot_on_terminal("export", f"docker-archive:{archive}",
+                                            "-o", tmp_path / "out.tar")
     quiet = droot("export", small_image[0], "-o", tmp_path / "out2.tar")
     assert quiet.returncode == 0 and quiet.stderr == ""
 
@@ -313,21 +289,3 @@ def test_engine_through_the_docker_sdk(small_image, engine_over_tcp, tmp_path):
     unreachable = {**os.environ, "DOCKER_HOST": "tcp://127.0.0.1:1"}
     assert_clean_failure(droot("export", small_image[0], env=unreachable),
                          "cannot reach the Docker engine at tcp://127.0.0.1:1")
-
-
-def test_plain_http_reaches_the_registry_as_an_argument(monkeypatch):
-    """--plain-http (or DROOT_PLAIN_HTTP=1) is passed down to the registry source, not
-    through the process environment, for export and push alike."""
-    from droot.cli import build_parser
-    from droot.image.registry import Registry
-    host = "registry.internal:5000"  # not loopback: HTTPS unless asked
-    assert Registry(host, "app").base == f"https://{host}/v2/app"
-    assert Registry(host, "app", plain_http=True).base == f"http://{host}/v2/app"
-    for command in ("export", "push"):
-        argv = [command, f"docker://{host}/app", *(["-"] if command == "push" else [])]
-        assert not build_parser(command).parse_args(argv).plain_http
-        assert build_parser(command).parse_args([*argv, "--plain-http"]).plain_http
-        monkeypatch.setenv("DROOT_PLAIN_HTTP", "1")
-        assert build_parser(command).parse_args(argv).plain_http
-        monkeypatch.delenv("DROOT_PLAIN_HTTP")
-    assert "DROOT_PLAIN_HTTP" not in os.environ

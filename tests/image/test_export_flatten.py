@@ -8,9 +8,9 @@ import subprocess
 import tarfile
 
 import pytest
-from conftest import droot
-from exporthelp import (PREFIX, image_config, layer, listing, member, push_oci_layout, sha256,
-                        write_docker_archive, write_oci_layout)
+from tests.conftest import droot
+from tests.image.conftest import (PREFIX, image_config, layer, listing, member, push_oci_layout,
+                                  sha256, write_docker_archive, write_oci_layout)
 
 LONG = "long/" + "n" * 150
 XATTRS = {"SCHILY.xattr.user.note": "hello", "SCHILY.xattr.security.capability":

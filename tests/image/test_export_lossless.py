@@ -6,7 +6,7 @@ import os
 import subprocess
 import tarfile
 
-from conftest import droot
+from tests.conftest import droot
 
 
 def metadata(archive: bytes, name: str) -> tuple:

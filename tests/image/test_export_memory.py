@@ -4,8 +4,8 @@ size of the image, for a layer read in place and for gzip-compressed layers."""
 import os
 
 import pytest
-from conftest import droot_peak_rss_mb
-from exporthelp import layer, write_docker_archive, write_oci_layout
+from tests.conftest import droot_peak_rss_mb
+from tests.image.conftest import layer, write_docker_archive, write_oci_layout
 
 BIG_FILE = 64 << 20  # bytes, in each of several files: the image is ~320 MB
 LIMIT_MB = 80

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import zstandard
-from conftest import docker_build, droot, make_busybox_root
-from exporthelp import PREFIX, listing, member, oci_layout_from_docker_archive
+from tests.conftest import docker_build, droot, make_busybox_root
+from tests.image.conftest import PREFIX, listing, member, oci_layout_from_docker_archive
 
 DOCKERFILE = r"""FROM scratch
 COPY rootfs/ /

@@ -12,12 +12,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import docker_build, droot, free_port, start_registry, stop, wait_for_port
+from tests.conftest import docker_build, droot, free_port, start_registry, stop, wait_for_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from exporthelp import PREFIX, listing
+from tests.image.conftest import PREFIX, listing
 
 SERVICE, ISSUER = "droot-test-registry", "droot-test-issuer"
 

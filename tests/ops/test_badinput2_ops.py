@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from opshelp import droot
+from tests.conftest import droot
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from opshelp import DROOT, app_cgroup_dirs, fresh_root, remove_cgroups, run_app
+from tests.conftest import DROOT
+from tests.ops.conftest import app_cgroup_dirs, fresh_root, remove_cgroups, run_app
 
 
 @pytest.fixture

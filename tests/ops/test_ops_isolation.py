@@ -2,19 +2,17 @@
 --hostname, the default that shares those with the host (as the original did), and the
 IPC namespace, private unless --share ipc."""
 
-import fcntl
 import os
-import pty
 import signal
 import socket
 import subprocess
 import sys
-import termios
 import threading
 
 import pytest
 
-from opshelp import fresh_root, run_app, start_app, stop_app, wait_until
+from tests.conftest import PseudoTerminal
+from tests.ops.conftest import fresh_root, run_app, start_app, stop_app, wait_until
 
 
 @pytest.fixture
@@ -172,21 +170,15 @@ def test_pid_namespace_dies_with_a_killed_relay(root):
 def test_pid_ctrl_c_reaches_the_app_once(root):
     # Ctrl-C on a terminal signals the whole foreground process group: relay, init and app.
     # The app must get it once, not once more through each forwarder.
-    master, slave = pty.openpty()
-
-    def take_terminal():
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     script = ("n=0; trap 'n=$((n+1))' INT; echo ready >&2; "
               "while [ $n -eq 0 ]; do sleep 0.1; done; sleep 1; echo interrupts $n >&2")
-    app = start_app(root, ["--pid"], ["/bin/sh", "-c", script], stdin=slave,
-                    preexec_fn=take_terminal)
-    try:
-        assert app.stderr.readline() == "ready\n"
-        os.write(master, b"\x03")
-        _, err = app.communicate(timeout=30)
-        assert err.strip() == "interrupts 1"
-    finally:
-        os.close(master)
-        os.close(slave)
-        stop_app(app)
+    with PseudoTerminal() as tty:
+        app = start_app(root, ["--pid"], ["/bin/sh", "-c", script], stdin=tty.terminal,
+                        preexec_fn=PseudoTerminal.take_as_controlling)
+        try:
+            assert app.stderr.readline() == "ready\n"
+            os.write(tty.controller, b"\x03")
+            _, err = app.communicate(timeout=30)
+            assert err.strip() == "interrupts 1"
+        finally:
+            stop_app(app)

@@ -1,16 +1,14 @@
 """--memory, --cpus, --pids-limit: the cgroup holds the limit, the kernel enforces it, droot
 reports it, and no cgroup is left behind."""
 
-import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from droot.core.errors import UsageError
 from droot.run import cgroups
-from opshelp import (app_cgroup_dirs, fresh_root, remove_cgroups, run_app,
-                     start_app, stop_app, wait_until)
+from tests.ops.conftest import (app_cgroup_dirs, fresh_root, remove_cgroups, run_app, start_app,
+                                stop_app, wait_until)
 
 # awk doubling a string to 128 MiB: ~256 MiB at its peak, in a fraction of a second.
 ALLOCATE = ["/bin/awk", 'BEGIN { s = "x"; while (length(s) < 100000000) s = s s; '
@@ -99,29 +97,6 @@ def test_stale_cgroups_are_swept_by_the_next_run(root):
     stale.mkdir(parents=True)
     assert run_app(root, ["--pids-limit", "10"]).returncode == 0
     assert not stale.exists()
-
-
-@pytest.mark.parametrize("parse, text", [
-    (cgroups.parse_memory, "12XB"), (cgroups.parse_memory, "-5M"), (cgroups.parse_memory, ""),
-    (cgroups.parse_memory, "10"), (cgroups.parse_cpus, "lots"), (cgroups.parse_cpus, "0"),
-    (cgroups.parse_cpus, "nan"), (cgroups.parse_pids, "0"), (cgroups.parse_pids, "1e3")])
-def test_bad_values_are_refused(parse, text):
-    with pytest.raises(UsageError):
-        parse(text)
-
-
-@pytest.mark.parametrize("text, size", [("64M", 64 << 20), ("1.5g", 3 << 29),
-                                        ("2GiB", 2 << 30), ("1048576", 1 << 20)])
-def test_sizes(text, size):
-    assert cgroups.parse_memory(text) == size
-
-
-def test_cgroup_names_round_trip():
-    for path in ("/srv/app", "/srv/my-app/current", "/a b/ç", "/.hidden/x"):
-        name = cgroups.cgroup_name(path, 42)
-        assert "/" not in name
-        assert cgroups.parse_cgroup_name(name) == (path, 42)
-    assert cgroups.cgroup_name("/srv/app", 7) == "srv-app.7"
 
 
 def test_no_limit_no_cgroup(root):

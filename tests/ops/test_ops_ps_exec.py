@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from opshelp import DROOT, droot, fresh_root, remove_cgroups, start_app, stop_app, wait_until
+from tests.conftest import DROOT, droot
+from tests.ops.conftest import fresh_root, remove_cgroups, start_app, stop_app, wait_until
 
 
 @pytest.fixture

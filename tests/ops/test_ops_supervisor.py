@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import stop_runsv
-from opshelp import DROOT, fresh_root, wait_until
+from tests.conftest import DROOT, stop_runsv
+from tests.ops.conftest import fresh_root, wait_until
 
 # Records its PID as it sees it and every TERM it gets, in the root's /tmp (the host sees
 # it at ROOT/tmp), then ends with status 42 on TERM.

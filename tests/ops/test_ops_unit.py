@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from opshelp import DROOT, droot
-from conftest import busybox_root  # noqa: F401
+from tests.conftest import DROOT, droot
 
 
 def unit_of(*args) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from droot.core.errors import RunError, UsageError
 from droot.run import userns
-from opshelp import fresh_root, run_app
+from tests.ops.conftest import fresh_root, run_app
 
 RANGE = "231072:65536"  # explicit: the tests never edit the host's /etc/subuid
 

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from conftest import DROOT, droot
-from runhelp import attack_binary, host_mounts_below, run_root  # noqa: F401
+from tests.conftest import DROOT, droot
+from tests.run.conftest import host_mounts_below
 
 DEFAULT_CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3,
                 "SETGID": 6, "SETUID": 7, "NET_BIND_SERVICE": 10}
@@ -231,36 +231,6 @@ def test_umount_cleans_what_an_old_run_left(tmp_path):
         for point in (root / "data" / "deep", root / "data", root / "proc", outside):
             if host_mounts_below(point)[:1] == [str(point)]:
                 subprocess.run(["umount", "-l", str(point)])
-
-
-@pytest.mark.parametrize("argv", [
-    ["run", "--root", "/r", "--", "/bin/true"],
-    ["run", "--root", "/r", "/bin/sh", "-c", "echo --root"],
-    ["--debug", "run", "--root=/r", "-u", "app", "-g", "50", "-e", "A=1", "-e", "B==",
-     "--env-file", "f", "-b", "/a:/b", "--bind", "/c", "--robind", "/d:/e", "--cp",
-     "--no-dropcaps", "--cap-add", "NET_RAW", "--cap-drop", "ALL", "--allow-new-privs",
-     "-w", "/srv", "--", "x", "--", "y"],
-    ["run", "--copy-files", "--root", "/r"],
-    ["run", "--root", "/r", "--debug", "--", "--", "x"],
-    ["run", "--root", "/r", "--pid", "--net", "none", "--memory=256M", "/bin/sh"],
-])
-def test_quick_parser_agrees_with_argparse(argv):
-    """`droot run` reads plain command lines without argparse; the result is the same."""
-    from droot.cli import build_parser
-    from droot.run.cli import parse_run_quickly
-    quick = vars(parse_run_quickly(argv))
-    full = vars(build_parser("run").parse_args(argv))
-    assert quick == full
-
-
-@pytest.mark.parametrize("argv", [
-    ["run", "--help"], ["run", "--ro", "/r"], ["run", "-uapp", "--root", "/r"],
-    ["run", "--root"], ["run", "-e", "--root", "/r"], ["run", "--frob", "--root", "/r"],
-    ["run", "-w", "/x"],
-])
-def test_quick_parser_leaves_the_rest_to_argparse(argv):
-    from droot.run.cli import parse_run_quickly
-    assert parse_run_quickly(argv) is None
 
 
 def test_read_only_bind_is_read_only_below_too(run_root, tmp_path):

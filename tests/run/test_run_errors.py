@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from conftest import DROOT, droot
-from runhelp import attack_binary, host_mounts_below, run_root  # noqa: F401
+from tests.conftest import DROOT, droot
+from tests.run.conftest import host_mounts_below
 
 
 def bad_input_cases(root):

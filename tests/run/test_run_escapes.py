@@ -14,9 +14,8 @@ import sys
 
 import pytest
 
-from conftest import droot
-from runhelp import attack_binary, host_mounts_below, run_root  # noqa: F401
-from test_run_security import assert_refused, assert_worked, attack
+from tests.conftest import droot
+from tests.run.conftest import assert_refused, assert_worked, attack, host_mounts_below
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import DROOT
-from runhelp import app_root, supervised_binary  # noqa: F401
+from tests.conftest import DROOT
 
 
 @pytest.fixture

@@ -5,31 +5,15 @@ on the host) so that no test passes because the attack itself was broken.
 The attacks are tests/run/attack.c, compiled static; none writes to a host file (the
 "open for writing" probes append nothing)."""
 
-import fcntl
 import os
-import pty
 import shutil
 import subprocess
 import sys
-import termios
 
 import pytest
 
-from conftest import DROOT, droot
-from runhelp import attack_binary, run_root  # noqa: F401
-
-
-def attack(root, *args, options=(), **kwargs):
-    return droot("run", "--root", root, *options, "--", "/attack", *map(str, args), **kwargs)
-
-
-def assert_refused(result, expected_error=""):
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert expected_error in result.stdout, result.stdout
-
-
-def assert_worked(result, word):
-    assert result.returncode == 0 and result.stdout.strip() == word, (result.stdout, result.stderr)
+from tests.conftest import DROOT, droot, run_with_controlling_terminal
+from tests.run.conftest import assert_refused, assert_worked, attack
 
 
 @pytest.fixture
@@ -174,28 +158,16 @@ def test_setuid_binary_gains_nothing(run_root, attack_binary):
         setuid.unlink()  # a setuid-root program must not outlive the test
 
 
-def run_on_terminal(argv) -> subprocess.CompletedProcess:
-    """`argv` with a new pseudo-terminal as its controlling terminal and stdin."""
-    master, slave = pty.openpty()
-    try:
-        def take_terminal():
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        return subprocess.run(argv, stdin=slave, capture_output=True, text=True,
-                              preexec_fn=take_terminal, timeout=60)
-    finally:
-        os.close(master)
-        os.close(slave)
-
-
 def test_tiocsti_injection_into_the_terminal(run_root):
-    result = run_on_terminal([DROOT, "run", "--root", str(run_root), "--", "/attack", "tiocsti"])
+    result = run_with_controlling_terminal(
+        [DROOT, "run", "--root", str(run_root), "--", "/attack", "tiocsti"])
     assert_refused(result, "TIOCSTI: Operation not permitted")
-    result = run_on_terminal([DROOT, "run", "--root", str(run_root), "--no-dropcaps", "--",
-                              "/attack", "tiocsti"])
+    result = run_with_controlling_terminal(
+        [DROOT, "run", "--root", str(run_root), "--no-dropcaps", "--", "/attack", "tiocsti"])
     assert_refused(result, "TIOCSTI: Operation not permitted")
     # the kernel here lets anyone inject into their own terminal: plain chroot(8)
-    assert_worked(run_on_terminal(["chroot", str(run_root), "/attack", "tiocsti"]), "INJECTED")
+    assert_worked(run_with_controlling_terminal(["chroot", str(run_root), "/attack", "tiocsti"]),
+                  "INJECTED")
 
 
 # --- CVE-2019-5736: a command whose interpreter is /proc/self/exe -------------------------

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from conftest import DROOT, free_port
-from runhelp import app_root, attack_binary, run_root, supervised_binary  # noqa: F401
+from tests.conftest import DROOT, free_port
 
 
 def ask(port: int, process: subprocess.Popen, log) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import DROOT, droot, make_busybox_root
+from tests.conftest import DROOT, droot, make_busybox_root
 
 
 def app_tar(tmp_path: Path, marker: str) -> bytes:

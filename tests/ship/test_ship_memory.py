@@ -4,7 +4,7 @@ RSS under 100 MB, here with an archive twice that size, through the S3 server.""
 import boto3
 import pytest
 
-from conftest import busybox_image_with_blob, droot_peak_rss_mb
+from tests.conftest import busybox_image_with_blob, droot_peak_rss_mb
 
 BLOB_MIB = 200  # random: the archive is as big
 LIMIT_MB = 100

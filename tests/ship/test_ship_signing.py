@@ -5,14 +5,13 @@ no trusted key; every refusal must come before anything is written to the root."
 
 import json
 import os
-import pty
 import subprocess
 from pathlib import Path
 
 import boto3
 import pytest
 
-from conftest import DROOT, busybox_image_with_blob, droot, s3_requests
+from tests.conftest import DROOT, PseudoTerminal, busybox_image_with_blob, droot, s3_requests
 
 
 @pytest.fixture(scope="module")
@@ -336,15 +335,8 @@ def test_if_changed_after_a_rollback_or_an_unsigned_deploy_pulls_again(busybox_i
     result = droot("pull", archive, "--root", root, "--if-changed")
     assert "deployed" in result.stderr, result.stderr
     # On a terminal, an unchanged poll says so.
-    leader, follower = pty.openpty()
-    try:
-        result = droot("pull", archive, "--root", root, "--if-changed", stderr=follower,
+    with PseudoTerminal() as tty:
+        result = droot("pull", archive, "--root", root, "--if-changed", stderr=tty.terminal,
                        capture_output=False, stdout=subprocess.DEVNULL)
-        os.close(follower)
-        follower = None
-        said = os.read(leader, 4096).decode()
-    finally:
-        os.close(leader)
-        if follower is not None:
-            os.close(follower)
+        said = tty.drawn().decode()
     assert result.returncode == 0 and said.startswith("droot: unchanged:"), said

@@ -3,7 +3,8 @@ stage (which makes them) and `droot umount` (which follows only that symlink).""
 
 import re
 
-RELEASE_NAME = re.compile(r"^(\d{6,})-(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{12})$")
+# ASCII digits and \Z: `\d` takes any script's digits, and `$` a trailing newline.
+RELEASE_NAME = re.compile(r"^([0-9]{6,})-([0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-([0-9a-f]{12})\Z")
 
 
 def releases_dir_name(root_name: str) -> str:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import zstandard
 
-from conftest import DROOT, make_busybox_root
+from droot.core.releasename import RELEASE_NAME
+from droot.deploy.releases import DEPLOYED_NAME, LOCK_NAME
+from tests.conftest import DROOT, make_busybox_root
 
 
 def tar_of(directory: Path, compression: str = "gzip") -> bytes:
@@ -81,6 +83,14 @@ def release_names(root: Path) -> list[str]:
     return sorted(name for name in os.listdir(releases_dir(root)) if not name.startswith("."))
 
 
+def leftovers(root: Path) -> list[str]:
+    """What ROOT.releases holds besides releases and droot's own files (the lock, the
+    record of the last deploy): nothing after a failed or interrupted deploy, whatever
+    its temporary entries are called."""
+    return sorted(name for name in os.listdir(releases_dir(root))
+                  if name not in (LOCK_NAME, DEPLOYED_NAME) and not RELEASE_NAME.match(name))
+
+
 def current(root: Path) -> str:
     return os.path.basename(os.readlink(root))
 
@@ -97,56 +107,3 @@ def tree(directory: Path) -> dict:
                 info.st_mode, info.st_uid, info.st_gid,
                 info.st_size if not path.is_dir() else 0, int(info.st_mtime), extra)
     return result
-
-
-# --- archives crafted header by header -------------------------------------------------------
-
-def member_bytes(name: str, data: bytes = b"", *, format=tarfile.GNU_FORMAT, **fields) -> bytes:
-    """One member (header blocks, data, padding) as tarfile writes it; `fields` are
-    TarInfo attributes (type, mode, mtime, uid, linkname, pax_headers, ...)."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    info.mtime = 1_700_000_000
-    for key, value in fields.items():
-        setattr(info, key, value)
-    header = info.tobuf(format, "utf-8", "surrogateescape")
-    return header + data + bytes(-len(data) % 512)
-
-
-def with_field(block: bytes, start: int, value: bytes, *, fix_checksum: bool = True) -> bytes:
-    """A header block with bytes at `start` replaced (and its checksum made right, unless
-    not `fix_checksum`); what follows the block is kept."""
-    header = bytearray(block[:512])
-    header[start:start + len(value)] = value
-    if fix_checksum:
-        header[148:156] = b" " * 8
-        header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header) + block[512:]
-
-
-def base256(value: int, width: int) -> bytes:
-    """A GNU base-256 number field (negative: two's complement over the whole field)."""
-    raw = (value % (1 << (8 * width))).to_bytes(width, "big")
-    return bytes([raw[0] | 0x80]) + raw[1:]
-
-
-def pax_record(key: bytes, value: bytes) -> bytes:
-    body = b" " + key + b"=" + value + b"\n"
-    length = len(body) + 1
-    while len(str(length).encode()) + len(body) != length:
-        length += 1
-    return str(length).encode() + body
-
-
-def extended_header(kind: bytes, payload: bytes, size: int | None = None) -> bytes:
-    """An extended header of type `kind` (x, g, L, K) holding `payload`; `size` overrides
-    the size its header states."""
-    header = member_bytes("././@Extended", b"")[:512]
-    header = with_field(header, 156, kind)
-    header = with_field(header, 124, b"%011o\0" % len(payload) if size is None
-                        else base256(size, 12))
-    return header + payload + bytes(-len(payload) % 512)
-
-
-END = bytes(1024)

@@ -1,17 +1,16 @@
-"""Helpers shared by the tests of the opt-in isolation, limits and day-2 commands."""
+"""Helpers of the tests of the opt-in isolation, limits and day-2 commands: apps started
+with `droot run`, and their cgroups."""
 
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from conftest import DROOT, droot, make_busybox_root  # noqa: E402,F401
+from droot.run import cgroups
+from tests.conftest import DROOT, make_busybox_root
 
-from droot.run import cgroups  # noqa: E402
 
 def run_command(root, options=(), command=("/bin/true",)) -> list[str]:
     """`droot run` (the installed console script) of `command` in `root` with `options`."""
