@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "fleet")]
+sys.path.insert(0, str(HERE.parent))  # the repository, for its tests package
 
-from netfleet import Fleet, make_release  # noqa: E402
+from tests.fleet.netfleet import Fleet, make_release  # noqa: E402
 
 SRC = "s3://fleet/app-2.tar.gz"
 
@@ -80,7 +80,7 @@ def rollout(fleet: Fleet, hosts: list[int], directory: Path | None,
 def presigned_url() -> str:
     """A presigned GET of the release at the fleet's S3 address (signed here: no request)."""
     import boto3
-    from netfleet import AWS, S3_ADDRESS, S3_PORT
+    from tests.fleet.netfleet import AWS, S3_ADDRESS, S3_PORT
     client = boto3.client("s3", endpoint_url=f"http://{S3_ADDRESS}:{S3_PORT}",
                           aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],

@@ -65,8 +65,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import make_busybox_root
+    sys.path.insert(0, str(REPO))  # the repository, for its tests package
+    from tests.conftest import make_busybox_root
     global MOUNTS
     unified, v1 = hierarchies()
     MOUNTS = {unified, *v1.values()} - {None}

@@ -34,8 +34,8 @@ CRUN_WRAPPER = "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\""
 
 def make_root(path: Path) -> Path:
     """A busybox root like the tests' (and an empty /usr, which systemd-nspawn wants)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import make_busybox_root
+    sys.path.insert(0, str(REPO))  # the repository, for its tests package
+    from tests.conftest import make_busybox_root
     make_busybox_root(path)
     (path / "usr").mkdir(exist_ok=True)
     return path

@@ -34,8 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DROOT = REPO / ".venv" / "bin" / "droot"
-sys.path.insert(0, str(REPO / "tests"))
-from conftest import free_port, make_busybox_root  # noqa: E402  (the tests' busybox root)
+sys.path.insert(0, str(REPO))  # the repository, for its tests package
+from tests.conftest import free_port, make_busybox_root  # noqa: E402  (the tests' busybox root)
 from apps import failed_requests  # noqa: E402  (bench/ is this script's directory)
 
 CHECK = f"{sys.executable} -I {REPO / 'tests' / 'deploy' / 'http_check.py'}"

@@ -11,9 +11,8 @@ import time
 import pytest
 from pathlib import Path
 
-from conftest import DROOT, docker_build, droot, make_busybox_root
-from deltahelp import (MIB, random_file, full_deploy, push, s3_size, store, summary,  # noqa: F401
-                       tree, versions)
+from tests.conftest import DROOT, docker_build, droot, make_busybox_root
+from tests.delta.conftest import MIB, full_deploy, push, random_file, s3_size, summary, tree
 
 
 def test_v2_reuses_local_content_and_equals_a_full_deploy(versions, store, tmp_path):

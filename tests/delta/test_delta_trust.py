@@ -12,8 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import DROOT, droot, s3_requests
-from deltahelp import push, store, summary, versions  # noqa: F401
+from tests.conftest import DROOT, droot, s3_requests
+from tests.delta.conftest import push, summary
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def make_release(work: Path, number: int, blob: int, bucket: str = "fleet") -> P
     """Release `number`: a busybox root with /MARKER and `blob` bytes of random data, as a
     gzip'd tar with droot's sidecar in the store directory (STORE/BUCKET/app-N.tar.gz).
     Returns the source tree."""
-    from conftest import make_busybox_root  # tests/ is on the path of the suite and bench
+    from tests.conftest import make_busybox_root
     source = make_busybox_root(work / f"release{number}")
     (source / "MARKER").write_text(f"release {number}\n")
     if blob:

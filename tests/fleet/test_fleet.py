@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from netfleet import Fleet, make_release
+from tests.fleet.netfleet import Fleet, make_release
 
 HOSTS = 16
 LINK_CUT, DISK_FULL, RESTARTED = 0, 1, (2, 3)

@@ -1,8 +1,6 @@
 """Bad input and interruptions of push and pull found by an operator's-eye review: each is
 one line on stderr and a non-zero status, and leaves nothing behind."""
 
-import gzip
-import hashlib
 import http.server
 import os
 import signal
@@ -14,29 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import DROOT, droot, make_busybox_root
-
-
-def app_tar(tmp_path: Path, marker: str) -> bytes:
-    """A gzip'd busybox root with /MARKER holding `marker`."""
-    root = make_busybox_root(tmp_path / f"ship-src-{marker}")
-    (root / "MARKER").write_text(marker)
-    plain = subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", "-", "."],
-                           check=True, capture_output=True).stdout
-    return gzip.compress(plain, 1)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def deploy_first(tmp_path: Path) -> tuple[Path, str]:
-    root = tmp_path / "app"
-    archive = tmp_path / "first.tar.gz"
-    archive.write_bytes(app_tar(tmp_path, "first"))
-    result = droot("pull", archive, "--root", root, "--no-verify")
-    assert result.returncode == 0, result.stderr
-    return root, os.readlink(root)
+from tests.conftest import DROOT, droot
+from tests.ship.conftest import app_tar, deploy_first, sha256
 
 
 def one_line(stderr: str, words: str):

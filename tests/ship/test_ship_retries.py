@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import droot
-from test_badinput2_ship import app_tar, deploy_first, sha256
+from tests.conftest import droot
+from tests.ship.conftest import app_tar, deploy_first, sha256
 
 ATTEMPT_LINE = "droot: pull attempt "
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import DROOT, docker_build, droot, make_busybox_root
+from tests.conftest import DROOT, docker_build, droot, make_busybox_root
 
 MIB = 1 << 20
 
