@@ -41,10 +41,14 @@ def parser_type():
     class Parser(argparse.ArgumentParser):
         """argparse that reports a usage error as one `droot: …` line, not a usage dump."""
 
+        command = None  # on the top-level parser: the command it was built for
+
         def error(self, message):
-            command = self.prog.removeprefix("droot").strip()
+            # The top-level parser reports unknown options of its command too: name it.
+            command = self.command or self.prog.removeprefix("droot").strip()
             where = f"{command}: " if command else ""
-            raise UsageError(f"{where}{message} (see '{self.prog} --help')")
+            help_of = f"droot {command}" if command else self.prog
+            raise UsageError(f"{where}{message} (see '{help_of} --help')")
 
     return Parser
 
@@ -57,6 +61,7 @@ def build_parser(command: str | None):
         prog="droot",
         description="Chroot-based application containers: build with Docker, export, "
         "ship through object storage, deploy atomically, run with chroot.")
+    parser.command = command
     parser.add_argument("--version", action="version", version=f"droot {__version__}")
     parser.add_argument("-D", "--debug", action="store_true",
                         help="show a traceback on errors (also DROOT_DEBUG=1)")

@@ -61,6 +61,7 @@ MINIMAL = {
     "export": ["export", "img"],
     "push": ["push", "img", "s3://b/k"],
     "pull": ["pull", "s3://b/k", "--root", "/srv/app"],
+    "gc": ["gc", "s3://b/p"],
     "deploy": ["deploy", "--root", "/srv/app"],
     "rollback": ["rollback", "--root", "/srv/app"],
     "releases": ["releases", "--root", "/srv/app"],
@@ -83,9 +84,10 @@ RUN_DEFAULTS = {
 DEFAULTS = {
     "export": {"image": "img", "output": None, "compress": "none", "plain_http": False},
     "push": {"image": "img", "dest": "s3://b/k", "to": None, "compress": "gzip",
-             "plain_http": False, "sign": None},
+             "plain_http": False, "sign": None, "delta": False},
     "pull": {"src": "s3://b/k", "src_option": None, "verify": True, "if_changed": False,
-             **TARGET_DEFAULTS},
+             "retries": 3, "timeout": 60.0, **TARGET_DEFAULTS},
+    "gc": {"store": "s3://b/p", "keep": 5, "grace": 86400},
     "deploy": {"name": None, **TARGET_DEFAULTS},
     "rollback": {"root": "/srv/app", "lock_timeout": None, "to": None},
     "releases": {"root": "/srv/app"},
@@ -200,6 +202,13 @@ def test_commands_that_need_a_root_say_so():
                          refused(command))
 
 
+@pytest.mark.parametrize("command", ["run", "pull", "deploy", "exec"])
+def test_an_unknown_option_names_its_command_and_help(command):
+    """The top-level parser reports it: it must still say which command's help to read."""
+    assert refused(command, "--root", "/srv/app", "--frobnicate") == \
+        f"{command}: unrecognized arguments: --frobnicate (see 'droot {command} --help')"
+
+
 def test_rollback_options():
     assert parse(*MINIMAL["rollback"], "--to", "000003")["to"] == "000003"
 
@@ -294,14 +303,14 @@ def test_exit_status_table(error, status, run_status):
     (["deploy", "--keep", "-1", "--root", "/r"], 2,
      "droot: --keep '-1': expected a number of releases (0 keeps all)"),
     (["deploy"], 2, "droot: deploy: the following arguments are required: -r/--root/-d/--dest"),
-    (["rm", "--root", "/r", "--frob"], 2, "droot: unrecognized arguments: --frob"),
+    (["rm", "--root", "/r", "--frob"], 2, "droot: rm: unrecognized arguments: --frob"),
     (["pull", "--root", "/r"], 2, "droot: pull: give a source: droot pull s3://BUCKET/KEY"),
     (["pull", "s3://b/k"], 2, "droot: pull: give the target directory: --root DIR"),
     (["push", "img"], 2, "droot: push: give a destination"),
     (["unit", "--root", "/r", "--allow-missing-root", "--memory", "12XB"], 2,
      "droot: --memory '12XB'"),
     (["run"], 125, "droot: run: the following arguments are required: -r/--root"),
-    (["run", "--root", "/r", "--frob"], 125, "droot: unrecognized arguments: --frob"),
+    (["run", "--root", "/r", "--frob"], 125, "droot: run: unrecognized arguments: --frob"),
     (["exec", "--", "/bin/sh"], 125, "droot: exec: one of the arguments -r/--root --pid is"),
     (["--debug", "exec", "--pid", "x"], 125, "droot: exec: argument --pid: invalid int"),
 ])

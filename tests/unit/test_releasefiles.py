@@ -35,8 +35,8 @@ def test_a_value_keeps_every_character_but_newline(character):
 def test_env_file_format():
     """One `KEY=VALUE` line each, in order, UTF-8; a value with a newline is left out (it
     travels in `/.droot.json`), and its neighbours are kept."""
-    written = format_env(["A=1", "B=x\ny", "C=é = \"q\"", "D="])
-    assert written == 'A=1\nC=é = "q"\nD=\n'.encode()
+    written = format_env(["A=1", "B=x\ny", "C=é = \"q\"", "D=", "E=\ud800"])
+    assert written == 'A=1\nC=é = "q"\nD=\n'.encode()  # E: a lone surrogate, not UTF-8
     assert format_env([]) == b""
 
 

@@ -200,7 +200,8 @@ def test_checksums_as_every_tar_writes_them():
         for field in (b"%06o\0 " % unsigned, b"%07o\0" % unsigned, b"%07o " % unsigned,
                       b"  %05o\0" % unsigned, base256(unsigned, 8)):
             assert checksum_ok(block_with_checksum(field, fill)), (fill, field)
-        for wrong in (unsigned - 1, unsigned + 1, unsigned + 256):
+        for wrong in (unsigned - 1, unsigned + 1, unsigned + 256, unsigned + 65521,
+                      unsigned - 65521):  # Adler-32's modulus must not hide a wrong sum
             assert not checksum_ok(block_with_checksum(b"%07o\0" % wrong, fill))
         assert checksum_ok(block_with_checksum(b"%07o\0" % signed, fill)) is True
     assert not checksum_ok(block_with_checksum(b"12x4567\0"))

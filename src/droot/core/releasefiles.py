@@ -25,9 +25,18 @@ FORMAT_VERSION = 1
 
 
 def format_env(env: list[str]) -> bytes:
-    """`/.drootenv` for an image's `Env` list (`KEY=VALUE` strings). Lines with a newline
-    in the value cannot be written in this format and are left to `/.droot.json`."""
-    return "".join(f"{item}\n" for item in env if "\n" not in item).encode()
+    """`/.drootenv` for an image's `Env` list (`KEY=VALUE` strings). Entries this format
+    cannot carry (a newline, or a lone surrogate, which JSON allows and UTF-8 does not)
+    are left to `/.droot.json`, which escapes them."""
+    lines = []
+    for item in env:
+        try:
+            line = f"{item}\n".encode()
+        except UnicodeEncodeError:
+            continue
+        if b"\n" not in line[:-1]:
+            lines.append(line)
+    return b"".join(lines)
 
 
 def parse_env(text: str) -> dict[str, str]:

@@ -90,9 +90,8 @@ def checksum_ok(block) -> bool:
     the checksum field as spaces, unsigned, or signed as some old tars computed it.
 
     The sum comes from Adler-32, whose low half is 1 + the sum of the bytes modulo 65521,
-    ten times faster than sum(): a 512-byte block sums to at most 130560, so the true
-    sum is that remainder or 65521 more, and the one of the two the stored value names
-    is taken. (Both are checks against corruption; the checksum is no signature: whoever
+    ten times faster than sum(): a usual header sums to far less than 65521, so that
+    remainder is the sum; any other header is summed exactly. (Both are checks against corruption; the checksum is no signature: whoever
     writes a hostile archive writes a right checksum too.)"""
     field = block[148:156]
     if field[6:] == b"\0 " and field[:6].isdigit():  # as nearly every tar writes it
@@ -103,7 +102,7 @@ def checksum_ok(block) -> bool:
         except ValueError:
             return False
     low = (adler32(block) & 0xFFFF) - 1 - sum(field) + 8 * 32
-    if stored == low or stored == low + 65521:
+    if stored == low:
         return True
     unsigned = sum(block) - sum(field) + 8 * 32  # not a usual header: exactly, slowly
     if stored == unsigned:
@@ -187,7 +186,7 @@ def _pax_seconds_ns(value: bytes) -> int:
     whole, dot, fraction = (value[1:] if negative else value).partition(b".")
     if not whole.isdigit() or (dot and not fraction.isdigit()):
         raise ValueError(value)
-    ns = int(whole) * 1_000_000_000 + int((fraction + b"000000000")[:9] or b"0")
+    ns = int(whole) * 1_000_000_000 + int((fraction + b"000000000")[:9])
     return -ns if negative else ns
 
 
