@@ -34,6 +34,12 @@ settings.register_profile("mutation", max_examples=20, derandomize=True, databas
 VENV_BIN = Path(sys.prefix) / "bin"
 DROOT = str(VENV_BIN / "droot")
 
+# A suite started in the background of a script (`pytest &`) inherits SIGINT ignored, as
+# POSIX shells do for background commands, and so would every droot it starts: the
+# Ctrl-C tests need it delivered, whoever started the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def droot(*args, check=False, **kwargs) -> subprocess.CompletedProcess:
     """Run the installed `droot` console script, as users do; output captured as text."""
