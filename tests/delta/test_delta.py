@@ -12,6 +12,7 @@ import pytest
 from pathlib import Path
 
 from tests.conftest import DROOT, docker_build, droot, make_busybox_root
+from tests.deploy.conftest import leftovers
 from tests.delta.conftest import MIB, full_deploy, push, random_file, s3_size, summary, tree
 
 
@@ -55,15 +56,20 @@ def test_first_delta_pull_equals_a_full_deploy(versions, tmp_path):
     assert tree(tmp_path / "app") == tree(tmp_path / "full")
 
 
-def both_pushed_v1_pulled(versions, tmp_path):
-    """A path store holding v1 and v2, and a root running v1: (store, root)."""
-    v1, v2, _, _ = versions
+def v1_pulled(versions, tmp_path):
+    """A path store holding v1, and a root running it: (store, root)."""
     store = tmp_path / "store"
     store.mkdir()
-    push(v1, store / "v1")
-    push(v2, store / "v2")
+    push(versions[0], store / "v1")
     root = tmp_path / "app"
     assert droot("pull", store / "v1", "--root", root).returncode == 0
+    return store, root
+
+
+def both_pushed_v1_pulled(versions, tmp_path):
+    """A path store holding v1 and v2, and a root running v1: (store, root)."""
+    store, root = v1_pulled(versions, tmp_path)
+    push(versions[1], store / "v2")
     return store, root
 
 
@@ -101,14 +107,9 @@ def _corrupt(path: Path, offset: int):
 
 @pytest.mark.parametrize("what", ["pack", "manifest"])
 def test_a_corrupt_store_is_refused_and_the_release_kept(versions, tmp_path, what):
-    v1, v2, _, _ = versions
-    store = tmp_path / "store"
-    store.mkdir()
-    push(v1, store / "v1")
-    root = tmp_path / "app"
-    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    store, root = v1_pulled(versions, tmp_path)
     before_packs = set((store / ".droot-delta" / "packs").iterdir())
-    push(v2, store / "v2")
+    push(versions[1], store / "v2")
     if what == "pack":
         (pack,) = [p for p in (store / ".droot-delta" / "packs").iterdir()
                    if p not in before_packs and p.suffix == ".pack"]
@@ -123,16 +124,11 @@ def test_a_corrupt_store_is_refused_and_the_release_kept(versions, tmp_path, wha
     assert ("does not hold the content" in lines[0] or "corrupt" in lines[0]
             if what == "pack" else "checksum mismatch" in lines[0]), lines[0]
     assert os.readlink(root) == current and tree(root) == contents
-    assert not [name for name in os.listdir(f"{root}.releases") if name.startswith(".tmp-")]
+    assert leftovers(root) == []
 
 
 def test_a_killed_pull_leaves_the_release_as_it_was(versions, docker_client, tmp_path):
-    v1, _, _, _ = versions
-    store = tmp_path / "store"
-    store.mkdir()
-    push(v1, store / "v1")
-    root = tmp_path / "app"
-    assert droot("pull", store / "v1", "--root", root).returncode == 0
+    store, root = v1_pulled(versions, tmp_path)
     current, contents = os.readlink(root), tree(root)
     # v3: 40 MiB of new content, so the pull is still writing when it is killed
     context = tmp_path / "v3"
@@ -158,5 +154,5 @@ def test_a_killed_pull_leaves_the_release_as_it_was(versions, docker_client, tmp
     # the next pull clears what the killed one left, and succeeds
     result = droot("pull", store / "v3", "--root", root)
     assert result.returncode == 0, result.stderr
-    assert not [name for name in os.listdir(releases) if name.startswith(".tmp-")]
+    assert leftovers(root) == []
     assert (root / "srv" / "big.bin").stat().st_size == 40 * MIB
