@@ -11,8 +11,9 @@ copies of these files from the engine's export; the daemonless sources keep them
 The init layer is made when the container is created, so the directories it writes in
 (/dev, /etc, /proc, /sys and the two mount points) show that moment as their mtime: two
 exports of one image would differ. Their mtime is clamped to the image's creation time
-(as SOURCE_DATE_EPOCH clamps a build's), which keeps an image's own older time and
-makes the stream the same on every export.
+(as SOURCE_DATE_EPOCH clamps a build's), and their headers are always made anew (the
+engine's carry the file-type bits in the mode field, a re-made one does not): the stream
+is the same on every export, whichever second the container was created in.
 """
 
 import secrets
@@ -76,11 +77,10 @@ def created_seconds(created: str | None) -> int:
 
 def header_of(entry, created: int) -> bytes:
     """The entry's header blocks, verbatim unless it is one of the init layer's
-    directories dated after the image was created (then re-made with that time)."""
-    if (entry.path in INIT_LAYER_DIRECTORIES and entry.type == DIRECTORY
-            and entry.parsed.mtime_ns > created * 1_000_000_000):
+    directories (then re-made, dated `created` at the latest)."""
+    if entry.path in INIT_LAYER_DIRECTORIES and entry.type == DIRECTORY:
         info = entry.tarinfo()
-        info.mtime = created
+        info.mtime = min(info.mtime, created)
         return header_for(info)
     return entry.header
 
