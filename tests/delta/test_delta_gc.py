@@ -160,6 +160,22 @@ def test_gc_spares_the_packs_of_a_push_in_flight_on_s3(versions, third, s3_bucke
     assert not {"v1", "v2"} & left, said
 
 
+def test_gc_keeps_the_last_pushed_of_releases_dated_in_one_second(versions, third, tmp_path):
+    """S3 dates objects to the second: three pushes in one second have equal times there.
+    Here the markers are dated in one second too, the last push's earliest in it; the
+    push time each marker holds still says which release is the newest."""
+    store = tmp_path / "store"
+    store.mkdir()
+    push_three(str(store), versions, third)
+    second = int(time.time()) - 2 * HOUR
+    for name, fraction in (("v1", 0.9), ("v2", 0.5), ("v3", 0.1)):
+        marker = store / deltastore.RELEASES / _sidecar_digest(str(store), name)
+        os.utime(marker, (second + fraction, second + fraction))
+        os.utime(store / name, (second, second))
+    said = gc(str(store), "--keep", "1", "--grace", "0")
+    assert {"v1", "v2"}.isdisjoint(objects(str(store))) and "v3" in objects(str(store)), said
+
+
 def test_gc_refuses_bad_input_in_one_line(tmp_path):
     for arguments, status, words in (
             (["--keep", "0"], 2, "--keep"),

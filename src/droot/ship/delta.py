@@ -186,10 +186,8 @@ def known_content(store) -> tuple[dict, set]:
     """digest -> (size, pack, offset, length) of what the newest releases of the store
     reference, and the names of those packs."""
     known, packs = {}, set()
-    markers = store.listing(deltastore.RELEASES)[-KNOWN_RELEASES:]
-    for marker, _ in markers:
-        name = store.read(marker).decode(errors="replace").strip()
-        if not name or "/" in name:
+    for marker, name in deltastore.releases_newest_first(store)[:KNOWN_RELEASES]:
+        if name is None:
             continue
         try:
             data = store.read(name)
@@ -288,7 +286,8 @@ def push(source: str, dest: str, *, plain_http: bool = False,
         except BaseException:
             upload.abort()
             raise
-        store.put(f"{deltastore.RELEASES}/{digest}", store.release_name.encode())
+        store.put(f"{deltastore.RELEASES}/{digest}",
+                  deltastore.marker_body(store.release_name))
     except BaseException:
         packer.abort()
         raise

@@ -3,9 +3,10 @@ needs. docs/ship.md states the rule; in short:
 
 - The releases are the markers whose manifest still holds the bytes the marker names
   (a manifest overwritten by a later push to the same name is that push's release). The
-  `keep` newest (by marker time) are kept; the older ones go: manifest, its sidecar and
-  signature, then the marker (in that order: an interrupted gc leaves a marker without a
-  manifest, which the next gc removes, never a manifest nobody lists).
+  `keep` newest (by marker time, then by the push time the marker holds: S3 dates to the
+  second) are kept; the older ones go: manifest, its sidecar and signature, then the
+  marker (in that order: an interrupted gc leaves a marker without a manifest, which the
+  next gc removes, never a manifest nobody lists).
 - A pack (and its sidecar) goes when no manifest that survives this gc references it.
 - Nothing younger than `grace` seconds is deleted, and the age is read again (HEAD,
   lstat) just before each deletion. A push in flight has written packs but not yet its
@@ -88,15 +89,15 @@ def gc(text: str, keep: int = DEFAULT_KEEP, grace: float = DEFAULT_GRACE) -> dic
     if grace < 0:
         raise UsageError("gc: --grace must be 0 or more seconds")
     store = _store(text)
-    markers = store.listing(deltastore.RELEASES)
+    markers = deltastore.releases_newest_first(store)
     packs = store.listing(deltastore.PACKS)
     if not markers and not packs:
         raise DrootError(f"{text}: no delta releases there (nothing under "
                          f"{deltastore.DELTA_DIR}/)")
     collector = _Collector(store, grace)
     live, stale = [], []
-    for marker, _ in reversed(markers):  # newest first
-        manifest = _manifest_of(store, marker)
+    for marker, name in markers:
+        manifest = _manifest_of(store, marker, name)
         (live if manifest else stale).append((marker, manifest))
     referenced = set()
     for marker, (name, manifest) in live[:keep]:
@@ -134,14 +135,13 @@ def gc(text: str, keep: int = DEFAULT_KEEP, grace: float = DEFAULT_GRACE) -> dic
             "removed_objects": collector.removed, "spared_objects": collector.spared}
 
 
-def _manifest_of(store, marker: str):
+def _manifest_of(store, marker: str, name: str | None):
     """(name, Manifest) of the release `marker` names, None when its manifest is gone or
     holds other bytes now (overwritten by a later push to the same name)."""
+    if name is None:
+        return None
     digest = marker.rpartition("/")[2]
     try:
-        name = store.read(marker).decode(errors="replace").strip()
-        if not name or "/" in name or name.startswith("."):
-            return None
         data = store.read(name)
     except deltastore.Missing:  # removed since the listing (another gc)
         return None

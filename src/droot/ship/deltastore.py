@@ -7,6 +7,7 @@ For `droot push IMAGE s3://B/apps/web-42 --delta` the store is the prefix `s3://
     apps/.droot-delta/packs/HEX.pack  packs of zstd frames (+ .sha256 sidecars)
     apps/.droot-delta/releases/SHA    one marker per delta release: SHA is the manifest's
                                       SHA-256, the body the manifest's name (web-42)
+                                      and a line with the push's time in nanoseconds
 
 Packs are named by random hex and never rewritten, so a reader never sees one change.
 The markers are how a push finds the content the store already holds, and how gc finds
@@ -28,6 +29,32 @@ MAX_SMALL_OBJECT = 256 << 20  # a manifest or marker read whole: far above any r
 
 class Missing(DrootError):
     """The object is not in the store (as opposed to a store that cannot be read)."""
+
+
+def marker_body(name: str) -> bytes:
+    """The body of the marker of release `name`: its name, and when it was pushed (S3
+    dates objects to the second only; two pushes in one second still have an order)."""
+    return f"{name}\n{time.time_ns()}\n".encode()
+
+
+def releases_newest_first(store) -> list[tuple[str, str | None]]:
+    """(marker, manifest name) of every release marker of `store`, newest first: by the
+    store's time to the second, then by the push's own. The name is None when the marker
+    names no manifest droot writes."""
+    found = []
+    for marker, modified in store.listing(RELEASES):
+        try:
+            body = store.read(marker).decode(errors="replace")
+        except Missing:  # removed since the listing (a gc)
+            continue
+        name, _, pushed = body.partition("\n")
+        name = name.strip()
+        if not name or "/" in name or name.startswith("."):
+            name = None
+        pushed = pushed.strip()
+        found.append((int(modified), int(pushed) if pushed.isdigit() else 0, marker, name))
+    found.sort(key=lambda item: item[:3], reverse=True)
+    return [(marker, name) for _, _, marker, name in found]
 
 
 def new_pack_name() -> str:
