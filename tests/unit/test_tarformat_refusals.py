@@ -186,8 +186,11 @@ def test_bad_checksums_say_where():
 
 
 def block_with_checksum(stored: bytes, fill: int = 0) -> bytes:
+    """A header with `stored` as its checksum field; with `fill`, its name and prefix
+    fields are that byte (0xFF: a sum past Adler-32's modulus, 65521)."""
     block = bytearray(member_bytes("a")[:512])
-    block[0:100] = bytes([fill]) * 100 if fill else block[0:100]
+    if fill:
+        block[0:100], block[345:500] = bytes([fill]) * 100, bytes([fill]) * 155
     block[148:156] = stored
     return bytes(block)
 
@@ -196,6 +199,7 @@ def test_checksums_as_every_tar_writes_them():
     for fill in (0, 0xFF):  # small sums, and sums past Adler-32's modulus
         block = block_with_checksum(b" " * 8, fill)
         unsigned = sum(block)
+        assert (unsigned > 65521) == (fill == 0xFF)
         signed = unsigned - 256 * sum(1 for byte in block if byte & 0x80)
         for field in (b"%06o\0 " % unsigned, b"%07o\0" % unsigned, b"%07o " % unsigned,
                       b"  %05o\0" % unsigned, base256(unsigned, 8)):
@@ -227,6 +231,10 @@ def test_extended_headers_without_member_or_of_a_bad_size():
     (with_field(member_bytes("x"), 0, b"\0"), "the tar header at byte 0: a member with an "
      "empty name"),
     (with_field(member_bytes("x"), 100, b"07z4\0"),
+     "x: a numeric field of its header is not a number (the archive is corrupt)"),
+    (with_field(member_bytes("x"), 100, b"0000648\0"),  # digits, but not octal ones
+     "x: a numeric field of its header is not a number (the archive is corrupt)"),
+    (with_field(member_bytes("x"), 136, b"%011d\0" % 9),
      "x: a numeric field of its header is not a number (the archive is corrupt)"),
     (pax({b"mtime": b"soon"}), "f: bad mtime value 'soon' in its pax header"),
     (pax({b"uid": b"-1"}), "f: bad uid value '-1' in its pax header"),

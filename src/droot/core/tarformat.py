@@ -88,27 +88,61 @@ def number(field) -> int:
 def checksum_ok(block) -> bool:
     """The header's checksum, as GNU tar and tarfile accept it: the sum of its bytes with
     the checksum field as spaces, unsigned, or signed as some old tars computed it.
-
-    The sum comes from Adler-32, whose low half is 1 + the sum of the bytes modulo 65521,
-    ten times faster than sum(): a usual header sums to far less than 65521, so that
-    remainder is the sum; any other header is summed exactly. (Both are checks against corruption; the checksum is no signature: whoever
-    writes a hostile archive writes a right checksum too.)"""
+    (A check against corruption, no signature: whoever writes a hostile archive writes a
+    right checksum too.)"""
     field = block[148:156]
-    if field[6:] == b"\0 " and field[:6].isdigit():  # as nearly every tar writes it
-        stored = int(field[:6], 8)
-    else:
-        try:
-            stored = number(field)
-        except ValueError:
-            return False
-    low = (adler32(block) & 0xFFFF) - 1 - sum(field) + 8 * 32
-    if stored == low:
-        return True
-    unsigned = sum(block) - sum(field) + 8 * 32  # not a usual header: exactly, slowly
+    try:
+        stored = number(field)
+    except ValueError:
+        return False
+    if block.isascii():
+        return stored == _ascii_sum(block) - sum(field) + 8 * 32
+    unsigned = sum(block) - sum(field) + 8 * 32
     if stored == unsigned:
         return True
     high = sum(1 for byte in block if byte & 0x80) - sum(1 for byte in field if byte & 0x80)
     return stored == unsigned - 256 * high
+
+
+def _ascii_sum(block) -> int:
+    """The sum of the bytes of a block whose every byte is below 128, from Adler-32 (ten
+    times faster than sum()): its low half is 1 + the sum modulo 65521, and 512 such
+    bytes sum to at most 65024, below the modulus (signed and unsigned sums agree too)."""
+    return (adler32(block) & 0xFFFF) - 1
+
+
+# The numeric fields as nearly every tar writes them: mode, uid, gid (7 octal digits and
+# a NUL each), size, mtime (11 and a NUL each), the checksum (6, a NUL and a space).
+_USUAL_DIGITS = 7 + 7 + 7 + 11 + 11 + 6
+
+
+def usual_numbers(block) -> tuple[int, int, int, int, int] | None:
+    """(mode, uid, gid, size, mtime) of a header written the usual way, with a right
+    checksum; None for any other (to be read the careful way: `number`, `checksum_ok`).
+    All six fields are read as one number, 3 bits a digit, then taken apart with shifts
+    and masks (one int() instead of six). Their fixed widths keep every number in range."""
+    fields = block[100:156]
+    if not (fields[7] == fields[15] == fields[23] == fields[35] == fields[47] == fields[54]
+            == 0 and fields[55] == 32 and block.isascii()):
+        return None
+    digits = fields[:54].replace(b"\0", b"")
+    if len(digits) != _USUAL_DIGITS or not digits.isdigit():
+        return None
+    try:
+        value = int(digits, 8)
+    except ValueError:  # an 8 or a 9
+        return None
+    stored = value & 0o777777
+    if stored != _ascii_sum(block) - sum(fields[48:56]) + 8 * 32:
+        return None
+    value >>= 18
+    mtime = value & 0o77777777777
+    value >>= 33
+    size = value & 0o77777777777
+    value >>= 33
+    gid = value & 0o7777777
+    value >>= 21
+    return value >> 21, value & 0o7777777, gid, size, mtime
 
 
 def text(field: bytes, size: int | None = None) -> bytes:
@@ -201,6 +235,17 @@ _PAX_NUMBERS = {b"size": ("size", _pax_decimal), b"mtime": ("mtime_ns", _pax_sec
                 b"uid": ("uid", _pax_decimal), b"gid": ("gid", _pax_decimal)}
 
 
+def _careful_numbers(block) -> tuple[int, int, int, int, int] | None:
+    """(mode, uid, gid, size, mtime) of a header written any way `number` reads; None
+    when one is not a number."""
+    fields = block[100:148]
+    try:
+        return (number(fields[:8]), number(fields[8:16]), number(fields[16:24]),
+                number(fields[24:36]), number(fields[36:]))
+    except ValueError:
+        return None
+
+
 class Header:
     """One member as its headers describe it. `blocks` are its header blocks as read,
     extended headers included; `data_size` is how many bytes of data (before padding)
@@ -247,12 +292,28 @@ class HeaderReader:
     def next(self, *, end_without_marker: bool = False) -> Header | None:
         """The next member, or None at the end-of-archive marker (or at the end of the
         stream between members, when `end_without_marker`)."""
+        start = self._block_at = self.offset
+        block = self._read(BLOCK)
+        if len(block) == BLOCK and block[156] not in EXTENSIONS:  # a member of one block
+            if block == ZERO_BLOCK:
+                return None
+            self.offset = start + BLOCK
+            header = self._member(block, [block], {})
+        else:
+            header = self._extended_member(block, end_without_marker)
+            if header is None:
+                return None
+        header.offset = start
+        self.index += 1
+        self.offset += padded(header.data_size)
+        return header
+
+    def _extended_member(self, block, end_without_marker: bool) -> Header | None:
+        """The member whose headers start with `block`, an extended header (or a short
+        read): extended headers are read up to the member's own block."""
         blocks = []
         local: dict[bytes, bytes] = {}
-        start = self.offset
         while True:
-            self._block_at = self.offset
-            block = self._read(BLOCK)
             if len(block) != BLOCK:
                 if not block and not blocks and end_without_marker:
                     return None
@@ -261,15 +322,13 @@ class HeaderReader:
                 if blocks:
                     self._error("an extended header without its member")
                 return None
-            if not checksum_ok(block):
-                if self.index == 0 and not blocks:
-                    raise TarFormatError("not a tar archive (bad header checksum at its start)")
-                self._error("bad header checksum (the archive is corrupt)")
             self.offset += BLOCK
             blocks.append(block)
             type_ = block[156]
             if type_ not in EXTENSIONS:
-                break
+                return self._member(block, blocks, local)
+            if not checksum_ok(block):
+                self._bad_checksum(blocks)
             size = self._number(block, 124, 136, "size")
             if size < 0:
                 self._error(f"negative size {size} of an extended header")
@@ -288,11 +347,13 @@ class HeaderReader:
                 local.setdefault(b"GNU.longname", text(data, size))
             else:
                 local.setdefault(b"GNU.longlink", text(data, size))
-        header = self._member(block, blocks, local)
-        header.offset = start
-        self.index += 1
-        self.offset += padded(header.data_size)
-        return header
+            self._block_at = self.offset
+            block = self._read(BLOCK)
+
+    def _bad_checksum(self, blocks):
+        if self.index == 0 and len(blocks) == 1:
+            raise TarFormatError("not a tar archive (bad header checksum at its start)")
+        self._error("bad header checksum (the archive is corrupt)")
 
     @staticmethod
     def _xattrs_and_sparse(h: Header, records: dict[bytes, bytes], where: str) -> None:
@@ -331,6 +392,12 @@ class HeaderReader:
         raise TarFormatError(f"{where}: modification time is out of range")
 
     def _member(self, block, blocks, local) -> Header:
+        numbers = usual_numbers(block)  # checksum checked too; each number in range
+        in_range = numbers is not None
+        if not in_range:
+            if not checksum_ok(block):
+                self._bad_checksum(blocks)
+            numbers = _careful_numbers(block)
         h = Header()
         h.blocks = blocks
         h.index = self.index
@@ -339,8 +406,7 @@ class HeaderReader:
         # The name: pax path, else GNU long name, else ustar prefix/name.
         name = (records.get(b"path") or records.get(b"GNU.longname")) if records else None
         if not name:
-            end = block.find(b"\0", 0, 100)
-            name = block[:100 if end < 0 else end]
+            name = block[:100].partition(b"\0")[0]  # faster than find(b"\0", 0, 100)
             if block[345] and block[257:263] == POSIX_MAGIC:
                 name = text(block[345:500]) + b"/" + name
         elif b"\0" in name:
@@ -360,31 +426,21 @@ class HeaderReader:
                                  "root directory")
         linkname = (records.get(b"linkpath") or records.get(b"GNU.longlink")) if records else None
         if not linkname:
-            end = block.find(b"\0", 157, 257)
-            linkname = block[157:257 if end < 0 else end]
+            linkname = block[157:257].partition(b"\0")[0]
         elif b"\0" in linkname:
             raise TarFormatError(f"{show(path or name)}: link target '{show(linkname)}' has a NUL byte")
         h.linkname = linkname
-        fields = block[100:148]  # mode, uid, gid, size, mtime
-        if fields[7] == fields[15] == fields[23] == fields[35] == fields[47] == 0 and \
-                len(digits := fields.replace(b"\0", b"")) == 43 and digits.isdigit():
-            # as nearly every tar writes them: octal digits, each field NUL-terminated
-            h.mode = int(digits[:7], 8) & 0o7777
-            h.uid, h.gid = int(digits[7:14], 8), int(digits[14:21], 8)
-            h.size, mtime = int(digits[21:32], 8), int(digits[32:], 8)
-        else:
-            try:
-                h.mode = number(fields[:8]) & 0o7777
-                h.uid, h.gid = number(fields[8:16]), number(fields[16:24])
-                h.size, mtime = number(fields[24:36]), number(fields[36:])
-            except ValueError:
-                raise TarFormatError(f"{show(path or name)}: a numeric field of its header is not a "
-                                     "number (the archive is corrupt)") from None
+        if numbers is None:
+            raise TarFormatError(f"{show(path or name)}: a numeric field of its header is not a "
+                                 "number (the archive is corrupt)")
+        mode, h.uid, h.gid, h.size, mtime = numbers
+        h.mode = mode & 0o7777
         h.mtime_ns = mtime * 1_000_000_000
         h.pax = None
         h.xattrs = None
         h.sparse = type_ == GNU_SPARSE or type_ == GNU_MULTIVOLUME
         if records:
+            in_range = False
             h.pax = records
             for key in records.keys() & _PAX_NUMBERS.keys():
                 value = records[key]
@@ -398,8 +454,8 @@ class HeaderReader:
                                          f"'{show(value[:40])}' in its pax header") from None
             if not records.keys() <= _COMMON_PAX_KEYS:
                 self._xattrs_and_sparse(h, records, show(path or name))
-        if not (0 <= h.size <= MAX_SIZE and 0 <= h.uid <= MAX_ID and 0 <= h.gid <= MAX_ID
-                and -MAX_TIME_NS < h.mtime_ns < MAX_TIME_NS):
+        if not in_range and not (0 <= h.size <= MAX_SIZE and 0 <= h.uid <= MAX_ID and
+                                 0 <= h.gid <= MAX_ID and -MAX_TIME_NS < h.mtime_ns < MAX_TIME_NS):
             self._out_of_range(h, show(path or name))
         h.data_size = 0 if type_ in NO_DATA else h.size
         if type_ == CHARDEV or type_ == BLOCKDEV:
