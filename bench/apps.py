@@ -20,6 +20,8 @@ gunicorn: one gthread worker, 4 threads) and wrk to one thread: two cores, one e
 
     sudo .venv/bin/python bench/apps.py [--rounds 5] [--duration 5] [--connections 16]
                                         [--only nginx,gunicorn] [--ways host,...]
+                                        (a way 'droot run OPTION...', e.g. 'droot run
+                                        --no-dropcaps', shows what a protection costs)
                                         [--json FILE]
 """
 
@@ -77,8 +79,8 @@ def start(way: str, tag: str, root: Path) -> tuple[subprocess.Popen | None, int]
         subprocess.run(["docker", "run", "-d", "--rm", "--name", CONTAINER, *network, tag],
                        check=True, stdout=subprocess.DEVNULL)
         return None, MAPPED_PORT if way == "docker run -p" else APP_PORT
-    if way == "droot run":
-        argv = [str(DROOT), "run", "--root", str(root)]
+    if way.startswith("droot run"):  # "droot run OPTION...": what a protection costs
+        argv = [str(DROOT), "run", "--root", str(root), *way.split()[2:]]
     else:
         command, workdir = image_command(tag)
         script = ('mount --make-rprivate / && mount --rbind /dev "$1/dev" && '
@@ -187,8 +189,10 @@ def main() -> int:
         roots[name] = CACHE / "apps" / name
         deploy(tag, roots[name])
     ways = options.ways.split(",")
-    if ways[0] != "host" or not set(ways) <= set(WAYS):
-        raise SystemExit(f"--ways: host first, then any of {', '.join(WAYS[1:])}")
+    if ways[0] != "host" or not all(way in WAYS or way.startswith("droot run ")
+                                    for way in ways):
+        raise SystemExit(f"--ways: host first, then any of {', '.join(WAYS[1:])} or "
+                         "'droot run OPTION...'")
     samples = {(name, way): [] for name in tags for way in ways}
     for number in range(options.rounds):
         order = list(samples)

@@ -14,14 +14,16 @@ touched, 50 man pages deleted.
        same frames, so the same bytes; requests = the ranged GETs the real pull makes;
    (c) content-defined chunks: casync (Debian's, the maintained chunker) on the tar blob,
        64 KB average chunks, store seeded with v1.
-2. Figures of the real commands on a fresh journaled ext4 (bench/deploy.py's fresh_ext4)
-   and a moto S3 server on loopback, interleaved rounds, medians:
+2. Figures of the real commands on a fresh filesystem (bench/deploy.py's
+   fresh_filesystem: a journaled ext4, or with --fs xfs or btrfs one with shared extents,
+   where a reused file is a reflink instead of a copy) and a moto S3 server on loopback,
+   interleaved rounds, medians:
    full pull of v2's zstd archive into a root holding v1 vs delta pull of v2 there;
    first deploy: delta pull of v1 into an empty root vs full pull of v1's archive;
    bytes downloaded and requests (droot's own summary line), peak RSS of push and pull.
 
 The machine is shared and noisy: compare the ratios of one run.
-Usage: sudo .venv/bin/python bench/delta.py [--rounds N]
+Usage: sudo .venv/bin/python bench/delta.py [--rounds N] [--fs ext4|xfs|btrfs]
 """
 
 import argparse
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy import fresh_ext4  # noqa: E402
+from deploy import MKFS, fresh_filesystem  # noqa: E402
 from ship import start_moto  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -160,7 +162,7 @@ def layouts(work: Path, changed: int) -> None:
         tars[version].unlink()
 
 
-def figures(rounds: int, changed: int) -> None:
+def figures(rounds: int, changed: int, filesystem: str) -> None:
     moto = start_moto(Path(tempfile.mkdtemp(prefix="droot-bench-delta-")))
     s3 = "s3://droot-bench-delta"
     try:
@@ -174,7 +176,8 @@ def figures(rounds: int, changed: int) -> None:
             elapsed, rss, stderr = timed(command)
             pushes[name] = elapsed
             print(f"{name}: {elapsed:.1f} s, peak RSS {rss:.0f} MB; {stderr.strip()}")
-        with fresh_ext4(size_gb=3 * rounds + 4) as disk:
+        print(f"deploys on a fresh {filesystem}")
+        with fresh_filesystem(size_gb=3 * rounds + 4, kind=filesystem) as disk:
             times = {key: [] for key in ("full v1", "delta v1 (first)", "full v2 over v1",
                                           "delta v2 over v1")}
             rss_pull, downloaded, requests = [], [], []
@@ -215,12 +218,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-layouts", action="store_true")
+    parser.add_argument("--fs", choices=sorted(MKFS), default="ext4",
+                        help="the filesystem the pulls deploy to (default: ext4)")
     args = parser.parse_args()
     changed = make_v2()
     if not args.skip_layouts:
         with tempfile.TemporaryDirectory(dir=CACHE) as work:
             layouts(Path(work), changed)
-    figures(args.rounds, changed)
+    figures(args.rounds, changed, args.fs)
 
 
 if __name__ == "__main__":

@@ -75,17 +75,22 @@ def archives(tag: str, directory: Path) -> dict:
     return found
 
 
+MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"],             # journaled
+        "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],  # shared extents (FICLONE)
+        "btrfs": ["mkfs.btrfs", "-q", "-f"]}
+
+
 @contextlib.contextmanager
-def fresh_ext4(size_gb: int):
-    """A new journaled ext4 mounted on a temporary directory (loop device, direct I/O);
-    the image file is sparse."""
+def fresh_filesystem(size_gb: int, kind: str = "ext4"):
+    """A new filesystem of `kind` (MKFS) mounted on a temporary directory (loop device,
+    direct I/O); the image file is sparse."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    image = CACHE / f"ext4-{os.getpid()}.img"
-    mountpoint = Path(tempfile.mkdtemp(prefix="droot-bench-ext4-"))
+    image = CACHE / f"{kind}-{os.getpid()}.img"
+    mountpoint = Path(tempfile.mkdtemp(prefix=f"droot-bench-{kind}-"))
     device = None
     try:
         subprocess.run(["truncate", "-s", f"{size_gb}G", image], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run([*MKFS[kind], image], check=True)
         device = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", image],
                                 check=True, capture_output=True, text=True).stdout.strip()
         subprocess.run(["mount", device, mountpoint], check=True)
@@ -110,7 +115,7 @@ def main():
     compileall.compile_dir(REPO / "src" / "droot", quiet=1)  # as pip install leaves it
     found = archives(args.tag, CACHE)
     if args.fresh_ext4:
-        with fresh_ext4(size_gb=3 * args.rounds + 2) as mountpoint:  # 4 trees a round
+        with fresh_filesystem(size_gb=3 * args.rounds + 2) as mountpoint:  # 4 trees a round
             measure(found, mountpoint, args.rounds)
     else:
         args.dir.mkdir(parents=True, exist_ok=True)
