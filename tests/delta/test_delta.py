@@ -156,3 +156,24 @@ def test_a_killed_pull_leaves_the_release_as_it_was(versions, docker_client, tmp
     assert result.returncode == 0, result.stderr
     assert leftovers(root) == []
     assert (root / "srv" / "big.bin").stat().st_size == 40 * MIB
+
+
+def test_deploy_of_a_manifest_says_to_pull_it(versions, tmp_path):
+    """`aws s3 cp s3://b/apps/v2 - | droot deploy --root R` of a delta release: one line
+    naming what it is and the pull that deploys it; the release (or the absence of one)
+    stays as it was."""
+    store, root = v1_pulled(versions, tmp_path)
+    push(versions[1], store / "v2")
+    manifest = (store / "v2").read_bytes()
+    current, contents = os.readlink(root), tree(root)
+    fresh = tmp_path / "fresh" / "app"
+    for target in (root, fresh):
+        result = droot("deploy", "--root", target, input=manifest, text=False)  # a pipe
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 1, lines  # as for any other input that is no archive
+        assert len(lines) == 1 and lines[0].startswith("droot: this is a delta release's "
+                                                       "manifest"), lines
+        assert f"'droot pull STORE/NAME --root {target}'" in lines[0], lines
+    assert os.readlink(root) == current and tree(root) == contents
+    assert leftovers(root) == []
+    assert not (tmp_path / "fresh").exists()

@@ -76,9 +76,16 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         try:
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
             os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
-            result = pipeline.extract(stream, staging, devices=devices,
-                                      write_back=(mode == "symlink"), progress=progress,
-                                      unpacker=unpacker)
+            try:
+                result = pipeline.extract(stream, staging, devices=devices,
+                                          write_back=(mode == "symlink"), progress=progress,
+                                          unpacker=unpacker)
+            except pipeline.DeltaManifestGiven:
+                raise DrootError(
+                    "this is a delta release's manifest (droot push --delta), not an "
+                    "archive: deploy it with 'droot pull STORE/NAME --root "
+                    f"{layout.root}', STORE/NAME being where it was pushed (its packs are "
+                    "there); nothing was switched") from None
             if progress:
                 progress.close()
             if expected_sha256 and result.sha256 != expected_sha256.lower():
