@@ -269,7 +269,10 @@ def _stop(pid: int):
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    _wait(pid)
+    try:
+        _wait(pid)
+    except ChildProcessError:  # a Ctrl-C that lands just after _wait reaped it
+        pass
 
 
 def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool,
