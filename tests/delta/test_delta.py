@@ -2,9 +2,12 @@
 (moto over HTTP), `droot pull` of the manifest reusing what the host already holds, and the
 tree it makes compared, entry by entry, with a full deploy of the same image."""
 
+import ctypes
 import os
 import re
 import signal
+import stat
+import struct
 import subprocess
 import time
 
@@ -99,6 +102,69 @@ def test_rollback_target_unchanged_when_the_app_writes_reused_files(versions, tm
     assert (root / "srv" / "keep.bin").read_bytes() == kept["srv/keep.bin"]
 
 
+class OpenWatch:
+    """inotify(7) IN_OPEN on some paths: which of them anyone opened (an O_PATH descriptor,
+    which opens nothing, does not count)."""
+
+    IN_OPEN = 0x20
+
+    def __init__(self, paths):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self._fd >= 0, os.strerror(ctypes.get_errno())
+        self._paths = {}
+        for path in paths:
+            watch = self._libc.inotify_add_watch(self._fd, str(path).encode(), self.IN_OPEN)
+            assert watch >= 0, os.strerror(ctypes.get_errno())
+            self._paths[watch] = path
+
+    def opened(self) -> set:
+        found = set()
+        while True:
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                return found
+            offset = 0
+            while offset < len(data):
+                watch, mask, _, length = struct.unpack_from("iIII", data, offset)
+                if mask & self.IN_OPEN:
+                    found.add(self._paths[watch])
+                offset += 16 + length
+
+    def close(self):
+        os.close(self._fd)
+
+
+def test_a_fifo_or_device_at_a_reused_path_is_never_opened(versions, tmp_path):
+    """An app made a FIFO and a character device node in its release where v2 has regular
+    files: the pull looks at them without opening them (an open can act: a watchdog arms,
+    a tape rewinds), and downloads those files."""
+    kept = versions[3]
+    store, root = both_pushed_v1_pulled(versions, tmp_path)
+    busybox = (root / "bin" / "busybox").read_bytes()
+    release = Path(os.path.realpath(root))  # v1's: still there after the pull
+    fifo, device = release / "srv" / "keep.bin", release / "bin" / "busybox"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    device.unlink()
+    os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    watch = OpenWatch([fifo, device])
+    try:
+        result = droot("pull", store / "v2", "--root", root)
+        assert result.returncode == 0, result.stderr
+        assert watch.opened() == set()
+        assert (root / "srv" / "keep.bin").read_bytes() == kept["srv/keep.bin"]
+        assert (root / "bin" / "busybox").read_bytes() == busybox
+        assert summary(result.stderr)[2] > len(kept["srv/keep.bin"]) // 2  # downloaded
+        # The control: the watch does see an open of either node.
+        for node in (fifo, device):
+            os.close(os.open(node, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+        assert watch.opened() == {fifo, device}
+    finally:
+        watch.close()
+
+
 def _corrupt(path: Path, offset: int):
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
@@ -156,3 +222,24 @@ def test_a_killed_pull_leaves_the_release_as_it_was(versions, docker_client, tmp
     assert result.returncode == 0, result.stderr
     assert leftovers(root) == []
     assert (root / "srv" / "big.bin").stat().st_size == 40 * MIB
+
+
+def test_deploy_of_a_manifest_says_to_pull_it(versions, tmp_path):
+    """`aws s3 cp s3://b/apps/v2 - | droot deploy --root R` of a delta release: one line
+    naming what it is and the pull that deploys it; the release (or the absence of one)
+    stays as it was."""
+    store, root = v1_pulled(versions, tmp_path)
+    push(versions[1], store / "v2")
+    manifest = (store / "v2").read_bytes()
+    current, contents = os.readlink(root), tree(root)
+    fresh = tmp_path / "fresh" / "app"
+    for target in (root, fresh):
+        result = droot("deploy", "--root", target, input=manifest, text=False)  # a pipe
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 1, lines  # as for any other input that is no archive
+        assert len(lines) == 1 and lines[0].startswith("droot: this is a delta release's "
+                                                       "manifest"), lines
+        assert f"'droot pull STORE/NAME --root {target}'" in lines[0], lines
+    assert os.readlink(root) == current and tree(root) == contents
+    assert leftovers(root) == []
+    assert not (tmp_path / "fresh").exists()

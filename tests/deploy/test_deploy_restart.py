@@ -9,8 +9,11 @@ worker from the new release and stops the old one once the new one runs. systemd
 PID 1 here, so the systemctl path is tested for its refusal: one clear line, nothing
 deployed."""
 
+import hashlib
+import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -20,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DROOT, free_port, make_busybox_root, stop, stop_runsv, wait_for_port
-from tests.deploy.conftest import current, deploy, release_names, tar_of
+from droot.deploy.releases import ROLLED_BACK_NAME
+from tests.deploy.conftest import current, deploy, release_names, releases_dir, tar_of
 
 HERE = Path(__file__).parent
 CHECK = f"{sys.executable} -I {HERE / 'http_check.py'}"
@@ -349,3 +353,106 @@ def test_pull_takes_the_same_options(tmp_path, release):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().endswith(", check passed")
+
+
+# --- a rolled-back release and pull --if-changed ---------------------------------------------
+
+def publish(directory: Path, archive: bytes) -> tuple[str, str]:
+    """The archive as a path store holds it (with its sidecar): (its path, its SHA-256)."""
+    path = directory / "store" / "app.tar.gz"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(archive)
+    digest = hashlib.sha256(archive).hexdigest()
+    (directory / "store" / "app.tar.gz.sha256").write_text(f"{digest}  app.tar.gz\n")
+    return str(path), digest
+
+
+def pull(root: Path, src: str, *options) -> subprocess.CompletedProcess:
+    return subprocess.run([DROOT, "pull", src, "--root", str(root), *options],
+                          capture_output=True, text=True, timeout=120)
+
+
+def rolled_back_record(root: Path) -> dict:
+    """ROOT.releases/.rolled-back, checked to be a regular file only root can read."""
+    path = releases_dir(root) / ROLLED_BACK_NAME
+    info = path.lstat()
+    assert stat.S_ISREG(info.st_mode) and info.st_uid == 0 and info.st_mode & 0o777 == 0o600
+    return json.loads(path.read_text())
+
+
+def test_a_rolled_back_release_is_not_deployed_again_at_every_poll(supervised, release,
+                                                                      tmp_path):
+    """A timer polling with --if-changed --restart --check: the failing release is
+    deployed and rolled back once (exit 3); the next polls leave the app alone (no
+    restart, no new release; one line, exit 0); a new release in the store is pulled."""
+    root, app = supervised
+    good = current(root)
+    src, digest = publish(tmp_path, release("v2-broken", status=500))
+    poll = ["--if-changed", "--restart", app.restart_option(), "--check",
+            f"{CHECK} {app.port}", "--check-timeout", "8"]
+    old = app.workers()
+    result = pull(root, src, *poll)
+    assert result.returncode == 3, result.stderr
+    bad = release_names(root)[-1]
+    record = rolled_back_record(root)
+    assert (record["sha256"], record["release"]) == (digest, bad)
+    assert current(root) == good
+    app.wait_for_one_new_worker(old)  # v2's, then v1's again
+    workers, names = app.workers(), release_names(root)
+
+    result = pull(root, src, *poll)
+    assert result.returncode == 0, result.stderr
+    line, = result.stderr.splitlines()
+    assert line == (f"droot: not deploying {src}: its release (sha256 {digest[:12]}) was "
+                    f"rolled back here at {record['rolled_back_at']} (release {bad}); to try "
+                    "it again, pull without --if-changed (success clears this)")
+    assert app.workers() == workers  # not restarted
+    assert release_names(root) == names and current(root) == good
+    assert get(app.port) == (200, "v1")
+
+    src, _ = publish(tmp_path, release("v3"))
+    result = pull(root, src, *poll)
+    assert result.returncode == 0, result.stderr
+    assert current(root) == release_names(root)[-1] != good
+    assert not (releases_dir(root) / ROLLED_BACK_NAME).exists()
+    app.wait_for_one_new_worker(workers)
+    assert get(app.port) == (200, "v3")
+
+
+def test_a_plain_pull_tries_a_rolled_back_release_again_and_clears_the_record(
+        supervised, release, tmp_path):
+    """The check failed for a reason outside the release (a service only the new release
+    uses was down): once it is back, the operator's plain pull deploys the release, and
+    the polls find it current."""
+    root, app = supervised
+    good = current(root)
+    down = tmp_path / "dependency-down"
+    down.touch()
+    check = f'{{ test "$DROOT_RELEASE" = {good} || test ! -e {down}; }} && {CHECK} {app.port}'
+    restart_check = ["--restart", app.restart_option(), "--check", check,
+                     "--check-timeout", "2"]
+    src, digest = publish(tmp_path, release("v2"))
+    assert pull(root, src, "--if-changed", *restart_check).returncode == 3
+    assert rolled_back_record(root)["sha256"] == digest
+    down.unlink()
+    result = pull(root, src, "--if-changed", *restart_check)
+    assert result.returncode == 0 and "was rolled back here" in result.stderr, result.stderr
+    assert current(root) == good  # the record holds until someone pulls without it
+
+    result = pull(root, src, *restart_check)
+    assert result.returncode == 0, result.stderr
+    assert current(root) == release_names(root)[-1] != good
+    assert not (releases_dir(root) / ROLLED_BACK_NAME).exists()
+    result = pull(root, src, "--if-changed", *restart_check)
+    assert (result.returncode, result.stderr) == (0, "")  # unchanged: quiet under a timer
+
+
+def test_rm_removes_a_root_with_a_rolled_back_record(tmp_path, release):
+    root = tmp_path / "app"
+    assert deploy(root, release("v1")).returncode == 0
+    only_v1 = 'test "$(cat "$DROOT_RELEASE_DIR/body")" = v1'
+    assert deploy(root, release("v2"), "--check", only_v1, "--check-timeout", "0").returncode == 3
+    assert rolled_back_record(root)["release"] == release_names(root)[-1]
+    result = subprocess.run([DROOT, "rm", "--root", str(root)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not root.exists() and not releases_dir(root).exists()

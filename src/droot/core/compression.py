@@ -13,6 +13,9 @@ from droot.core.errors import UsageError
 KINDS = ("gzip", "zstd", "none")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# How a delta release's manifest (droot push --delta; droot.ship.delta) starts, whatever its
+# format version: not an archive, though it may be handed to deploy as one.
+DELTA_MANIFEST_PREFIX = b"DROOT-DELTA "
 # Fast levels: archives are compressed once per build but on the critical path of a deploy.
 # gzip goes through ISA-L, whose level 2 (of 0-3) compresses ~10x faster than zlib's 6
 # for archives ~8% larger: a push is no longer bound by gzip.

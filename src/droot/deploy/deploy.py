@@ -17,7 +17,7 @@ from droot.deploy import pipeline
 from droot.deploy import inuse
 from droot.deploy.releases import (LOCK_NAME, TEMP_PREFIX, Layout, Lock, describe,
                                    remove_tree)
-from droot.core.errors import DrootError
+from droot.core.errors import DrootError, RolledBack
 
 MODES = ("symlink", "rsync")
 DEFAULT_KEEP = 5
@@ -76,9 +76,16 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         try:
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
             os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
-            result = pipeline.extract(stream, staging, devices=devices,
-                                      write_back=(mode == "symlink"), progress=progress,
-                                      unpacker=unpacker)
+            try:
+                result = pipeline.extract(stream, staging, devices=devices,
+                                          write_back=(mode == "symlink"), progress=progress,
+                                          unpacker=unpacker)
+            except pipeline.DeltaManifestGiven:
+                raise DrootError(
+                    "this is a delta release's manifest (droot push --delta), not an "
+                    "archive: deploy it with 'droot pull STORE/NAME --root "
+                    f"{layout.root}', STORE/NAME being where it was pushed (its packs are "
+                    "there); nothing was switched") from None
             if progress:
                 progress.close()
             if expected_sha256 and result.sha256 != expected_sha256.lower():
@@ -102,12 +109,20 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 layout.write_deployed(lock, {"release": name, **record})
                 summary["release"] = name
                 if restart_check:
-                    summary["verified"] = restart_check.after_switch(layout, lock, previous, name)
+                    try:
+                        summary["verified"] = restart_check.after_switch(layout, lock,
+                                                                         previous, name)
+                    except RolledBack:  # remembered: pull --if-changed skips this release
+                        _record_rollback(layout, lock, {"rolled_back_at": _utc_now(),
+                                                        "release": name, **record})
+                        raise
+                layout.write_rolled_back(lock, None)  # it runs: a rollback is history
                 summary["pruned"] = prune(layout, keep, lock)
             else:
                 layout.write_deployed(lock, None)  # the root is a mix while rsync runs
                 _rsync(staging, layout, lock)
                 layout.write_deployed(lock, {"release": None, **record})
+                layout.write_rolled_back(lock, None)
                 summary["release"] = str(layout.root)
                 remove_tree(lock.dir_fd, staging_name, layout.releases_dir / staging_name)
         except BaseException:
@@ -115,6 +130,20 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             _remove_if_unused(layout, created, lock)
             raise
     return summary
+
+
+def _record_rollback(layout: Layout, lock: Lock, record: dict):
+    try:
+        layout.write_rolled_back(lock, record)
+    except OSError as error:  # the rollback is the news; this only costs a retry
+        print(f"droot: cannot record the rollback in {layout.releases_dir}: "
+              f"{error.strerror} (pull --if-changed will deploy this release again)",
+              file=sys.stderr)
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _missing_directories(path: Path) -> list[Path]:
@@ -295,6 +324,7 @@ def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
             remove_tree(lock.dir_fd, release.name, release.path)
         removed = [release.name for release in releases]
         layout.write_deployed(lock, None)
+        layout.write_rolled_back(lock, None)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
         os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
         os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)

@@ -143,6 +143,8 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
     report = _read_all(result_read)
     if read_error is not None:
         raise DrootError(f"the archive is corrupt or truncated: {_describe(read_error)}")
+    if status == DELTA_MANIFEST_STATUS:
+        raise DeltaManifestGiven("a delta release's manifest, not an archive")
     if status != 0:
         message = report.decode(errors="replace").strip() or f"extraction exited with {status}"
         raise DrootError(message)
@@ -162,6 +164,18 @@ def _feed(stream, fd: int, progress):
 
 class _CorruptStream(Exception):
     """The compressed stream ended early, is corrupt, or has data after its end."""
+
+
+class _DeltaManifestGiven(Exception):
+    """The stream is a delta release's manifest, not an archive."""
+
+
+DELTA_MANIFEST_STATUS = 3  # the extraction child's exit status for _DeltaManifestGiven
+
+
+class DeltaManifestGiven(DrootError):
+    """extract() was given a delta release's manifest (`droot push --delta` wrote it), which
+    only `droot pull` of its store can deploy: its files' data is in the store's packs."""
 
 
 class _HashingReader:
@@ -204,14 +218,18 @@ class _Decompression:
     def _run(self):
         try:
             self.kind, tar = compression.decompressing_reader(self._source)
-            while chunk := tar.read(CHUNK):
+            chunk = tar.read(CHUNK)  # all of CHUNK, or the whole stream: a buffered read
+            if self.kind == "none" and chunk.startswith(compression.DELTA_MANIFEST_PREFIX):
+                raise _DeltaManifestGiven()
+            while chunk:
                 self._queue.put(chunk)
+                chunk = tar.read(CHUNK)
             # The decompressor stops at the end of its stream; what follows is refused.
             if self.kind != "none" and self._source.read(CHUNK):
                 raise _CorruptStream("the archive has unexpected data after its end")
             self._queue.put(b"")
         except Exception as error:  # noqa: BLE001 - handed to the unpacking thread
-            if not isinstance(error, _CorruptStream):
+            if not isinstance(error, (_CorruptStream, _DeltaManifestGiven)):
                 error = _CorruptStream(f"the archive is corrupt or truncated: "
                                        f"{_describe(error)}")
             self._queue.put(error)
@@ -251,7 +269,10 @@ def _stop(pid: int):
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    _wait(pid)
+    try:
+        _wait(pid)
+    except ChildProcessError:  # a Ctrl-C that lands just after _wait reaped it
+        pass
 
 
 def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool,
@@ -283,6 +304,8 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
                       "size": decompression.size, "stats": stats.as_dict()}
             os.write(result_write, json.dumps(report).encode())
             status = 0
+        except _DeltaManifestGiven:
+            status = DELTA_MANIFEST_STATUS
         except _CorruptStream as error:
             os.write(result_write, str(error).encode())
         except TarFormatError as error:

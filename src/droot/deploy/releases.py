@@ -8,6 +8,7 @@ Layout for `--root /srv/app` (symlink mode)::
                         .lock                           flock(2) of deploy/rollback/rm
                         .tmp-PID-RANDOM                 an extraction in progress
                         .deployed                       what the current release came from
+                        .rolled-back                    the release a --check rolled back
 
 A release name is `SEQUENCE-UTCTIME-DIGEST`: the sequence number records the deploy order
 (so pruning and rollback never trust mtimes or clocks), the time with microseconds is for
@@ -29,6 +30,11 @@ release's name (null in rsync mode), the archive's full SHA-256, where it came f
 the key that signed it. `pull --if-changed` compares it with the store's checksum. It is
 only a hint: a record that is missing, unreadable or of another release (after a
 rollback) means "unknown", and the pull goes ahead.
+
+`.rolled-back` records, in JSON, the release that `--restart`/`--check` last rolled back
+(its SHA-256, name, source and when), so that `pull --if-changed` does not deploy the same
+failing release at every poll; a successful deploy removes it. Replaced atomically
+(AtomicFile), mode 0600, in the root-only ROOT.releases.
 """
 
 import errno
@@ -41,12 +47,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from droot.core.atomicfile import AtomicFile
 from droot.core.errors import DrootError, UsageError
 from droot.core.releasename import RELEASE_NAME, releases_dir_name
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 DEPLOYED_NAME = ".deployed"
-DEPLOYED_LIMIT = 64 << 10
+ROLLED_BACK_NAME = ".rolled-back"
+RECORD_LIMIT = 64 << 10
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NO_FOLLOW = _DIRECTORY | os.O_NOFOLLOW
@@ -231,52 +239,67 @@ class Layout:
 
     def read_deployed(self) -> dict | None:
         """The `.deployed` record, if it describes the root as it is now (else None)."""
+        record, now = self._read_record(DEPLOYED_NAME)
+        return record if record and record.get("release") == now else None
+
+    def read_rolled_back(self) -> dict | None:
+        """The `.rolled-back` record (None when there is none, or it cannot be read)."""
+        return self._read_record(ROLLED_BACK_NAME)[0]
+
+    def _read_record(self, name: str) -> tuple[dict | None, str | None]:
+        """The JSON record `name` of ROOT.releases if it holds a "sha256" (else None), and
+        the current release; (None, None) unless the root is one droot deployed."""
         parent_fd = self.open_parent()
         if parent_fd is None:
-            return None
+            return None, None
         try:
             state = self.state(parent_fd)
             if state not in ("symlink", "directory"):
-                return None
+                return None, None
             now = self.current(parent_fd) if state == "symlink" else None
             releases_fd = self.open_releases(parent_fd)
             if releases_fd is None:
-                return None
+                return None, None
             try:
-                fd = os.open(DEPLOYED_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                              dir_fd=releases_fd)
             finally:
                 os.close(releases_fd)
             with open(fd, "rb") as record_file:
-                record = json.loads(record_file.read(DEPLOYED_LIMIT))
+                record = json.loads(record_file.read(RECORD_LIMIT))
         except (ValueError, OSError):
-            return None
+            return None, None
         finally:
             os.close(parent_fd)
-        if (not isinstance(record, dict) or not isinstance(record.get("sha256"), str)
-                or record.get("release") != now):
-            return None
-        return record
+        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+            return None, now
+        return record, now
 
     def write_deployed(self, lock: "Lock", record: dict | None):
         """Write the `.deployed` record (None: remove it) under the lock. Not synced: a
         record lost in a crash only costs the next --if-changed pull a download."""
-        try:
-            os.unlink(DEPLOYED_NAME, dir_fd=lock.dir_fd)
-        except FileNotFoundError:
-            pass
+        _remove(lock.dir_fd, DEPLOYED_NAME)
         if record is not None:
             fd = os.open(DEPLOYED_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=lock.dir_fd)
             with open(fd, "w") as out:
                 json.dump(record, out)
 
+    def write_rolled_back(self, lock: "Lock", record: dict | None):
+        """Replace the `.rolled-back` record (None: remove it) under the lock: atomically and
+        durably, since it is what keeps a poller from redeploying a failing release."""
+        if record is None:
+            _remove(lock.dir_fd, ROLLED_BACK_NAME)
+            return
+        with AtomicFile(lock.dir_fd, ROLLED_BACK_NAME, 0o600, owner=0, group=0) as out:
+            out.write(json.dumps(record).encode())
+
     def strays(self, dir_fd: int) -> list[str]:
         """The entries of ROOT.releases droot did not make: anything but the lock file,
-        the `.deployed` record, release directories and staging directories."""
+        the records, release directories and staging directories."""
         found = []
         for name in sorted(os.listdir(dir_fd)):
-            if name in (LOCK_NAME, DEPLOYED_NAME):
+            if name in (LOCK_NAME, DEPLOYED_NAME, ROLLED_BACK_NAME) or _record_leftover(name):
                 if not stat.S_ISREG(os.lstat(name, dir_fd=dir_fd).st_mode):
                     found.append(name)
             elif not ((RELEASE_NAME.match(name) or name.startswith(TEMP_PREFIX))
@@ -286,10 +309,13 @@ class Layout:
 
     def remove_leftovers(self, lock: "Lock"):
         """Remove what interrupted deploys left behind (only under the lock): the switch
-        link and staging directories. A leftover's name on something droot does not make
-        there (a file, a symlink) is refused, not removed."""
+        link, staging directories and a record's temporary file. A leftover's name on
+        something droot does not make there (a file, a symlink) is refused, not removed."""
         self._remove_switch_link(lock.parent_fd)
         for name in os.listdir(lock.dir_fd):
+            if _record_leftover(name) and stat.S_ISREG(os.lstat(name, dir_fd=lock.dir_fd)
+                                                       .st_mode):
+                _remove(lock.dir_fd, name)
             if name.startswith(TEMP_PREFIX):
                 if not _is_directory(name, lock.dir_fd):
                     raise DrootError(
@@ -402,6 +428,18 @@ class Lock:
 
     def __exit__(self, *exc):
         self._close()
+
+
+def _record_leftover(name: str) -> bool:
+    """The temporary file of a `.rolled-back` record whose writer was killed (AtomicFile)."""
+    return name.startswith(f".{ROLLED_BACK_NAME}.droot-")
+
+
+def _remove(dir_fd: int, name: str):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def remove_tree(dir_fd: int, name: str, shown: Path):

@@ -15,10 +15,12 @@ No hard links: a hard link shares the inode, so an app writing a reused file in 
 release would change the rollback target too (and chmod/chown of one would change both).
 A reflink or a copy is a file of its own.
 
-Sources are opened from a descriptor of ROOT.releases with openat2(RESOLVE_BENEATH |
-RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) and O_NOFOLLOW | O_NONBLOCK: whatever an app
-planted in its release (symlinks, a FIFO), nothing outside the release is read, and
-nothing blocks.
+Sources are found from a descriptor of ROOT.releases with openat2(RESOLVE_BENEATH |
+RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) and O_NOFOLLOW: whatever an app planted in its
+release (symlinks), nothing outside the release is read. Only a regular file is ever
+opened (LocalContent.open_source): an app may have made a FIFO or a device node at a
+file's path, and opening one can act (a watchdog arms, a tape rewinds, a terminal becomes
+droot's controlling one).
 """
 
 import errno
@@ -31,7 +33,9 @@ from droot.core import kernel
 from droot.deploy import members
 
 _RESOLVE = kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
-_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCATE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a name resolved, nothing opened
+# O_NONBLOCK: a file's owner can hold a lease on it, which would stall an open for reading.
+_READ = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
 FICLONE = 0x40049409
 HASH_CHUNK = 1 << 20
 # errnos that mean "no reflink here" (other filesystem, or one without shared extents)
@@ -69,6 +73,12 @@ class LocalContent:
         self.names = release_names
         self.releases_fd = os.open(releases_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
                                    | os.O_CLOEXEC) if release_names else -1
+        # Inherited by the extraction child, which reopens sources through it after chroot.
+        try:
+            self.proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:  # no /proc: nothing is reused, everything is downloaded
+            self.names = []
+            self.proc_fd = -1
         self.plan = bytearray()
         self.digests: dict[int, bytes] = {}
         self.earlier: dict[int, bytes] = {}  # SAME_RELEASE member index -> source path
@@ -76,16 +86,31 @@ class LocalContent:
         self.reused_files = 0
 
     def close(self):
-        if self.releases_fd >= 0:
-            os.close(self.releases_fd)
-            self.releases_fd = -1
+        for name in ("releases_fd", "proc_fd"):
+            if getattr(self, name) >= 0:
+                os.close(getattr(self, name))
+                setattr(self, name, -1)
 
     def open_source(self, position: int, path: bytes) -> int:
+        """A descriptor, open for reading, of the regular file `path` of kept release
+        `position` (SAME_RELEASE - 1: of the new release), or OSError. The name is
+        resolved once, to an O_PATH descriptor, which opens nothing; the type is checked
+        on that inode (an inode never changes type); then that same inode is opened
+        through /proc/self/fd/N, a magic link that does not resolve the name again. So
+        a FIFO or device node swapped in meanwhile is never opened, which opening by name
+        and comparing st_dev/st_ino afterwards could not promise."""
         if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
-            return kernel.openat2(kernel.AT_FDCWD, path.decode("utf-8", "surrogateescape"),
-                                  _OPEN, 0, _RESOLVE)
-        name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
-        return kernel.openat2(self.releases_fd, name, _OPEN, 0, _RESOLVE)
+            directory, name = kernel.AT_FDCWD, path.decode("utf-8", "surrogateescape")
+        else:
+            directory = self.releases_fd
+            name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
+        located = kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
+        try:
+            if not stat.S_ISREG(os.fstat(located).st_mode):
+                raise LocalChanged(errno.ESTALE, "not a regular file (any more)")
+            return os.open(f"self/fd/{located}", _READ, dir_fd=self.proc_fd)
+        finally:
+            os.close(located)
 
     def find(self, index: int, path: bytes, size: int, digest: bytes) -> bool:
         """Plan member `index` (a regular file) for reuse if a kept release holds `path`
@@ -141,7 +166,7 @@ class LocalContent:
             os.close(source)
         # Read back through a second descriptor (deploy opens new files write-only), by
         # the name just created in the staging directory: the same inode, or an error.
-        written = os.open(m.path, _OPEN)
+        written = os.open(m.path, _READ | os.O_NOFOLLOW)
         try:
             landed = os.fstat(written)
             made = os.fstat(fd)

@@ -78,7 +78,8 @@ def pull_arguments(parser):
     trust_arguments(parser)
     parser.add_argument("--if-changed", action="store_true",
                         help="first compare the store's checksum (one small request) with "
-                        "the current release's, and do nothing if they are the same")
+                        "the current release's, and do nothing if they are the same, or if "
+                        "it is a release that --check rolled back here")
     parser.add_argument("--retries", type=_retries, default=retry.DEFAULT_RETRIES,
                         metavar="N",
                         help="try the whole pull again up to N times after a failure of the "
@@ -130,6 +131,15 @@ def pull(args) -> int:
             now = summary["release"] or args.root
             print(f"droot: unchanged: {now} (sha256 {summary['sha256'][:12]}) is what "
                   f"{redact(src)} holds", file=sys.stderr)
+        return 0
+    if summary.get("rolled_back"):
+        # Every poll, in the journal: the host is not on the store's release. Yet 0: the
+        # previous release runs, and the rollback already failed its own run (status 3).
+        print(f"droot: not deploying {redact(src)}: its release (sha256 "
+              f"{summary['sha256'][:12]}) was rolled back here at "
+              f"{summary.get('rolled_back_at', '?')} (release {summary.get('release')}); "
+              "to try it again, pull without --if-changed (success clears this)",
+              file=sys.stderr)
         return 0
     report(summary, args.root)
     return 0

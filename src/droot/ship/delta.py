@@ -31,11 +31,12 @@ import tempfile
 import threading
 
 from droot.core import signatures
+from droot.core.compression import DELTA_MANIFEST_PREFIX
 from droot.core.errors import DrootError
 from droot.core.tarformat import BLOCK, REGULAR_TYPES, HeaderReader, TarFormatError, padded
 from droot.ship import deltastore, stores
 
-MAGIC = b"DROOT-DELTA 1\n"
+MAGIC = DELTA_MANIFEST_PREFIX + b"1\n"
 FORMAT = 1
 PACK_TARGET = 64 << 20        # a pack is closed once it holds this much
 SPOOL_LIMIT = 1 << 20         # a file larger than this is hashed from a temporary file

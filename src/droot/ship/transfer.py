@@ -66,18 +66,25 @@ def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = T
          trusted_keys: signatures.TrustedKeys | None = None, signature_file: str | None = None,
          if_changed: bool = False, **deploy_options) -> dict:
     """Deploy SRC at `root`; returns deploy's summary, or {"unchanged": True, ...} when
-    `if_changed` finds the store's archive is the one the current release came from."""
+    `if_changed` finds the store's archive is the one the current release came from, or
+    {"rolled_back": True, ...} (the `.rolled-back` record) when it is one that a --check
+    rolled back here."""
     from droot.deploy.deploy import deploy
+    from droot.deploy.releases import Layout
     location = stores.parse(src)
     shown = stores.redact(src)  # a presigned URL's signature stays out of messages
     if trusted_keys and not verify:
         raise UsageError("--no-verify and --trusted-keys contradict each other")
-    deployed = None
+    deployed = rolled_back = None
     if if_changed:
         deployed = _deployed(root, location, trusted_keys)
+        rolled_back = Layout(root).read_rolled_back()
         # One small request (none with --sha256): the sidecar droot writes.
-        if deployed and (expected_sha256 or stores.read_checksum(location)) == deployed["sha256"]:
-            return {"unchanged": True, **deployed}
+        if deployed or rolled_back:
+            skipped = _skipped(expected_sha256 or stores.read_checksum(location), deployed,
+                               rolled_back)
+            if skipped:
+                return skipped
     download = stores.open_download(location)
     expected = expected_sha256 or download.sha256
     if verify and not expected:
@@ -95,8 +102,9 @@ def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = T
         if trusted_keys:
             signer = _check_signature(trusted_keys, signature_file, location, download,
                                       expected)
-        if deployed and expected == deployed["sha256"]:  # a checksum in metadata only
-            return {"unchanged": True, **deployed}
+        skipped = _skipped(expected, deployed, rolled_back)  # a checksum in metadata only
+        if skipped:
+            return skipped
         # The first bytes tell a delta release's manifest from an archive; the signature,
         # if required, was checked first: a delta pull downloads nothing beyond the
         # manifest before its digest matches the signed one.
@@ -147,6 +155,20 @@ def _pull_delta(location, download, head: bytes, expected: str | None, root,
             raise DrootError(f"{location.text}: larger than any manifest droot writes")
     download.stream.close()  # its connection and threads: the packs come another way
     return delta.pull(location, b"".join(parts), expected, root, **deploy_options)
+
+
+def _skipped(available: str | None, deployed: dict | None,
+             rolled_back: dict | None) -> dict | None:
+    """Why --if-changed does not deploy the store's release `available` (a SHA-256): it is
+    the current one ({"unchanged": True, ...}), or one a --check rolled back here
+    ({"rolled_back": True, ...}); None when it should be deployed."""
+    if not available:
+        return None
+    if deployed and available == deployed["sha256"]:
+        return {"unchanged": True, **deployed}
+    if rolled_back and available == rolled_back["sha256"]:
+        return {"rolled_back": True, **rolled_back}
+    return None
 
 
 def _deployed(root, location: stores.Location, trusted_keys) -> dict | None:
