@@ -15,11 +15,14 @@ static page, and gunicorn serving a tiny WSGI app. Each runs four ways, from the
 wrk (one thread, --connections, --duration seconds, loopback only) measures each in
 interleaved rounds: every round starts, warms up, measures and stops each way once, in a
 shuffled order, so a noisy neighbour hits them all alike. Medians of the rounds, and
-ratios to the host. The servers are pinned to one worker (nginx: worker_processes 1;
-gunicorn: one gthread worker, 4 threads) and wrk to one thread: two cores, one each.
+ratios to the host, and the median of each round's ratio to the host of that round (a
+paired figure: a round's neighbours hit the host and the way alike). The servers run one
+worker (nginx: worker_processes 1; gunicorn: one gthread worker, 4 threads) and wrk one
+thread; with --pin, the server is held to CPU 1 and wrk to CPU 0 (taskset, docker
+--cpuset-cpus), so they do not trade places between rounds.
 
     sudo .venv/bin/python bench/apps.py [--rounds 5] [--duration 5] [--connections 16]
-                                        [--only nginx,gunicorn] [--ways host,...]
+                                        [--only nginx,gunicorn] [--ways host,...] [--pin]
                                         (a way 'droot run OPTION...', e.g. 'droot run
                                         --no-dropcaps', shows what a protection costs)
                                         [--json FILE]
@@ -71,13 +74,17 @@ def image_command(tag: str) -> tuple[list[str], str]:
     return (config.get("Entrypoint") or []) + (config.get("Cmd") or []), config.get("WorkingDir") or "/"
 
 
-def start(way: str, tag: str, root: Path) -> tuple[subprocess.Popen | None, int]:
+SERVER_CPU, WRK_CPU = "1", "0"  # with --pin
+
+
+def start(way: str, tag: str, root: Path, pin: bool = False) -> tuple[subprocess.Popen | None, int]:
     """Start the app one way; returns (its process, or None for a container) and its port."""
     if way.startswith("docker"):
         network = (["-p", f"127.0.0.1:{MAPPED_PORT}:{APP_PORT}"] if way == "docker run -p"
                    else ["--network", "host"])
-        subprocess.run(["docker", "run", "-d", "--rm", "--name", CONTAINER, *network, tag],
-                       check=True, stdout=subprocess.DEVNULL)
+        cpus = ["--cpuset-cpus", SERVER_CPU] if pin else []
+        subprocess.run(["docker", "run", "-d", "--rm", "--name", CONTAINER, *network, *cpus,
+                        tag], check=True, stdout=subprocess.DEVNULL)
         return None, MAPPED_PORT if way == "docker run -p" else APP_PORT
     if way.startswith("droot run"):  # "droot run OPTION...": what a protection costs
         argv = [str(DROOT), "run", "--root", str(root), *way.split()[2:]]
@@ -87,6 +94,8 @@ def start(way: str, tag: str, root: Path) -> tuple[subprocess.Popen | None, int]
                   'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/bin/env -C "$2" "${@:3}"')
         argv = ["unshare", "-m", "bash", "-c", script, "host", str(root.resolve()), workdir,
                 *command]
+    if pin:
+        argv = ["taskset", "-c", SERVER_CPU, *argv]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                start_new_session=True)
     return process, APP_PORT
@@ -137,9 +146,10 @@ def wait_until_free(port: int, timeout: float = 30):
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(port: int, duration: int, connections: int) -> dict:
+def wrk(port: int, duration: int, connections: int, pin: bool = False) -> dict:
     """One wrk run: req/s, p99 latency (ms) and failed requests (non-2xx, socket errors)."""
-    output = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+    output = subprocess.run([*(["taskset", "-c", WRK_CPU] if pin else []), "wrk", "-t1",
+                             f"-c{connections}", f"-d{duration}s", "--latency",
                              f"http://127.0.0.1:{port}/"], check=True, capture_output=True,
                             text=True, timeout=duration + 60).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])
@@ -158,11 +168,11 @@ def failed_requests(output: str) -> int:
 
 
 def measure(way, tag, root, options) -> dict:
-    process, port = start(way, tag, root)
+    process, port = start(way, tag, root, options.pin)
     try:
         wait_until_serving(port, process)
-        wrk(port, 1, options.connections)  # warm-up: caches, the JIT of nothing, accept queues
-        return wrk(port, options.duration, options.connections)
+        wrk(port, 1, options.connections, options.pin)  # warm-up: caches, accept queues
+        return wrk(port, options.duration, options.connections, options.pin)
     finally:
         stop(process)
         wait_until_free(port)
@@ -177,6 +187,8 @@ def main() -> int:
     parser.add_argument("--ways", default=",".join(WAYS),
                         help=f"comma-separated ways, host first (default: {','.join(WAYS)})")
     parser.add_argument("--json", type=Path, help="also write the medians to FILE (for plot.py)")
+    parser.add_argument("--pin", action="store_true",
+                        help=f"server on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU}")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("apps.py needs root (droot deploy and run, chroot, docker)")
@@ -207,20 +219,26 @@ def main() -> int:
         medians.setdefault(name, {})[way] = {
             key: statistics.median(result[key] for result in results)
             for key in ("rps", "p99_ms", "failed")}
+        medians[name][way]["paired_ratio"] = statistics.median(
+            result["rps"] / host["rps"] for result, host in zip(results, samples[name, "host"]))
     print(f"\nwrk -t1 -c{options.connections} -d{options.duration}s on 127.0.0.1, "
-          f"{options.rounds} interleaved rounds, medians (ratio to the host)\n")
-    print("| app | way | req/s | p99 ms | failed |")
-    print("|---|---|---:|---:|---:|")
+          f"{options.rounds} interleaved rounds{', pinned' if options.pin else ''}, medians "
+          "(ratio to the host), and the median of the rounds' req/s ratios to the host\n")
+    print("| app | way | req/s | paired | p99 ms | failed |")
+    print("|---|---|---:|---:|---:|---:|")
     for name, ways in medians.items():
         host = ways["host"]
         for way, median in ways.items():
             print(f"| {name} | {way} | {median['rps']:.0f} ({median['rps'] / host['rps']:.2f}) "
+                  f"| {median['paired_ratio']:.2f} "
                   f"| {median['p99_ms']:.2f} ({median['p99_ms'] / host['p99_ms']:.2f}) "
                   f"| {median['failed']:.0f} |")
     if options.json:
         options.json.write_text(json.dumps(
             {"rounds": options.rounds, "duration": options.duration,
-             "connections": options.connections, "medians": medians}, indent=1) + "\n")
+             "connections": options.connections, "pinned": options.pin, "medians": medians,
+             "samples": {f"{name} / {way}": results
+                         for (name, way), results in samples.items()}}, indent=1) + "\n")
     return 0
 
 
