@@ -115,6 +115,7 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
             os.close(archive_write)
         os.close(result_read)
         _child(parent, str(release_dir), archive_read, result_write, devices, unpacker)
+    child = _Child(pid)
     flusher = read_error = None
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -132,12 +133,13 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
                 read_error = error  # a download that broke off
             finally:
                 os.close(archive_write)
-        status = _wait(pid)
+        status = child.wait()
     except BaseException:
-        _stop(pid)
+        child.stop()
         os.close(result_read)
         raise
     finally:
+        child.close()
         if flusher:
             flusher.stop()
     report = _read_all(result_read)
@@ -255,24 +257,42 @@ def _read_all(fd: int) -> bytes:
     return b"".join(parts)
 
 
-def _wait(pid: int) -> int:
-    while True:
+class _Child:
+    """The extraction child, waited for and stopped through a pidfd (Linux 5.3+): once the
+    child is reaped its pidfd names no process, so a Ctrl-C that lands just after the wait
+    cannot send SIGKILL to whatever process got the PID next. By PID without pidfds."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
         try:
-            _, status = os.waitpid(pid, 0)
-            return os.waitstatus_to_exitcode(status)
-        except InterruptedError:
-            continue
+            self.fd = os.pidfd_open(pid)
+        except OSError:
+            self.fd = -1
 
+    def wait(self) -> int:
+        """The child's exit status (-N: killed by signal N), once it has ended."""
+        if self.fd < 0:
+            return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED)
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
-def _stop(pid: int):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        _wait(pid)
-    except ChildProcessError:  # a Ctrl-C that lands just after _wait reaped it
-        pass
+    def stop(self):
+        try:
+            if self.fd >= 0:
+                signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.wait()
+        except ChildProcessError:  # reaped already: the Ctrl-C landed just after wait()
+            pass
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool,
