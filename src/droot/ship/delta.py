@@ -187,7 +187,7 @@ def known_content(store) -> tuple[dict, set]:
     """digest -> (size, pack, offset, length) of what the newest releases of the store
     reference, and the names of those packs."""
     known, packs = {}, set()
-    for marker, name in deltastore.releases_newest_first(store)[:KNOWN_RELEASES]:
+    for marker, name in deltastore.releases_newest_first(store, KNOWN_RELEASES):
         if name is None:
             continue
         try:

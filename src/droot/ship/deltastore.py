@@ -37,12 +37,18 @@ def marker_body(name: str) -> bytes:
     return f"{name}\n{time.time_ns()}\n".encode()
 
 
-def releases_newest_first(store) -> list[tuple[str, str | None]]:
-    """(marker, manifest name) of every release marker of `store`, newest first: by the
-    store's time to the second, then by the push's own. The name is None when the marker
-    names no manifest droot writes."""
+def releases_newest_first(store, limit: int | None = None) -> list[tuple[str, str | None]]:
+    """(marker, manifest name) of the `limit` newest release markers of `store` (None:
+    all), newest first: by the store's time to the second, then by the push's own. Only
+    the markers that can be among them are read (those of the `limit`-th one's second
+    and later). The name is None when the marker names no manifest droot writes."""
+    listed = sorted(((int(modified), marker) for marker, modified in store.listing(RELEASES)),
+                    reverse=True)
+    if limit is not None and len(listed) > limit:
+        last_second = listed[limit - 1][0]
+        listed = [item for item in listed if item[0] >= last_second]
     found = []
-    for marker, modified in store.listing(RELEASES):
+    for second, marker in listed:
         try:
             body = store.read(marker).decode(errors="replace")
         except Missing:  # removed since the listing (a gc)
@@ -52,9 +58,9 @@ def releases_newest_first(store) -> list[tuple[str, str | None]]:
         if not name or "/" in name or name.startswith("."):
             name = None
         pushed = pushed.strip()
-        found.append((int(modified), int(pushed) if pushed.isdigit() else 0, marker, name))
+        found.append((second, int(pushed) if pushed.isdigit() else 0, marker, name))
     found.sort(key=lambda item: item[:3], reverse=True)
-    return [(marker, name) for _, _, marker, name in found]
+    return [(marker, name) for _, _, marker, name in found[:limit]]
 
 
 def new_pack_name() -> str:
