@@ -116,6 +116,32 @@ def raise_terminated(signum, frame):
     raise Terminated
 
 
+_REDELIVERY_DELAY = 0.001  # seconds: the hook has long returned by then
+
+
+def redeliver_interrupts(unraisable) -> None:
+    """A Ctrl-C or SIGTERM that lands while a finalizer runs (a weak reference's callback
+    during an import, say) is printed as "Exception ignored in ..." and dropped, and droot
+    would carry on as if never interrupted. Raise it again instead, in the code that runs
+    next: a timer's signal, as raising it from here would only land in this hook."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import signal
+    interrupt = type(unraisable.exc_value)
+
+    def raise_again(signum, frame):
+        while frame is not None:
+            if frame.f_code is redeliver_interrupts.__code__:  # still in the hook
+                signal.setitimer(signal.ITIMER_REAL, _REDELIVERY_DELAY)
+                return
+            frame = frame.f_back
+        raise interrupt
+
+    signal.signal(signal.SIGALRM, raise_again)
+    signal.setitimer(signal.ITIMER_REAL, _REDELIVERY_DELAY)
+
+
 def main(argv: list[str] | None = None) -> int:
     command, debug = None, False
     try:  # from the start: a Ctrl-C while droot starts is one line too
@@ -125,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if command not in ("run", "exec"):  # those two become the app, or forward to it
             import signal
             signal.signal(signal.SIGTERM, raise_terminated)
+            sys.unraisablehook = redeliver_interrupts
         args = None
         if command == "run":
             from droot.run.cli import parse_run_quickly

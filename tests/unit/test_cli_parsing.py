@@ -2,6 +2,7 @@
 each kind of usage error gives (droot.cli.exit_status), without running any command."""
 
 import re
+import sys
 
 import pytest
 
@@ -29,11 +30,13 @@ def refused(*argv) -> str:
 
 @pytest.fixture
 def sigterm_kept():
-    """main() installs droot's SIGTERM handler: the test process gets its own back."""
+    """main() installs droot's SIGTERM handler and unraisable-exception hook: the test
+    process gets its own back."""
     import signal
-    handler = signal.getsignal(signal.SIGTERM)
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     yield
     signal.signal(signal.SIGTERM, handler)
+    sys.unraisablehook = hook
 
 
 # --- which command -------------------------------------------------------------------------
