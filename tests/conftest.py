@@ -8,12 +8,14 @@ session ends; nothing here touches the host outside temporary directories.
 """
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import pty
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -489,3 +491,37 @@ def remove_new_droot_parent_cgroups():
             os.rmdir(parent)
         except OSError:  # a droot app still runs there: not the tests' to remove
             pass
+
+
+class OpenWatch:
+    """inotify(7) IN_OPEN on some paths: which of them anyone opened (an O_PATH descriptor,
+    which opens nothing, does not count)."""
+
+    IN_OPEN = 0x20
+
+    def __init__(self, paths):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self._fd >= 0, os.strerror(ctypes.get_errno())
+        self._paths = {}
+        for path in paths:
+            watch = self._libc.inotify_add_watch(self._fd, str(path).encode(), self.IN_OPEN)
+            assert watch >= 0, os.strerror(ctypes.get_errno())
+            self._paths[watch] = path
+
+    def opened(self) -> set:
+        found = set()
+        while True:
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                return found
+            offset = 0
+            while offset < len(data):
+                watch, mask, _, length = struct.unpack_from("iIII", data, offset)
+                if mask & self.IN_OPEN:
+                    found.add(self._paths[watch])
+                offset += 16 + length
+
+    def close(self):
+        os.close(self._fd)

@@ -2,19 +2,17 @@
 (moto over HTTP), `droot pull` of the manifest reusing what the host already holds, and the
 tree it makes compared, entry by entry, with a full deploy of the same image."""
 
-import ctypes
 import os
 import re
 import signal
 import stat
-import struct
 import subprocess
 import time
 
 import pytest
 from pathlib import Path
 
-from tests.conftest import DROOT, docker_build, droot, make_busybox_root
+from tests.conftest import DROOT, OpenWatch, docker_build, droot, make_busybox_root
 from tests.deploy.conftest import leftovers
 from tests.delta.conftest import MIB, full_deploy, push, random_file, s3_size, summary, tree
 
@@ -100,40 +98,6 @@ def test_rollback_target_unchanged_when_the_app_writes_reused_files(versions, tm
     assert (old / "srv" / "keep.bin").stat().st_mode & 0o777 != 0o600
     assert droot("rollback", "--root", root).returncode == 0
     assert (root / "srv" / "keep.bin").read_bytes() == kept["srv/keep.bin"]
-
-
-class OpenWatch:
-    """inotify(7) IN_OPEN on some paths: which of them anyone opened (an O_PATH descriptor,
-    which opens nothing, does not count)."""
-
-    IN_OPEN = 0x20
-
-    def __init__(self, paths):
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self._fd >= 0, os.strerror(ctypes.get_errno())
-        self._paths = {}
-        for path in paths:
-            watch = self._libc.inotify_add_watch(self._fd, str(path).encode(), self.IN_OPEN)
-            assert watch >= 0, os.strerror(ctypes.get_errno())
-            self._paths[watch] = path
-
-    def opened(self) -> set:
-        found = set()
-        while True:
-            try:
-                data = os.read(self._fd, 4096)
-            except BlockingIOError:
-                return found
-            offset = 0
-            while offset < len(data):
-                watch, mask, _, length = struct.unpack_from("iIII", data, offset)
-                if mask & self.IN_OPEN:
-                    found.add(self._paths[watch])
-                offset += 16 + length
-
-    def close(self):
-        os.close(self._fd)
 
 
 def test_a_fifo_or_device_at_a_reused_path_is_never_opened(versions, tmp_path):

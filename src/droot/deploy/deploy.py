@@ -64,7 +64,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         if mode != "symlink":
             raise DrootError("--restart and --check need --mode symlink: rsync mode has no "
                              "previous release to roll back to")
-        restart_check.preflight()  # a supervisor droot cannot reach: refused before any change
+        restart_check.preflight(layout)  # a supervisor droot cannot reach: refused before any change
     created = _missing_directories(layout.releases_dir)
     with Lock(layout, lock_timeout) as lock:
         _check_mode(layout, mode, lock.parent_fd)  # again: another deploy may have changed it

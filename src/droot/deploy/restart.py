@@ -28,12 +28,14 @@ import stat
 import subprocess
 import time
 
+from droot.core import kernel
 from droot.core.errors import DrootError, NotRecovered, RolledBack, UsageError
 
 DEFAULT_CHECK_TIMEOUT = 30.0
 CHECK_PAUSE = 0.5  # between two attempts of a failing check
 SHORTEST_ATTEMPT = 1.0  # a check started just before the deadline still gets this long
 REASON_CHARACTERS = 200
+KILLED_CHECK_GRACE = 5.0  # for a killed check's output: a descendant may hold the pipe
 
 
 class Failed(Exception):
@@ -50,7 +52,7 @@ class SystemdUnit:
         self.unit = unit
         self.shown = unit
 
-    def preflight(self):
+    def preflight(self, layout):
         """One line before anything is deployed when systemd cannot restart the unit."""
         import shutil
         if not shutil.which("systemctl"):
@@ -84,27 +86,43 @@ class SystemdUnit:
                          f"{_last_line(done.stderr) or f'status {done.returncode}'}")
 
 
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return f"signal {number}"
+
+
+_LOCATE = os.O_PATH | os.O_CLOEXEC  # a name resolved, nothing opened
+
+
 class PidfileSignal:
     def __init__(self, path: str, signal_number: int):
         self.path = path
         self.signal = signal_number
-        self.shown = f"{path} ({signal.Signals(signal_number).name})"
+        self.shown = f"{path} ({signal_name(signal_number)})"
+        self.app_dirs: tuple[str, ...] = ()  # set by preflight: where the app can write
 
     def pid(self) -> int:
         """The pid in the file, if the file can be trusted with choosing which process
-        droot (root) signals: a regular file that only its owner can write, and that owner
-        root or the process's own (an app that writes a pid file in its release could
-        otherwise name any host process)."""
+        droot (root) signals: outside the app's root and releases (where the app, which
+        runs as root, or an archive could put a file or a link), reached without a
+        symlink once its directory is resolved, a regular file (opening anything else can
+        act) that only its owner can write, and that owner root or the process's own."""
         try:
-            descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                                 | os.O_CLOEXEC)
-            with os.fdopen(descriptor, "rb") as pidfile:
-                status = os.fstat(pidfile.fileno())
-                text = pidfile.read(64).decode("ascii", "replace").strip()
+            located = kernel.openat2(kernel.AT_FDCWD, self._resolved(), _LOCATE, 0,
+                                     kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS)
+            try:
+                status = os.fstat(located)
+                if not stat.S_ISREG(status.st_mode):
+                    raise Failed(f"the pid file {self.path} is not a regular file")
+                # The inode just checked, not the name again (no FIFO or device swapped in).
+                with open(f"/proc/self/fd/{located}", "rb") as pidfile:
+                    text = pidfile.read(64).decode("ascii", "replace").strip()
+            finally:
+                os.close(located)
         except OSError as error:
             raise Failed(f"cannot read the pid file {self.path}: {error.strerror}") from None
-        if not stat.S_ISREG(status.st_mode):
-            raise Failed(f"the pid file {self.path} is not a regular file")
         if status.st_mode & 0o022:
             raise Failed(f"the pid file {self.path} is writable by group or others, who "
                          "could choose which process droot signals")
@@ -121,7 +139,22 @@ class PidfileSignal:
                          f"does not own process {pid}: refusing to signal it")
         return pid
 
-    def preflight(self):
+    def _resolved(self) -> str:
+        """The pid file's path with its directory's symlinks resolved; Failed if any part
+        of the way (the file's own directory, or one before it) is the app's."""
+        parts = self.path.split("/")
+        for end in range(2, len(parts) + 1):
+            prefix = os.path.realpath("/".join(parts[:end]))
+            if any(prefix == app or prefix.startswith(app + "/") for app in self.app_dirs):
+                raise Failed(f"the pid file {self.path} is reached through the app's root "
+                             f"or releases ({prefix}), where the app or an archive could "
+                             "choose which process droot signals")
+        directory, name = os.path.split(self.path)
+        return os.path.join(os.path.realpath(directory), name)
+
+    def preflight(self, layout):
+        self.app_dirs = tuple(os.path.realpath(path)
+                              for path in (layout.root, layout.releases_dir))
         try:
             self.pid()
         except Failed as error:
@@ -133,6 +166,9 @@ class PidfileSignal:
             os.kill(pid, self.signal)
         except ProcessLookupError:
             raise Failed(f"process {pid} (from {self.path}) is gone") from None
+        except OSError as error:
+            raise Failed(f"cannot signal process {pid} (from {self.path}): "
+                         f"{error.strerror}") from None
 
 
 def parse_restart(spec: str):
@@ -170,9 +206,9 @@ class RestartCheck:
         self.check = check
         self.timeout = timeout
 
-    def preflight(self):
+    def preflight(self, layout):
         if self.restarter:
-            self.restarter.preflight()
+            self.restarter.preflight(layout)
 
     def after_switch(self, layout, lock, previous: str | None, new: str) -> str:
         """Bring up `new` (just switched to); on failure switch back to `previous` and
@@ -241,12 +277,16 @@ def _check_once(command: str, environment: dict, seconds: float) -> str | None:
         output, _ = process.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # its own session: the children go too
-        process.communicate()
+        try:
+            process.communicate(timeout=KILLED_CHECK_GRACE)
+        except subprocess.TimeoutExpired:  # a descendant left the session, and holds the pipe
+            process.stdout.close()
+            process.wait()
         return f"the check did not finish in {seconds:.1f} s"
     if process.returncode == 0:
         return None
     said = _last_line(output.decode(errors="replace"))
-    status = (f"killed by {signal.Signals(-process.returncode).name}"
+    status = (f"killed by {signal_name(-process.returncode)}"
               if process.returncode < 0 else f"exit status {process.returncode}")
     return f"the check ended with {status}" + (f": {said}" if said else "")
 

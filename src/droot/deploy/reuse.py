@@ -120,11 +120,8 @@ class LocalContent:
                 fd = self.open_source(position, path)
             except OSError:
                 continue
-            try:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode) or info.st_size != size:
-                    continue
-                if _sha256_of(fd, size) != digest:
+            try:  # a regular file (open_source): the same size and bytes?
+                if os.fstat(fd).st_size != size or _sha256_of(fd, size) != digest:
                     continue
             finally:
                 os.close(fd)
@@ -150,11 +147,9 @@ class LocalContent:
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it."""
-        planned = self.planned(m.index)
-        source = self.open_source(planned - 1, self.earlier.get(m.index, m.path))
+        source = self.open_source(self.planned(m.index) - 1, self.earlier.get(m.index, m.path))
         try:
-            info = os.fstat(source)
-            if not stat.S_ISREG(info.st_mode) or info.st_size != m.size:
+            if os.fstat(source).st_size != m.size:  # open_source took only a regular file
                 raise LocalChanged(errno.ESTALE, "the local copy changed during the pull")
             try:
                 fcntl.ioctl(fd, FICLONE, source)
