@@ -7,6 +7,7 @@ Every service a fixture starts is a separate process on loopback, stopped when t
 session ends; nothing here touches the host outside temporary directories.
 """
 
+import collections
 import contextlib
 import ctypes
 import fcntl
@@ -495,22 +496,28 @@ def remove_new_droot_parent_cgroups():
 
 class OpenWatch:
     """inotify(7) IN_OPEN on some paths: which of them anyone opened (an O_PATH descriptor,
-    which opens nothing, does not count)."""
+    which opens nothing, does not count), and how often (closes are watched too: inotify
+    merges an event into an unread identical one, so two opens in a row would count once)."""
 
-    IN_OPEN = 0x20
+    IN_OPEN, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE = 0x20, 0x08, 0x10
 
     def __init__(self, paths):
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         assert self._fd >= 0, os.strerror(ctypes.get_errno())
         self._paths = {}
+        mask = self.IN_OPEN | self.IN_CLOSE_WRITE | self.IN_CLOSE_NOWRITE
         for path in paths:
-            watch = self._libc.inotify_add_watch(self._fd, str(path).encode(), self.IN_OPEN)
+            watch = self._libc.inotify_add_watch(self._fd, str(path).encode(), mask)
             assert watch >= 0, os.strerror(ctypes.get_errno())
             self._paths[watch] = path
 
     def opened(self) -> set:
-        found = set()
+        return set(self.opens())
+
+    def opens(self) -> collections.Counter:
+        """How often each watched path was opened since the last call."""
+        found = collections.Counter()
         while True:
             try:
                 data = os.read(self._fd, 4096)
@@ -520,7 +527,7 @@ class OpenWatch:
             while offset < len(data):
                 watch, mask, _, length = struct.unpack_from("iIII", data, offset)
                 if mask & self.IN_OPEN:
-                    found.add(self._paths[watch])
+                    found[self._paths[watch]] += 1
                 offset += 16 + length
 
     def close(self):

@@ -42,7 +42,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
            lock_timeout: float | None = None, progress=None, source: str | None = None,
            signer: str | None = None, restart_check=None, unpacker=None,
-           release_sha256: str | None = None) -> dict:
+           release_sha256: str | None = None, content_record=None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
     pruned releases). `source` and `signer` (where the archive came from, the key that
@@ -52,7 +52,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
     A delta release (droot.ship.delta) passes its `unpacker` (members.Unpacker's subclass
     that takes some files' data from older releases) and `release_sha256`, its
     manifest's, which then names the release and is recorded in place of the rebuilt
-    stream's."""
+    stream's, and its `content_record` (reuse.LocalContent), whose write(lock, name)
+    records the new release's files before the switch, while no app runs in it."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
     if os.geteuid() != 0:
@@ -104,6 +105,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, digest)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
+                if content_record:
+                    content_record.write(lock, name)
                 previous = layout.current(lock.parent_fd)
                 layout.switch(lock, name)
                 layout.write_deployed(lock, {"release": name, **record})
@@ -325,6 +328,7 @@ def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
         removed = [release.name for release in releases]
         layout.write_deployed(lock, None)
         layout.write_rolled_back(lock, None)
+        layout.forget_content(lock)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
         os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
         os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)

@@ -9,6 +9,7 @@ Layout for `--root /srv/app` (symlink mode)::
                         .tmp-PID-RANDOM                 an extraction in progress
                         .deployed                       what the current release came from
                         .rolled-back                    the release a --check rolled back
+                        .content                        the files of the newest delta release
 
 A release name is `SEQUENCE-UTCTIME-DIGEST`: the sequence number records the deploy order
 (so pruning and rollback never trust mtimes or clocks), the time with microseconds is for
@@ -35,6 +36,10 @@ rollback) means "unknown", and the pull goes ahead.
 (its SHA-256, name, source and when), so that `pull --if-changed` does not deploy the same
 failing release at every poll; a successful deploy removes it. Replaced atomically
 (AtomicFile), mode 0600, in the root-only ROOT.releases.
+
+`.content` lists, for the newest release a delta pull made, each file's verified digest
+and its inode's identity and ctime when it was made (droot.deploy.reuse), so that the next
+delta pull can reuse an unchanged file without reading it. Same care as `.rolled-back`.
 """
 
 import errno
@@ -54,6 +59,8 @@ TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 DEPLOYED_NAME = ".deployed"
 ROLLED_BACK_NAME = ".rolled-back"
+CONTENT_NAME = ".content"
+RECORDS = (DEPLOYED_NAME, ROLLED_BACK_NAME, CONTENT_NAME)
 RECORD_LIMIT = 64 << 10
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -294,12 +301,16 @@ class Layout:
         with AtomicFile(lock.dir_fd, ROLLED_BACK_NAME, 0o600, owner=0, group=0) as out:
             out.write(json.dumps(record).encode())
 
+    def forget_content(self, lock: "Lock"):
+        """Remove the `.content` record (droot.deploy.reuse writes it)."""
+        _remove(lock.dir_fd, CONTENT_NAME)
+
     def strays(self, dir_fd: int) -> list[str]:
         """The entries of ROOT.releases droot did not make: anything but the lock file,
         the records, release directories and staging directories."""
         found = []
         for name in sorted(os.listdir(dir_fd)):
-            if name in (LOCK_NAME, DEPLOYED_NAME, ROLLED_BACK_NAME) or _record_leftover(name):
+            if name in (LOCK_NAME, *RECORDS) or _record_leftover(name):
                 if not stat.S_ISREG(os.lstat(name, dir_fd=dir_fd).st_mode):
                     found.append(name)
             elif not ((RELEASE_NAME.match(name) or name.startswith(TEMP_PREFIX))
@@ -431,8 +442,8 @@ class Lock:
 
 
 def _record_leftover(name: str) -> bool:
-    """The temporary file of a `.rolled-back` record whose writer was killed (AtomicFile)."""
-    return name.startswith(f".{ROLLED_BACK_NAME}.droot-")
+    """The temporary file of a record whose writer was killed (AtomicFile)."""
+    return name.startswith((f".{ROLLED_BACK_NAME}.droot-", f".{CONTENT_NAME}.droot-"))
 
 
 def _remove(dir_fd: int, name: str):

@@ -11,6 +11,18 @@ xattrs, times, device policy), only the data comes from the local file, as a ref
 (copy_file_range), and is hashed again from the new file: every reused byte is verified
 where it lands.
 
+Reading every candidate twice (to choose it, and where it landed) costs as much as
+the copy on a filesystem with reflinks, so a delta pull also leaves a record
+(ROOT.releases/.content): each file of the new release with its verified digest and its
+inode's number, size and ctime, taken after the release is complete and before the switch
+(no app runs in it yet). The next pull trusts a file of that release without reading it
+when the inode still has that number, size and ctime: any change to a file's bytes (write,
+truncate, a write through a shared mapping, a reflink into it) sets its ctime to the
+current time, which no unprivileged call can set back (the app may set mtime, not ctime,
+and cannot set the clock), and a replaced file is another inode. The same check after the
+reflink or copy shows the source did not change while it was read; if it did, the new
+file is read back and hashed as without a record.
+
 No hard links: a hard link shares the inode, so an app writing a reused file in the new
 release would change the rollback target too (and chmod/chown of one would change both).
 A reflink or a copy is a file of its own.
@@ -28,9 +40,12 @@ import fcntl
 import hashlib
 import os
 import stat
+import sys
 
 from droot.core import kernel
+from droot.core.atomicfile import AtomicFile
 from droot.deploy import members
+from droot.deploy.releases import CONTENT_NAME
 
 _RESOLVE = kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _LOCATE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a name resolved, nothing opened
@@ -60,6 +75,42 @@ def _sha256_of(fd: int, size: int) -> bytes:
 
 
 SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
+_RECORD_HEADER = b"droot-content 1 "
+_RECORD_LIMIT = 64 << 20  # ~100 bytes a file: 600,000 files
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    """What shows a file's bytes unchanged since it was recorded (see the module)."""
+    return info.st_ino, info.st_size, info.st_ctime_ns
+
+
+def _read_record(releases_fd: int) -> tuple[str | None, dict]:
+    """The `.content` record: the release it describes and, per path, (digest, identity).
+    A record that is missing, not a root-only regular file, or malformed is no record."""
+    try:
+        fd = os.open(CONTENT_NAME, _READ | os.O_NOFOLLOW, dir_fd=releases_fd)
+    except OSError:
+        return None, {}
+    try:
+        info = os.fstat(fd)
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022
+                or info.st_size > _RECORD_LIMIT):
+            return None, {}
+        with open(fd, "rb", closefd=False) as record:
+            header = record.readline()
+            body = record.read()
+    finally:
+        os.close(fd)
+    if not header.startswith(_RECORD_HEADER):
+        return None, {}
+    entries = {}
+    try:
+        for entry in body.split(b"\0")[:-1]:
+            digest, ino, size, ctime, path = entry.split(b" ", 4)
+            entries[path] = (bytes.fromhex(digest.decode()), (int(ino), int(size), int(ctime)))
+    except ValueError:
+        return None, {}
+    return header[len(_RECORD_HEADER):].rstrip(b"\n").decode(errors="replace"), entries
 
 
 class LocalContent:
@@ -84,6 +135,12 @@ class LocalContent:
         self.earlier: dict[int, bytes] = {}  # SAME_RELEASE member index -> source path
         self.reused_bytes = 0
         self.reused_files = 0
+        self.recorded_release, self.recorded = (
+            _read_record(self.releases_fd) if self.names else (None, {}))
+        self.trusted: dict[int, tuple] = {}  # member index -> the source's recorded identity
+        # path -> digest of the new release's files (None: the last member at that path
+        # is not a file with data), for the record of the new release
+        self.final: dict[bytes, bytes | None] = {}
 
     def close(self):
         for name in ("releases_fd", "proc_fd"):
@@ -112,10 +169,21 @@ class LocalContent:
         finally:
             os.close(located)
 
+    def note_member(self, path: bytes, digest: bytes | None):
+        """Member `path` of the new release holds `digest` (None: no file data)."""
+        self.final[path] = digest
+
     def find(self, index: int, path: bytes, size: int, digest: bytes) -> bool:
         """Plan member `index` (a regular file) for reuse if a kept release holds `path`
         with exactly these bytes."""
         for position in range(len(self.names)):
+            if self.names[position] == self.recorded_release and self._unchanged(
+                    position, path, size, digest):
+                self.trusted[index] = self.recorded[path][1]
+                self._set(index, position + 1, digest)
+                self.reused_bytes += size
+                self.reused_files += 1
+                return True
             try:
                 fd = self.open_source(position, path)
             except OSError:
@@ -130,6 +198,23 @@ class LocalContent:
             self.reused_files += 1
             return True
         return False
+
+    def _unchanged(self, position: int, path: bytes, size: int, digest: bytes) -> bool:
+        """Does the record show `path` of kept release `position` to hold these bytes?
+        Looked at through an O_PATH descriptor: nothing is opened or read."""
+        recorded = self.recorded.get(path)
+        if recorded is None or recorded[0] != digest or recorded[1][1] != size:
+            return False
+        name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
+        try:
+            located = kernel.openat2(self.releases_fd, name, _LOCATE, 0, _RESOLVE)
+        except OSError:
+            return False
+        try:
+            info = os.fstat(located)
+        finally:
+            os.close(located)
+        return stat.S_ISREG(info.st_mode) and _identity(info) == recorded[1]
 
     def same_as(self, index: int, earlier_path: bytes, digest: bytes):
         """Plan member `index` as a copy of the earlier member at `earlier_path`."""
@@ -157,6 +242,8 @@ class LocalContent:
                 if error.errno not in _NO_REFLINK:
                     raise
                 _copy(source, fd, m.size)
+            if _identity(os.fstat(source)) == self.trusted.get(m.index):
+                return  # the recorded bytes, unchanged while they were copied
         finally:
             os.close(source)
         # Read back through a second descriptor (deploy opens new files write-only), by
@@ -173,6 +260,42 @@ class LocalContent:
                                    "pull again")
         finally:
             os.close(written)
+
+
+    def write(self, lock, name: str):
+        """Record the files of the new release `name` (see the module), replacing the
+        record of an older one. Called by deploy before the switch. A failure only costs
+        the next pull its reads: it is a warning."""
+        try:
+            release = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=lock.dir_fd)
+            try:
+                with AtomicFile(lock.dir_fd, CONTENT_NAME, 0o600, owner=0, group=0) as out:
+                    out.write(_RECORD_HEADER + name.encode() + b"\n")
+                    for path, digest in self.final.items():
+                        if digest is not None:
+                            out.write(self._entry(release, path, digest))
+            finally:
+                os.close(release)
+        except OSError as error:
+            print(f"droot: warning: cannot record the new release's files ({error.strerror}): "
+                  "the next delta pull reads them to reuse them", file=sys.stderr)
+
+    @staticmethod
+    def _entry(release: int, path: bytes, digest: bytes) -> bytes:
+        try:
+            located = kernel.openat2(release, path.decode("utf-8", "surrogateescape"),
+                                     _LOCATE, 0, _RESOLVE)
+        except OSError:
+            return b""
+        try:
+            info = os.fstat(located)
+        finally:
+            os.close(located)
+        if not stat.S_ISREG(info.st_mode):
+            return b""
+        ino, size, ctime = _identity(info)
+        return b"%s %d %d %d %s\0" % (digest.hex().encode(), ino, size, ctime, path)
 
 
 def _copy(source: int, target: int, size: int):

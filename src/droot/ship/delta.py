@@ -375,6 +375,7 @@ def plan(manifest: Manifest, local) -> list[list]:
             elif content is not None:
                 raise DrootError(f"{manifest.where}: corrupt manifest (content for a member "
                                  "without data)")
+            local.note_member(member.path, content and content[0])
             if content is None:
                 continue
             digest, size, pack, offset, length = content
@@ -475,7 +476,7 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
         summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
                          expected_sha256=None, release_sha256=digest,
                          unpacker=functools.partial(ReusingUnpacker, local=local),
-                         **deploy_options)
+                         content_record=local, **deploy_options)
     finally:
         local.close()
     summary.update(compression="delta", reused_files=local.reused_files,
