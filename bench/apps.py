@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Real apps under droot, Docker and on the host: req/s and p99 latency with wrk.
 
-Two apps built from Debian packages by bench/make-app-images.sh: nginx serving a 1 KiB
-static page, and gunicorn serving a tiny WSGI app. Each runs four ways, from the same bits
+Apps built from Debian packages by bench/make-app-images.sh: nginx serving a 1 KiB static
+page (nginx-filecache: the same with nginx's open_file_cache, so no open(2) per request),
+and gunicorn serving a tiny WSGI app. Each runs four ways, from the same bits
 (droot deploys what it exports from the engine's image):
 
     host              no container: plain chroot(8) into the same release, with the host's
@@ -18,11 +19,12 @@ shuffled order, so a noisy neighbour hits them all alike. Medians of the rounds,
 ratios to the host, and the median of each round's ratio to the host of that round (a
 paired figure: a round's neighbours hit the host and the way alike). The servers run one
 worker (nginx: worker_processes 1; gunicorn: one gthread worker, 4 threads) and wrk one
-thread; with --pin, the server is held to CPU 1 and wrk to CPU 0 (taskset, docker
---cpuset-cpus), so they do not trade places between rounds.
+thread; with --pin, the server side is held to CPU 1 (taskset, docker --cpuset-cpus, and
+the engine's userland proxy, which relays every connection of `docker run -p`) and wrk to
+CPU 0, so they do not trade places between rounds.
 
     sudo .venv/bin/python bench/apps.py [--rounds 5] [--duration 5] [--connections 16]
-                                        [--only nginx,gunicorn] [--ways host,...] [--pin]
+                                        [--only nginx,nginx-filecache,gunicorn] [--ways host,...] [--pin]
                                         (a way 'droot run OPTION...', e.g. 'droot run
                                         --no-dropcaps', shows what a protection costs)
                                         [--json FILE]
@@ -85,6 +87,8 @@ def start(way: str, tag: str, root: Path, pin: bool = False) -> tuple[subprocess
         cpus = ["--cpuset-cpus", SERVER_CPU] if pin else []
         subprocess.run(["docker", "run", "-d", "--rm", "--name", CONTAINER, *network, *cpus,
                         tag], check=True, stdout=subprocess.DEVNULL)
+        if pin and way == "docker run -p":
+            pin_port_proxy()
         return None, MAPPED_PORT if way == "docker run -p" else APP_PORT
     if way.startswith("droot run"):  # "droot run OPTION...": what a protection costs
         argv = [str(DROOT), "run", "--root", str(root), *way.split()[2:]]
@@ -99,6 +103,20 @@ def start(way: str, tag: str, root: Path, pin: bool = False) -> tuple[subprocess
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                start_new_session=True)
     return process, APP_PORT
+
+
+def pin_port_proxy():
+    """Hold the engine's userland proxy of the published port to the server's CPU: it
+    copies every byte of every connection to 127.0.0.1, so it serves as much as the app
+    does (unpinned, it would borrow wrk's CPU and the server side would have two)."""
+    proxies = subprocess.run(["pgrep", "-f", f"docker-proxy .*-host-port {MAPPED_PORT} "],
+                             capture_output=True, text=True).stdout.split()
+    if not proxies:
+        raise SystemExit(f"no docker-proxy for port {MAPPED_PORT} to pin (is the engine's "
+                         "userland proxy off?)")
+    for pid in proxies:
+        subprocess.run(["taskset", "-a", "-p", "-c", SERVER_CPU, pid], check=True,
+                       stdout=subprocess.DEVNULL)
 
 
 def stop(process: subprocess.Popen | None):
@@ -183,7 +201,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--only", help="comma-separated apps (nginx, gunicorn)")
+    parser.add_argument("--only", help="comma-separated apps (nginx, nginx-filecache, gunicorn)")
     parser.add_argument("--ways", default=",".join(WAYS),
                         help=f"comma-separated ways, host first (default: {','.join(WAYS)})")
     parser.add_argument("--json", type=Path, help="also write the medians to FILE (for plot.py)")

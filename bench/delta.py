@@ -80,17 +80,20 @@ def sh(command, **kwargs):
 
 
 def timed(command: str) -> tuple[float, float, str]:
-    """(wall s, peak RSS MB, stderr) of a shell command."""
+    """(wall s, peak RSS MB, stderr) of a shell command. The peak comes from GNU time
+    started afresh: a child's ru_maxrss starts at its parent's when it forks (and keeps
+    it across exec), so wait4 here would report this big benchmark process's own."""
     subprocess.run(["sync"], check=True)
-    start = time.perf_counter()
-    process = subprocess.Popen(["/bin/bash", "-o", "pipefail", "-c", command],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    stderr = process.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bench: failed: {command}\n{stderr}")
-    return elapsed, usage.ru_maxrss / 1024, stderr
+    with tempfile.NamedTemporaryFile(mode="r") as report:
+        start = time.perf_counter()
+        process = subprocess.run(["/usr/bin/time", "-q", "-f", "%M", "-o", report.name,
+                                  "/bin/bash", "-o", "pipefail", "-c", command],
+                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - start
+        stderr = process.stderr.decode(errors="replace")
+        if process.returncode != 0:
+            raise SystemExit(f"bench: failed: {command}\n{stderr}")
+        return elapsed, int(report.read().split()[-1]) / 1024, stderr
 
 
 def make_v2() -> int:

@@ -15,9 +15,15 @@ Release: a busybox root with --blob-mib MiB of random data (default 3; about 4 M
 The hosts' roots are on one tmpfs by default: 16 real hosts have 16 disks, and here each
 deploy's syncfs would wait for the one disk all of them (and the machine's other work)
 share; --disk puts them in a temporary directory on the disk instead.
+--link-rate RATE (tc's units: 100mbit, 1gbit) limits what each host's link carries from the
+S3 side, as a real host's network interface or its share of the store's throughput does:
+here the 16 hosts share this machine's 2 CPUs, so without a limit the fleet measures the
+CPUs (its floor is printed); with one, each host waits on its own link, as 16 real hosts
+would, and the ratio shows whether the store and droot let them all go at once.
 The machine is shared and noisy: compare the ratios of one run, not absolute times.
 
 Usage: sudo .venv/bin/python bench/fleet.py [--rounds 5] [--hosts 16] [--blob-mib 3] [--disk]
+                                            [--link-rate RATE]
 """
 
 import argparse
@@ -112,6 +118,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hosts", type=int, default=16)
     parser.add_argument("--blob-mib", type=int, default=3)
+    parser.add_argument("--link-rate", help="each host's link from the S3 side, e.g. 100mbit")
     parser.add_argument("--disk", action="store_true",
                         help="the hosts' roots on the disk (default: one tmpfs)")
     args = parser.parse_args()
@@ -135,6 +142,8 @@ def measure(args, work: Path):
     with Fleet(work, args.hosts) as fleet:
         fleet.start_s3(work / "store", recording=work / "requests.jsonl")
         everyone = list(range(args.hosts))
+        for host in everyone if args.link_rate else []:
+            fleet.throttle(host, args.link_rate)
         url = presigned_url()
         cases = {"one host": [0], f"{args.hosts} hosts": everyone}
         times, cpu, server = ({(kind, name): [] for kind in ("pull", "download")
@@ -154,7 +163,8 @@ def measure(args, work: Path):
         counts = requests_per_host(fleet, everyone, work / "recorded")
     cores = os.cpu_count()
     print(f"release {size / 1e6:.1f} MB gzip'd, {args.rounds} interleaved rounds, "
-          f"{cores} CPUs, roots on {'the disk' if args.disk else 'tmpfs'}; medians "
+          f"{cores} CPUs, roots on {'the disk' if args.disk else 'tmpfs'}, links "
+          f"{args.link_rate or 'unlimited'}; medians "
           "(shared, noisy machine: compare ratios of one run)")
     for kind, what in (("pull", "droot pull (download, verify, deploy)"),
                        ("download", "the download alone (presigned URL, urllib)")):
