@@ -9,7 +9,7 @@ from pathlib import Path
 import zstandard
 
 from droot.core.releasename import RELEASE_NAME
-from droot.deploy.releases import DEPLOYED_NAME, LOCK_NAME, ROLLED_BACK_NAME
+from droot.deploy.releases import LOCK_NAME, RECORDS
 from tests.conftest import DROOT, make_busybox_root
 
 
@@ -88,7 +88,7 @@ def leftovers(root: Path) -> list[str]:
     record of the last deploy): nothing after a failed or interrupted deploy, whatever
     its temporary entries are called."""
     return sorted(name for name in os.listdir(releases_dir(root))
-                  if name not in (LOCK_NAME, DEPLOYED_NAME, ROLLED_BACK_NAME)
+                  if name not in (LOCK_NAME, *RECORDS)
                   and not RELEASE_NAME.match(name))
 
 
