@@ -323,6 +323,18 @@ def docker_build(client, context: Path, tag: str) -> str:
     return image.id
 
 
+def docker_archive(client, context: Path, tag: str, archive: Path) -> str:
+    """The Dockerfile in `context` built as `tag`, saved to the file `archive` and removed
+    from the engine; returns the source `docker-archive:ARCHIVE` (the same bytes at every
+    export)."""
+    docker_build(client, context, tag)
+    with open(archive, "wb") as out:
+        for chunk in client.images.get(tag).save(named=True):
+            out.write(chunk)
+    client.images.remove(tag, force=True)
+    return f"docker-archive:{archive}"
+
+
 @contextlib.contextmanager
 def busybox_image_with_blob(client, context: Path, name: str, blob_mib: int):
     """A FROM-scratch busybox image with `blob_mib` MiB of random data in /blob (which no

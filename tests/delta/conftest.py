@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import DROOT, docker_build, droot, make_busybox_root
+from tests.conftest import DROOT, docker_archive, droot, make_busybox_root
 
 MIB = 1 << 20
 
@@ -42,14 +42,9 @@ def versions(docker_client, tmp_path_factory):
             random_file(rootfs / "srv" / "new.bin", 512 << 10)
             (rootfs / "srv" / "gone.bin").unlink()
             (rootfs / "srv" / "tool").chmod(0o755)
-        tag = f"droot-test-delta/v{version}:{os.getpid()}"
-        docker_build(docker_client, base / "context", tag)
-        archive = base / f"v{version}.tar"
-        with open(archive, "wb") as out:
-            for chunk in docker_client.images.get(tag).save(named=True):
-                out.write(chunk)
-        docker_client.images.remove(tag, force=True)
-        sources.append(f"docker-archive:{archive}")
+        sources.append(docker_archive(docker_client, base / "context",
+                                      f"droot-test-delta/v{version}:{os.getpid()}",
+                                      base / f"v{version}.tar"))
     yield sources[0], sources[1], MIB + (512 << 10), kept
 
 

@@ -456,3 +456,45 @@ def test_rm_removes_a_root_with_a_rolled_back_record(tmp_path, release):
     result = subprocess.run([DROOT, "rm", "--root", str(root)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert not root.exists() and not releases_dir(root).exists()
+
+
+def test_a_release_not_recovered_is_not_deployed_again_at_every_poll(tmp_path, release):
+    """Exit status 4 after the switch back: the new release failed its check, and so did
+    the previous one, now current again. The store still holds the new release: a poll
+    that deployed it again would restart and fail twice more at every poll; it is recorded
+    as a rollback is, and the polls leave the host alone, with a line saying both failed."""
+    root = tmp_path / "app"
+    assert deploy(root, release("v1")).returncode == 0
+    good = current(root)
+    src, digest = publish(tmp_path, release("v2"))
+    poll = ["--if-changed", "--check", "false", "--check-timeout", "0"]
+    result = pull(root, src, *poll)
+    assert result.returncode == 4, result.stderr
+    assert current(root) == good
+    bad = release_names(root)[-1]
+    record = rolled_back_record(root)
+    assert (record["sha256"], record["release"], record["recovered"]) == (digest, bad, False)
+    names = release_names(root)
+
+    result = pull(root, src, *poll)
+    assert result.returncode == 0, result.stderr
+    line, = result.stderr.splitlines()
+    assert line == (f"droot: not deploying {src}: its release (sha256 {digest[:12]}) was "
+                    f"rolled back here at {record['rolled_back_at']} (release {bad}), and "
+                    "the previous release failed its restart or check too: look at the app; "
+                    "to try it again, pull without --if-changed (success clears this)")
+    assert release_names(root) == names and current(root) == good
+
+
+def test_a_first_release_not_recovered_is_current_and_unchanged_for_the_polls(tmp_path,
+                                                                              release):
+    """Exit status 4 with nothing to roll back to: the new release stays current, as
+    `.deployed` says, so the next poll finds it unchanged (there is nothing else to run)."""
+    root = tmp_path / "app"
+    src, _ = publish(tmp_path, release("v1"))
+    poll = ["--if-changed", "--check", "false", "--check-timeout", "0"]
+    assert pull(root, src, *poll).returncode == 4
+    names = release_names(root)
+    assert current(root) == names[-1]
+    assert not (releases_dir(root) / ROLLED_BACK_NAME).exists()
+    assert (pull(root, src, *poll).returncode, release_names(root)) == (0, names)

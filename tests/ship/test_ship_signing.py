@@ -53,40 +53,6 @@ def keys(tmp_path_factory):
     return made
 
 
-class Store:
-    """An s3://BUCKET or a directory, written to as an attacker with write access would."""
-
-    def __init__(self, kind: str, tmp_path: Path, bucket: str | None):
-        self.kind, self.bucket = kind, bucket
-        self.directory = tmp_path / "store"
-        self.directory.mkdir()
-
-    def src(self, name: str) -> str:
-        return f"s3://{self.bucket}/apps/{name}" if self.kind == "s3" else str(self.directory / name)
-
-    def get(self, name: str) -> bytes | None:
-        if self.kind == "s3":
-            try:
-                return boto3.client("s3").get_object(Bucket=self.bucket,
-                                                     Key=f"apps/{name}")["Body"].read()
-            except boto3.client("s3").exceptions.NoSuchKey:
-                return None
-        path = self.directory / name
-        return path.read_bytes() if path.exists() else None
-
-    def put(self, name: str, data: bytes):
-        if self.kind == "s3":
-            boto3.client("s3").put_object(Bucket=self.bucket, Key=f"apps/{name}", Body=data)
-        else:
-            (self.directory / name).write_bytes(data)
-
-
-@pytest.fixture(params=["s3", "path"])
-def store(request, tmp_path):
-    bucket = request.getfixturevalue("s3_bucket") if request.param == "s3" else None
-    return Store(request.param, tmp_path, bucket)
-
-
 def push(image, store, name, *options):
     result = droot("push", image, store.src(name), *options)
     assert result.returncode == 0, result.stderr
@@ -207,6 +173,10 @@ def test_trusted_keys_files_that_are_refused(busybox_image, keys, tmp_path):
         (f"{public}\nnot a key at all\n", ":2: not a public key line"),
         (f"cert-authority {public}\n", ":1: cert-authority keys are not supported"),
         (f'frobnicate="1" {public}\n', ":1: unknown key option 'frobnicate'"),
+        # A FIDO user-verification demand ssh-keygen's allowed signers cannot express:
+        # refused, not dropped (which would accept what the operator meant to exclude).
+        (f"no-touch-required,verify-required {public}\n", ":1: verify-required cannot be "
+         "enforced on release signatures"),
     ]
     for text, message in cases:
         trusted = tmp_path / "keys"
@@ -245,13 +215,14 @@ def test_deploy_from_stdin_checks_signature_checksum_and_name(busybox_image, key
     store = tmp_path / "app.tar.gz"
     assert droot("push", busybox_image, store, "--sign", keys["rsa"]).returncode == 0
     digest = (tmp_path / "app.tar.gz.sha256").read_text().split()[0]
+    pushed = (tmp_path / "app.tar.gz.sha256").read_text().split()[-1]
     signature = tmp_path / "app.tar.gz.sha256.sig"
     root = tmp_path / "app"
 
     def deploy(*options):
         with open(store, "rb") as archive:
             return droot("deploy", "--root", root, "--trusted-keys", keys["trusted"],
-                         *options, stdin=archive)
+                         "--pushed", pushed, *options, stdin=archive)
 
     result = deploy("--signature", signature, "--sha256", digest)
     assert result.returncode == 2 and "needs the release's --signature" in result.stderr
@@ -261,7 +232,20 @@ def test_deploy_from_stdin_checks_signature_checksum_and_name(busybox_image, key
     result = deploy("--signature", signature, "--sha256", digest, "--name", "app.tar.gz")
     assert result.returncode == 0 and "signed by RSA" in result.stderr, result.stderr
     result = droot("deploy", "--root", root, "--signature", signature, stdin=subprocess.DEVNULL)
-    assert result.returncode == 2 and "--signature is checked against" in result.stderr
+    assert result.returncode == 2 and "--signature goes with --trusted-keys" in result.stderr
+
+
+def test_a_url_encoded_name_is_verified_as_pushed(busybox_image, keys, http_store, tmp_path):
+    """A release pushed as `my app.tar.gz` is fetched as `my%20app.tar.gz`: its signature
+    covers the name as pushed, which the pull decodes from the URL."""
+    store, base = http_store
+    result = droot("push", busybox_image, f"file://{store}/my%20app.tar.gz",
+                   "--sign", keys["ed25519"])
+    assert result.returncode == 0, result.stderr
+    assert (store / "my app.tar.gz.sha256").read_text().split("\n")[0].endswith("  my app.tar.gz")
+    result = droot("pull", f"{base}/my%20app.tar.gz", "--root", tmp_path / "app",
+                   "--trusted-keys", keys["trusted"])
+    assert result.returncode == 0 and "signed by ED25519" in result.stderr, result.stderr
 
 
 # --- pull --if-changed ----------------------------------------------------------------------

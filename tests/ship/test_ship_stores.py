@@ -3,7 +3,6 @@ HTTP) via boto3 and via the aws CLI pipe form, presigned and plain http(s) URLs,
 paths; checksums verified; interrupted pushes leave nothing."""
 
 import hashlib
-import http.server
 import os
 import shutil
 import signal
@@ -157,29 +156,6 @@ def test_presigned_url_pull_verifies_when_a_checksum_is_known(busybox_image, s3_
     url = client.generate_presigned_url("get_object", Params={"Bucket": s3_bucket,
                                                               "Key": "bare.tar.gz"})
     assert droot("pull", url, "--root", root, "--no-verify").returncode == 0
-
-
-@pytest.fixture
-def http_store(tmp_path):
-    """A plain HTTP server on loopback serving tmp_path/store."""
-    store = tmp_path / "store"
-    store.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(store), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield store, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_path_and_http_stores_with_sidecar(busybox_image, tmp_path, http_store):

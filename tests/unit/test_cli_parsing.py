@@ -77,7 +77,8 @@ MINIMAL = {
 }
 TARGET_DEFAULTS = {"root": "/srv/app", "lock_timeout": None, "mode": "symlink", "keep": 5,
                    "devices": False, "sha256": None, "restart": None, "check": None,
-                   "check_timeout": None, "trusted_keys": None, "signature": None}
+                   "check_timeout": None, "trusted_keys": None, "signature": None,
+                   "pushed": None, "allow_downgrade": False}
 RUN_DEFAULTS = {
     "root": "/srv/app", "copy_files": False, "user": None, "group": None, "bind": [],
     "robind": [], "env": [], "env_file": [], "workdir": None, "no_dropcaps": False,

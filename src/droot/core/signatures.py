@@ -2,23 +2,35 @@
 the keys operators already manage), through the real ssh-keygen: droot parses no key
 and checks no signature itself.
 
-What is signed is the release's checksum line, `HEX  NAME\\n`, exactly the `.sha256`
-sidecar push writes beside the archive (`sha256sum` format): the archive's SHA-256 and
-its name (the last part of its key or path). A signature therefore vouches for these
-bytes under this name, and cannot be moved onto another name (`app-v1.tar.gz`'s onto
-`app.tar.gz`). The name and not the whole location: a release copied to another bucket,
-a path store or a presigned URL keeps verifying. The signature is `SIDECAR.sig`, which
-is what `ssh-keygen -Y sign` itself writes for the sidecar, so it verifies by hand too::
+What is signed is the release's `.sha256` sidecar, exactly as push writes it beside the
+archive (`sha256sum` format, which skips `#` lines)::
+
+    HEX  NAME
+    # droot-pushed NANOSECONDS
+
+the archive's SHA-256, its name (the last part of its key or path) and when it was
+pushed (nanoseconds since the epoch, UTC). A signature therefore vouches for these bytes
+under this name, pushed then: it cannot be moved onto another name (`app-v1.tar.gz`'s
+onto `app.tar.gz`), and a host that remembers the newest push time it accepted can tell
+an old release put back from a new one (droot.deploy.deploy). The name and not the whole
+location: a release copied to another bucket, a path store or a presigned URL keeps
+verifying. The signature is `SIDECAR.sig`, which is what `ssh-keygen -Y sign` itself
+writes for the sidecar, so it verifies by hand too::
 
     ssh-keygen -Y verify -f ALLOWED_SIGNERS -I droot -n droot-release \\
         -s app.tar.gz.sha256.sig < app.tar.gz.sha256 && sha256sum -c app.tar.gz.sha256
+
+Sidecars of droot before push times have no `# droot-pushed` line, and their signatures
+cover the first line alone: they still verify, as releases of unknown age (`pushed` None),
+which a pull with --trusted-keys refuses unless --allow-downgrade is given.
 
 Trusted keys are read in `authorized_keys` form, one public key a line, and turned into
 ssh-keygen's "allowed signers" form with one principal for all of them. Options about
 logins (`from=`, `command=`, `no-pty`, `restrict`, ...) say nothing about signatures and
 are ignored; `expiry-time` becomes `valid-before` (an expired key no longer signs
 releases); `cert-authority` is refused (a certificate would have to name droot's
-principal).
+principal), and so is `verify-required`: allowed signers have no such option, so
+ssh-keygen could not demand the FIDO user verification the operator asked for.
 """
 
 import os
@@ -36,13 +48,31 @@ KEY_TYPE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|"
                       r"sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)$")
 LOGIN_OPTIONS_IGNORED = ("agent-forwarding", "command", "environment", "from", "no-",
                          "permitlisten", "permitopen", "port-forwarding", "principals",
-                         "pty", "restrict", "tunnel", "user-rc", "x11-forwarding",
-                         "no-touch-required", "verify-required")
+                         "pty", "restrict", "tunnel", "user-rc", "x11-forwarding")
+PUSHED = "# droot-pushed "    # the sidecar's second line: when the release was pushed
 
 
-def checksum_line(digest: str, name: str) -> bytes:
-    """The sidecar's content, and the statement a signature covers: `HEX  NAME\\n`."""
-    return f"{digest}  {name}\n".encode()
+def checksum_line(digest: str, name: str, pushed: int | None = None) -> bytes:
+    """The sidecar's content, and the statement a signature covers: `HEX  NAME\\n`, then
+    `# droot-pushed NS\\n` when the push time is known."""
+    line = f"{digest}  {name}\n"
+    return (line + f"{PUSHED}{pushed}\n" if pushed is not None else line).encode()
+
+
+def pushed_time(sidecar: str) -> int | None:
+    """The push time a sidecar names (None for one written before push times)."""
+    for line in sidecar.splitlines():
+        if line.startswith(PUSHED):
+            number = line[len(PUSHED):].strip()
+            return int(number) if re.fullmatch(r"[0-9]{1,19}", number) else None
+    return None
+
+
+def shown_time(pushed: int) -> str:
+    """A push time for people: UTC, to the microsecond."""
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(pushed // 1000 / 1e6, timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _ssh_keygen(arguments: list[str], message: bytes | None = None) -> subprocess.CompletedProcess:
@@ -74,14 +104,15 @@ def signing_key_fingerprint(key: str) -> str:
     return f"{fields[-1].strip('()')} {fields[1]}" if len(fields) >= 3 else "?"
 
 
-def sign(key: str, digest: str, name: str) -> bytes:
-    """The armored signature of the release (digest, name) by `key`: a private key file,
+def sign(key: str, digest: str, name: str, pushed: int) -> bytes:
+    """The armored signature of the release (digest, name, push time) by `key`: a private
+    key file,
     or a public key whose private half ssh-agent holds. A key with a passphrase asks for
     it on the terminal (the message goes through a file, so ssh-keygen's stdin is free)."""
     with tempfile.TemporaryDirectory(prefix="droot-sign-") as directory:
         message = os.path.join(directory, name)
         with open(message, "wb") as out:
-            out.write(checksum_line(digest, name))
+            out.write(checksum_line(digest, name, pushed))
         result = _ssh_keygen(["-q", "-Y", "sign", "-f", key, "-n", NAMESPACE, message])
         if result.returncode != 0:
             raise DrootError(f"cannot sign with {key}: {_last_line(result.stderr)}; "
@@ -149,6 +180,11 @@ def allowed_signers(text: str, where: str) -> str:
             if name == "cert-authority":
                 raise UsageError(f"{where}:{number}: cert-authority keys are not supported: "
                                  "list the keys that sign releases themselves")
+            if name == "verify-required":
+                raise UsageError(f"{where}:{number}: verify-required cannot be enforced on "
+                                 "release signatures (ssh-keygen's allowed signers have no "
+                                 "such option): remove it to accept this key's signatures "
+                                 "without FIDO user verification")
             if name == "expiry-time" and value:
                 kept.append(f'valid-before="{value}"')
             elif not name.startswith(LOGIN_OPTIONS_IGNORED) and name != "expiry-time":
@@ -172,15 +208,17 @@ class TrustedKeys:
             raise UsageError(f"--trusted-keys {path}: {error.strerror}") from None
         self.allowed_signers = allowed_signers(text, path)
 
-    def verify(self, signature: bytes | None, digest: str, name: str, where: str) -> str:
-        """The fingerprint of the trusted key that signed (digest, name) with
-        `signature` (the bytes of `where`); one clear DrootError for every other case."""
+    def verify(self, signature: bytes | None, digest: str, name: str, pushed: int | None,
+               where: str) -> str:
+        """The fingerprint of the trusted key that signed (digest, name, push time) with
+        `signature` (the bytes of `where`); one clear DrootError for every other case.
+        Whether a push time is recent enough is the deploy's to decide."""
         if signature is None:
             raise DrootError(f"{where} is missing: the release is not signed, and "
                              f"--trusted-keys {self.path} accepts only signed releases")
         if b"-----BEGIN SSH SIGNATURE-----" not in signature[:100]:
             raise DrootError(f"{where} is not an SSH signature (garbage, or empty)")
-        message = checksum_line(digest, name)
+        message = checksum_line(digest, name, pushed)
         with tempfile.TemporaryDirectory(prefix="droot-verify-") as directory:
             signature_file = os.path.join(directory, "signature")
             signers_file = os.path.join(directory, "allowed_signers")
@@ -195,9 +233,11 @@ class TrustedKeys:
             if alone.returncode != 0:
                 reason = _last_line(alone.stderr)
                 if "incorrect signature" in reason:
-                    raise DrootError(f"{where} does not sign sha256 {digest} of {name} (a "
-                                     "signature of another release or name, or a replaced "
-                                     "checksum): refused")
+                    when = (f" pushed at {shown_time(pushed)}" if pushed is not None
+                            else " with no push time")
+                    raise DrootError(f"{where} does not sign sha256 {digest} of {name}{when} "
+                                     "(a signature of another release or name, or a replaced "
+                                     "checksum or push time): refused")
                 raise DrootError(f"{where} is not a valid release signature ({reason})")
             signer = _fingerprint(alone.stdout)
             trusted = _ssh_keygen(["-Y", "verify", "-f", signers_file, "-I", PRINCIPAL,

@@ -103,14 +103,35 @@ def trust_arguments(parser):
     parser.add_argument("--signature", metavar="FILE",
                         help="the release's signature (SRC.sha256.sig), when it is not "
                         "beside the archive (stdin, a presigned URL)")
+    parser.add_argument("--pushed", type=_push_time, metavar="NS",
+                        help="with --signature: the push time it covers, the number on the "
+                        "'# droot-pushed' line of the release's sidecar (SRC.sha256)")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="with --trusted-keys: accept a release pushed before the newest "
+                        "one accepted here, or signed without a push time (going back on "
+                        "purpose)")
+
+
+def _push_time(value: str) -> int:
+    from droot.core.signatures import pushed_time, PUSHED
+    pushed = pushed_time(PUSHED + value)
+    if pushed is None:
+        raise UsageError(f"--pushed {value!r}: expected the push time in nanoseconds, as "
+                         "on the sidecar's '# droot-pushed' line")
+    return pushed
 
 
 def trusted_keys(args):
     """The --trusted-keys of the command line, read and checked; None without it."""
     if not args.trusted_keys:
-        if args.signature:
-            raise UsageError("--signature is checked against --trusted-keys FILE: give it too")
+        for flag, given in (("--signature", args.signature), ("--pushed", args.pushed),
+                            ("--allow-downgrade", args.allow_downgrade)):
+            if given:
+                raise UsageError(f"{flag} goes with --trusted-keys FILE: give it too")
         return None
+    if args.pushed is not None and not args.signature:
+        raise UsageError("--pushed goes with --signature FILE (otherwise the push time is "
+                         "read from the sidecar beside the archive)")
     from droot.core.signatures import TrustedKeys
     return TrustedKeys(args.trusted_keys)
 
@@ -145,7 +166,8 @@ def deploy(args) -> int:
     summary = implementation.deploy(sys.stdin.fileno(), args.root, mode=args.mode,
                                     keep=args.keep, expected_sha256=args.sha256,
                                     devices=args.devices, lock_timeout=args.lock_timeout,
-                                    source="-", signer=signer,
+                                    source="-", signer=signer, pushed=args.pushed,
+                                    allow_downgrade=args.allow_downgrade,
                                     restart_check=restart_check)
     report(summary, args.root)
     return 0
@@ -153,13 +175,19 @@ def deploy(args) -> int:
 
 def _verify_stdin_release(keys, args) -> str:
     """The signer of the release on stdin, checked before a byte of it is read: its
-    signature covers --sha256 and --name, and the extraction then checks the SHA-256."""
+    signature covers --sha256, --name and --pushed, and the extraction then checks the
+    SHA-256 (and the deploy the push time)."""
     from droot.core.signatures import read_signature_file
     if not (args.signature and args.sha256 and args.name):
         raise UsageError("deploy --trusted-keys needs the release's --signature FILE, "
-                         "--sha256 HEX and --name NAME (pull finds them in the store)")
+                         "--sha256 HEX, --name NAME and --pushed NS (pull finds them in "
+                         "the store)")
+    if args.pushed is None and not args.allow_downgrade:
+        raise UsageError("deploy --trusted-keys needs the release's --pushed NS too (the "
+                         "'# droot-pushed' line of its sidecar), or --allow-downgrade for a "
+                         "release signed without one")
     return keys.verify(read_signature_file(args.signature), args.sha256, args.name,
-                       args.signature)
+                       args.pushed, args.signature)
 
 
 def rollback_arguments(parser):
@@ -207,18 +235,7 @@ def releases(args) -> int:
 
 
 def _has_releases_dir(layout) -> bool:
-    import os
-    parent_fd = layout.open_parent()
-    if parent_fd is None:
-        return False
-    try:
-        releases_fd = layout.open_releases(parent_fd)
-    finally:
-        os.close(parent_fd)
-    if releases_fd is None:
-        return False
-    os.close(releases_fd)
-    return True
+    return layout.through_releases(lambda releases_fd: True, False)
 
 
 def _describe(path) -> str:

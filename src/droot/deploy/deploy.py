@@ -17,7 +17,8 @@ from droot.deploy import pipeline
 from droot.deploy import inuse
 from droot.deploy.releases import (LOCK_NAME, TEMP_PREFIX, Layout, Lock, describe,
                                    remove_tree)
-from droot.core.errors import DrootError, RolledBack
+from droot.core.errors import DrootError, NotRecovered, RolledBack
+from droot.core.signatures import shown_time
 
 MODES = ("symlink", "rsync")
 DEFAULT_KEEP = 5
@@ -41,14 +42,18 @@ def _check_mode(layout: Layout, mode: str, parent_fd: int | None = None):
 def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            expected_sha256: str | None = None, devices: bool = True,
            lock_timeout: float | None = None, progress=None, source: str | None = None,
-           signer: str | None = None, restart_check=None, unpacker=None,
+           signer: str | None = None, pushed: int | None = None,
+           allow_downgrade: bool = False, restart_check=None, unpacker=None,
            release_sha256: str | None = None, content_record=None) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
     pruned releases). `source` and `signer` (where the archive came from, the key that
-    signed it) go into the `.deployed` record. `restart_check` (a restart.RestartCheck,
-    symlink mode only) restarts and checks the app after the switch, still under the lock,
-    and rolls back when the new release fails: then it raises, and nothing is pruned.
+    signed it) go into the `.deployed` record. A signed release (`signer`) is refused
+    when its push time `pushed` is older than the newest accepted here, or unknown,
+    unless `allow_downgrade` (check_push_time); a newer one becomes the newest, recorded
+    before the switch. `restart_check` (a restart.RestartCheck, symlink mode only)
+    restarts and checks the app after the switch, still under the lock, and rolls back
+    when the new release fails: then it raises, and nothing is pruned.
     A delta release (droot.ship.delta) passes its `unpacker` (members.Unpacker's subclass
     that takes some files' data from older releases) and `release_sha256`, its
     manifest's, which then names the release and is recorded in place of the rebuilt
@@ -75,6 +80,10 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
         # which cannot be redirected by renaming ROOT.releases meanwhile.
         staging = Path(f"/proc/self/fd/{lock.dir_fd}/{staging_name}")
         try:
+            newest = None
+            if signer:  # again, under the lock: a concurrent pull may have moved it on
+                newest = layout.read_newest_push(lock.dir_fd)
+                check_push_time(newest, pushed, allow_downgrade, source)
             # Inside the try: a Ctrl-C that lands as mkdir returns must not leave it behind.
             os.mkdir(staging_name, 0o755, dir_fd=lock.dir_fd)
             try:
@@ -100,7 +109,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             digest = release_sha256 or result.sha256
             summary = {"sha256": digest, "compression": result.compression,
                        "size": result.size, "signer": signer, **result.stats}
-            record = {"sha256": digest, "source": source, "signer": signer}
+            record = {"sha256": digest, "source": source, "signer": signer, "pushed": pushed}
             if mode == "symlink":
                 pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, digest)
@@ -108,6 +117,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                 if content_record:
                     content_record.write(lock, name)
                 previous = layout.current(lock.parent_fd)
+                _record_newest_push(layout, lock, newest, record)
                 layout.switch(lock, name)
                 layout.write_deployed(lock, {"release": name, **record})
                 summary["release"] = name
@@ -115,13 +125,19 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                     try:
                         summary["verified"] = restart_check.after_switch(layout, lock,
                                                                          previous, name)
-                    except RolledBack:  # remembered: pull --if-changed skips this release
-                        _record_rollback(layout, lock, {"rolled_back_at": _utc_now(),
-                                                        "release": name, **record})
+                    except (RolledBack, NotRecovered) as failure:
+                        # Remembered when the root is back on another release (pull
+                        # --if-changed skips this one); one that stays current is in
+                        # `.deployed`, which the next poll finds unchanged.
+                        if layout.current(lock.parent_fd) != name:
+                            _record_rollback(layout, lock, {
+                                "rolled_back_at": _utc_now(), "release": name,
+                                "recovered": isinstance(failure, RolledBack), **record})
                         raise
                 layout.write_rolled_back(lock, None)  # it runs: a rollback is history
                 summary["pruned"] = prune(layout, keep, lock)
             else:
+                _record_newest_push(layout, lock, newest, record)
                 layout.write_deployed(lock, None)  # the root is a mix while rsync runs
                 _rsync(staging, layout, lock)
                 layout.write_deployed(lock, {"release": None, **record})
@@ -133,6 +149,41 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             _remove_if_unused(layout, created, lock)
             raise
     return summary
+
+
+def check_push_time(newest: dict | None, pushed: int | None, allow_downgrade: bool,
+                    source: str | None):
+    """Refuse (one line) a signed release pushed before `newest` (the `.newest-push`
+    record), or whose signature covers no push time, unless `allow_downgrade`: anyone who
+    can write the store could otherwise put back an old release, genuinely signed then,
+    with a hole since fixed. The same push time is the same release: a re-pull is fine."""
+    if allow_downgrade:
+        return
+    what = source if source not in (None, "-") else "the release"
+    if pushed is None:
+        raise DrootError(f"{what}: its signature covers no push time (signed by a droot "
+                         "that did not record one): it could be an old release put back; "
+                         "refused, nothing was changed (push it again, or pass "
+                         "--allow-downgrade to accept it)")
+    if newest and pushed < newest["pushed"]:
+        raise DrootError(f"{what} was pushed at {shown_time(pushed)}, before the release "
+                         f"accepted here (sha256 {str(newest.get('sha256'))[:12]}, pushed at "
+                         f"{shown_time(newest['pushed'])}): an old release put back in the "
+                         "store? refused, nothing was changed (--allow-downgrade deploys it "
+                         "on purpose)")
+
+
+def _record_newest_push(layout: Layout, lock: Lock, newest: dict | None, record: dict):
+    """Move the newest accepted push time on, for a signed release newer than `newest`:
+    before the switch, so that a release is never current without it (a newer record
+    over a switch that then fails only refuses what is older than a verified release)."""
+    pushed = record["pushed"]
+    if record["signer"] and pushed is not None and (not newest or pushed > newest["pushed"]):
+        try:
+            layout.write_newest_push(lock, record)
+        except OSError as error:
+            raise DrootError(f"cannot record the push time in {layout.releases_dir}: "
+                             f"{error.strerror}; nothing was switched") from None
 
 
 def _record_rollback(layout: Layout, lock: Lock, record: dict):
@@ -329,6 +380,7 @@ def remove_all(root, *, lock_timeout: float | None = None) -> list[str]:
         layout.write_deployed(lock, None)
         layout.write_rolled_back(lock, None)
         layout.forget_content(lock)
+        layout.write_newest_push(lock, None)
         # The lock file goes last (waiting deploys notice it is gone and start afresh).
         os.unlink(LOCK_NAME, dir_fd=lock.dir_fd)
         os.rmdir(layout.releases_name, dir_fd=lock.parent_fd)

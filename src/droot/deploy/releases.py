@@ -10,6 +10,7 @@ Layout for `--root /srv/app` (symlink mode)::
                         .deployed                       what the current release came from
                         .rolled-back                    the release a --check rolled back
                         .content                        the files of the newest delta release
+                        .newest-push                    the newest signed push accepted
 
 A release name is `SEQUENCE-UTCTIME-DIGEST`: the sequence number records the deploy order
 (so pruning and rollback never trust mtimes or clocks), the time with microseconds is for
@@ -40,6 +41,12 @@ failing release at every poll; a successful deploy removes it. Replaced atomical
 `.content` lists, for the newest release a delta pull made, each file's verified digest
 and its inode's identity and ctime when it was made (droot.deploy.reuse), so that the next
 delta pull can reuse an unchanged file without reading it. Same care as `.rolled-back`.
+
+`.newest-push` records, in JSON, the newest push time (and that release's SHA-256,
+source and signer) of the signed releases deployed with --trusted-keys, so that an
+older signed release put back in the store is refused (droot.deploy.deploy). Written
+the same way; not a hint: one that cannot be read is an error, not "no record", since
+that would drop the protection silently. `droot rm` removes it with the root.
 """
 
 import errno
@@ -60,7 +67,8 @@ LOCK_NAME = ".lock"
 DEPLOYED_NAME = ".deployed"
 ROLLED_BACK_NAME = ".rolled-back"
 CONTENT_NAME = ".content"
-RECORDS = (DEPLOYED_NAME, ROLLED_BACK_NAME, CONTENT_NAME)
+NEWEST_PUSH_NAME = ".newest-push"
+RECORDS = (DEPLOYED_NAME, ROLLED_BACK_NAME, CONTENT_NAME, NEWEST_PUSH_NAME)
 RECORD_LIMIT = 64 << 10
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -151,24 +159,30 @@ class Layout:
                              "releases; refusing to use it (chown root and chmod go-w it)")
         return fd
 
+    def through_releases(self, use, absent):
+        """use(a descriptor of ROOT.releases, opened for the call), or `absent` when there
+        is no such directory."""
+        parent_fd = self.open_parent()
+        if parent_fd is None:
+            return absent
+        try:
+            releases_fd = self.open_releases(parent_fd)
+        finally:
+            os.close(parent_fd)
+        if releases_fd is None:
+            return absent
+        try:
+            return use(releases_fd)
+        finally:
+            os.close(releases_fd)
+
     def releases(self, dir_fd: int | None = None, *, everything: bool = False) -> list[Release]:
         """The releases in deploy order, oldest first: the real directories of
         ROOT.releases with a release's name (with `everything`, also the entries of that
         name that are not: symlinks, files). Without `dir_fd` it opens the directory."""
         if dir_fd is None:
-            parent_fd = self.open_parent()
-            if parent_fd is None:
-                return []
-            try:
-                own_fd = self.open_releases(parent_fd)
-            finally:
-                os.close(parent_fd)
-            if own_fd is None:
-                return []
-            try:
-                return self.releases(own_fd, everything=everything)
-            finally:
-                os.close(own_fd)
+            return self.through_releases(
+                lambda own_fd: self.releases(own_fd, everything=everything), [])
         found = []
         for name in os.listdir(dir_fd):
             match = RELEASE_NAME.match(name)
@@ -295,11 +309,35 @@ class Layout:
     def write_rolled_back(self, lock: "Lock", record: dict | None):
         """Replace the `.rolled-back` record (None: remove it) under the lock: atomically and
         durably, since it is what keeps a poller from redeploying a failing release."""
-        if record is None:
-            _remove(lock.dir_fd, ROLLED_BACK_NAME)
-            return
-        with AtomicFile(lock.dir_fd, ROLLED_BACK_NAME, 0o600, owner=0, group=0) as out:
-            out.write(json.dumps(record).encode())
+        _replace_record(lock, ROLLED_BACK_NAME, record)
+
+    def read_newest_push(self, dir_fd: int | None = None) -> dict | None:
+        """The `.newest-push` record ({"pushed": NS, "sha256": ..., ...}), None when there is
+        none; one that cannot be read is a DrootError. Without `dir_fd` (ROOT.releases,
+        under the lock) it opens the directory."""
+        if dir_fd is None:
+            return self.through_releases(self.read_newest_push, None)
+        shown = self.releases_dir / NEWEST_PUSH_NAME
+        record = None
+        try:
+            fd = os.open(NEWEST_PUSH_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, dir_fd=dir_fd)
+            with open(fd, "rb") as record_file:
+                record = json.loads(record_file.read(RECORD_LIMIT))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            pass
+        if not isinstance(record, dict) or type(record.get("pushed")) is not int:
+            raise DrootError(f"{shown} is not a record droot wrote (it holds the newest push "
+                             "time accepted here, which --trusted-keys refuses to go below); "
+                             "remove it to accept a signed release of any age")
+        return record
+
+    def write_newest_push(self, lock: "Lock", record: dict | None):
+        """Replace the `.newest-push` record (None: remove it) under the lock, atomically
+        and durably: it is what refuses an old release put back in the store."""
+        _replace_record(lock, NEWEST_PUSH_NAME, record)
 
     def forget_content(self, lock: "Lock"):
         """Remove the `.content` record (droot.deploy.reuse writes it)."""
@@ -443,7 +481,17 @@ class Lock:
 
 def _record_leftover(name: str) -> bool:
     """The temporary file of a record whose writer was killed (AtomicFile)."""
-    return name.startswith((f".{ROLLED_BACK_NAME}.droot-", f".{CONTENT_NAME}.droot-"))
+    return name.startswith(tuple(f".{record}.droot-" for record in RECORDS))
+
+
+def _replace_record(lock: Lock, name: str, record: dict | None):
+    """The JSON record `name` of ROOT.releases replaced by `record` (None: removed):
+    root's, mode 0600, atomic and durable (AtomicFile)."""
+    if record is None:
+        _remove(lock.dir_fd, name)
+        return
+    with AtomicFile(lock.dir_fd, name, 0o600, owner=0, group=0) as out:
+        out.write(json.dumps(record).encode())
 
 
 def _remove(dir_fd: int, name: str):

@@ -121,7 +121,8 @@ def pull(args) -> int:
     stores.TIMEOUT = args.timeout
     summary = retry.retrying(lambda: transfer.pull(
         src, args.root, expected_sha256=args.sha256, verify=args.verify, trusted_keys=keys,
-        signature_file=args.signature, if_changed=args.if_changed, mode=args.mode,
+        signature_file=args.signature, pushed=args.pushed,
+        allow_downgrade=args.allow_downgrade, if_changed=args.if_changed, mode=args.mode,
         keep=args.keep, devices=args.devices, lock_timeout=args.lock_timeout,
         restart_check=restart_check), args.retries)
     if summary.get("unchanged"):
@@ -134,12 +135,15 @@ def pull(args) -> int:
         return 0
     if summary.get("rolled_back"):
         # Every poll, in the journal: the host is not on the store's release. Yet 0: the
-        # previous release runs, and the rollback already failed its own run (status 3).
+        # rollback already failed its own run (status 3, or 4 when the previous release
+        # failed too), and deploying the same release again would only restart the app.
+        failed_too = (", and the previous release failed its restart or check too: look "
+                      "at the app" if summary.get("recovered") is False else "")
         print(f"droot: not deploying {redact(src)}: its release (sha256 "
               f"{summary['sha256'][:12]}) was rolled back here at "
-              f"{summary.get('rolled_back_at', '?')} (release {summary.get('release')}); "
-              "to try it again, pull without --if-changed (success clears this)",
-              file=sys.stderr)
+              f"{summary.get('rolled_back_at', '?')} (release {summary.get('release')})"
+              f"{failed_too}; to try it again, pull without --if-changed (success clears "
+              "this)", file=sys.stderr)
         return 0
     report(summary, args.root)
     return 0

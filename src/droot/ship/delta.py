@@ -29,6 +29,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 
 from droot.core import signatures
 from droot.core.compression import DELTA_MANIFEST_PREFIX
@@ -276,19 +277,20 @@ def push(source: str, dest: str, *, plain_http: bool = False,
         packer.close()
         data = manifest.finish({"image": exported["info"]})
         digest = hashlib.sha256(data).hexdigest()
+        pushed = time.time_ns()  # in the marker, and in a signed sidecar (as push's)
         # Signed before the manifest is written: a key that cannot sign publishes nothing
         # (the packs written so far are garbage for gc).
-        signature = (signatures.sign(sign_key, digest, store.release_name)
+        signature = (signatures.sign(sign_key, digest, store.release_name, pushed)
                      if sign_key else None)
         upload = store.upload(store.release_name)
         try:
             upload.write(data)
-            upload.commit(digest, signature)
+            upload.commit(digest, signature, pushed if sign_key else None)
         except BaseException:
             upload.abort()
             raise
         store.put(f"{deltastore.RELEASES}/{digest}",
-                  deltastore.marker_body(store.release_name))
+                  deltastore.marker_body(store.release_name, pushed))
     except BaseException:
         packer.abort()
         raise

@@ -31,10 +31,10 @@ class Missing(DrootError):
     """The object is not in the store (as opposed to a store that cannot be read)."""
 
 
-def marker_body(name: str) -> bytes:
+def marker_body(name: str, pushed: int) -> bytes:
     """The body of the marker of release `name`: its name, and when it was pushed (S3
     dates objects to the second only; two pushes in one second still have an order)."""
-    return f"{name}\n{time.time_ns()}\n".encode()
+    return f"{name}\n{pushed}\n".encode()
 
 
 def releases_newest_first(store, limit: int | None = None) -> list[tuple[str, str | None]]:

@@ -12,7 +12,12 @@ the pull fails without switching anything — it never deploys an unverified arc
 the archive's version is pinned by its ETag for the whole download).
 A pull also honours an `x-amz-meta-sha256` object metadata / header set by other tools.
 
-Signatures (`push --sign`): `DEST.sha256.sig`, an OpenSSH signature of the sidecar's line
+A signed release's sidecar has a second line, `# droot-pushed NS`: when the push happened
+(nanoseconds since the epoch; `sha256sum -c` skips it as a comment), which the signature
+covers, so that a host can tell an old release put back (droot.core.signatures). An
+unsigned one stays one line (`cut -c1-64` of it is the checksum).
+
+Signatures (`push --sign`): `DEST.sha256.sig`, an OpenSSH signature of the sidecar
 (droot.core.signatures), written after the archive and before the sidecar; an unsigned
 push removes an older release's signature, so that a pull that needs one says "not
 signed" rather than "does not match". The sidecar goes last because it is what a poller
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 
 from droot.core.atomicfile import AtomicFile, default_file_mode, open_directory
 from droot.core.errors import DrootError, TransientError, UsageError
-from droot.core.signatures import SIGNATURE_SUFFIX as _SIG, checksum_line
+from droot.core.signatures import SIGNATURE_SUFFIX as _SIG, checksum_line, pushed_time
 
 SIDECAR_SUFFIX = ".sha256"
 SIGNATURE_SUFFIX = SIDECAR_SUFFIX + _SIG
@@ -91,9 +96,9 @@ def parse_sidecar(text: str, where: str) -> str:
 
 def name_of(location: Location) -> str:
     """The release's name, which its signature covers: the last part of its key, path or
-    URL path."""
+    URL path (decoded: `my%20app.tar.gz` was pushed as `my app.tar.gz`)."""
     if location.kind == "http":
-        return os.path.basename(urllib.parse.urlsplit(location.text).path)
+        return urllib.parse.unquote(os.path.basename(urllib.parse.urlsplit(location.text).path))
     return os.path.basename(location.key or location.path)
 
 
@@ -241,11 +246,11 @@ class S3Upload:
             self._worker.join()
             self._worker = None
 
-    def commit(self, digest: str, signature: bytes | None = None):
+    def commit(self, digest: str, signature: bytes | None = None, pushed: int | None = None):
         with signals_deferred():  # the archive and its sidecar, or nothing
-            self._commit(digest, signature)
+            self._commit(digest, signature, pushed)
 
-    def _commit(self, digest: str, signature: bytes | None):
+    def _commit(self, digest: str, signature: bytes | None, pushed: int | None):
         location = self.location
         try:
             if self._upload_id is None:
@@ -277,7 +282,8 @@ class S3Upload:
                                        Key=location.key + SIGNATURE_SUFFIX, Body=signature,
                                        ContentType="text/plain")
             self.client.put_object(Bucket=location.bucket, Key=location.key + SIDECAR_SUFFIX,
-                                   Body=checksum_line(digest, os.path.basename(location.key)),
+                                   Body=checksum_line(digest, os.path.basename(location.key),
+                                                      pushed),
                                    ContentType="text/plain")
         except DrootError:
             raise
@@ -451,7 +457,7 @@ class PathUpload:
         except OSError as error:
             raise self._failure(error) from None
 
-    def commit(self, digest: str, signature: bytes | None = None):
+    def commit(self, digest: str, signature: bytes | None = None, pushed: int | None = None):
         try:
             self.archive.commit()
         except OSError as error:
@@ -466,7 +472,7 @@ class PathUpload:
                                 default_file_mode()) as out:
                     out.write(signature)
             with AtomicFile(self.directory, name + SIDECAR_SUFFIX, default_file_mode()) as out:
-                out.write(checksum_line(digest, name))
+                out.write(checksum_line(digest, name, pushed))
         except OSError as error:
             raise DrootError(f"{self.location.text}: the archive was written, but not its "
                              f"checksum sidecar or signature: {error.strerror} (pulls "
@@ -498,7 +504,7 @@ class StdoutUpload:
     def write(self, data) -> int:
         return self.out.write(data)
 
-    def commit(self, digest: str, signature: bytes | None = None):
+    def commit(self, digest: str, signature: bytes | None = None, pushed: int | None = None):
         self.out.flush()
         print(f"droot: sha256 {digest}", file=sys.stderr)
 
@@ -525,6 +531,7 @@ class Download:
     size: int | None
     sha256: str | None       # the expected checksum, if the store has one
     checksum_source: str     # where it came from, for messages
+    pushed: int | None = None  # the push time the sidecar names (signatures cover it)
 
 
 def _http_failure(url: str, error: OSError) -> DrootError:
@@ -624,12 +631,25 @@ def read_beside(location: Location, suffix: str, client=None,
     return _read_http_small(url, limit) if url else None
 
 
-def read_checksum(location: Location, client=None) -> str | None:
-    """The SHA-256 the store's sidecar names (one small request), None without one."""
+def read_sidecar(location: Location, client=None) -> tuple[str, int | None] | None:
+    """The SHA-256 and the push time the store's sidecar names (one small request), None
+    without a sidecar."""
     data = read_beside(location, SIDECAR_SUFFIX, client)
     if data is None:
         return None
-    return parse_sidecar(data.decode(errors="replace"), beside(location, SIDECAR_SUFFIX))
+    text = data.decode(errors="replace")
+    return parse_sidecar(text, beside(location, SIDECAR_SUFFIX)), pushed_time(text)
+
+
+def read_checksum(location: Location, client=None) -> str | None:
+    """The SHA-256 the store's sidecar names, None without one."""
+    sidecar = read_sidecar(location, client)
+    return sidecar[0] if sidecar else None
+
+
+def _with_sidecar(stream, size: int | None, sidecar, source: str) -> Download:
+    digest, pushed = sidecar or (None, None)
+    return Download(stream, size, digest, source, pushed)
 
 
 def open_download(location: Location) -> Download:
@@ -640,25 +660,24 @@ def open_download(location: Location) -> Download:
             stream = open(location.path, "rb")
         except OSError as error:
             raise DrootError(f"{location.text}: {error.strerror}") from None
-        return Download(stream, os.fstat(stream.fileno()).st_size, read_checksum(location),
-                        location.path + SIDECAR_SUFFIX)
+        return _with_sidecar(stream, os.fstat(stream.fileno()).st_size, read_sidecar(location),
+                             location.path + SIDECAR_SUFFIX)
     if location.kind == "s3":
         # The archive first: a failure (no credentials, no such object) is about it.
         download = S3Download(location)
         if download.metadata_sha256:
             return Download(download, download.size, download.metadata_sha256.lower(),
                             f"{location.text} metadata")
-        return Download(download, download.size, read_checksum(location, download.client),
-                        f"{location.text}{SIDECAR_SUFFIX}")
+        return _with_sidecar(download, download.size, read_sidecar(location, download.client),
+                             f"{location.text}{SIDECAR_SUFFIX}")
     # http(s): the x-amz-meta-sha256 header, else URL.sha256 when the URL has no query
     # (a presigned URL's signature covers its path: its sidecar needs its own URL).
     response = _http_open(location.text)
     size = response.headers.get("Content-Length")
     digest = response.headers.get("x-amz-meta-sha256")
-    source = f"{redact(location.text)} x-amz-meta-sha256"
-    if not digest and beside(location, SIDECAR_SUFFIX):
-        source = beside(location, SIDECAR_SUFFIX)
-        digest = read_checksum(location)
     size = int(size) if size else None
-    return Download(_HttpBody(response, location.text, size), size,
-                    digest.lower() if digest else None, source)
+    body = _HttpBody(response, location.text, size)
+    if not digest and beside(location, SIDECAR_SUFFIX):
+        return _with_sidecar(body, size, read_sidecar(location), beside(location, SIDECAR_SUFFIX))
+    return Download(body, size, digest.lower() if digest else None,
+                    f"{redact(location.text)} x-amz-meta-sha256")

@@ -5,6 +5,7 @@ verify → switch. With --if-changed, first one small request: the store's check
 against the one the current release was deployed from."""
 
 import hashlib
+import time
 
 from droot.core import signatures
 from droot.core.errors import DrootError, UsageError
@@ -49,10 +50,14 @@ def push(source: str, dest: str, *, compression: str = "gzip", plain_http: bool 
         info = export_image(source, compressor, plain_http=plain_http)
         compressor.close()
         digest = hashing.hash.hexdigest()
-        # Signed before the commit: a key that cannot sign leaves nothing published.
-        signature = (signatures.sign(sign_key, digest, stores.name_of(location))
-                     if sign_key else None)
-        upload.commit(digest, signature)
+        # Signed before the commit: a key that cannot sign leaves nothing published. Only
+        # a signed sidecar names its push time: an unsigned one stays one line, which the
+        # `--sha256 $(aws s3 cp DEST.sha256 - | cut -c1-64)` pipe form relies on.
+        signature = pushed = None
+        if sign_key:
+            pushed = time.time_ns()
+            signature = signatures.sign(sign_key, digest, stores.name_of(location), pushed)
+        upload.commit(digest, signature, pushed)
     except BaseException:
         upload.abort()
         raise
@@ -64,12 +69,15 @@ def push(source: str, dest: str, *, compression: str = "gzip", plain_http: bool 
 
 def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = True,
          trusted_keys: signatures.TrustedKeys | None = None, signature_file: str | None = None,
-         if_changed: bool = False, **deploy_options) -> dict:
+         pushed: int | None = None, allow_downgrade: bool = False, if_changed: bool = False,
+         **deploy_options) -> dict:
     """Deploy SRC at `root`; returns deploy's summary, or {"unchanged": True, ...} when
     `if_changed` finds the store's archive is the one the current release came from, or
     {"rolled_back": True, ...} (the `.rolled-back` record) when it is one that a --check
-    rolled back here."""
-    from droot.deploy.deploy import deploy
+    rolled back here. With `trusted_keys`, the release's push time (the sidecar's, or
+    `pushed` given with `signature_file`) is signed too, and a release pushed before the
+    one accepted last at `root` is refused unless `allow_downgrade`."""
+    from droot.deploy.deploy import check_push_time, deploy
     from droot.deploy.releases import Layout
     location = stores.parse(src)
     shown = stores.redact(src)  # a presigned URL's signature stays out of messages
@@ -100,8 +108,12 @@ def pull(src: str, root, *, expected_sha256: str | None = None, verify: bool = T
     try:
         signer = None
         if trusted_keys:
+            pushed = download.pushed if pushed is None else pushed
             signer = _check_signature(trusted_keys, signature_file, location, download,
-                                      expected)
+                                      expected, pushed)
+            # Here already, before any download (deploy checks again under the lock).
+            check_push_time(Layout(root).read_newest_push(), pushed, allow_downgrade, shown)
+            deploy_options.update(pushed=pushed, allow_downgrade=allow_downgrade)
         skipped = _skipped(expected, deployed, rolled_back)  # a checksum in metadata only
         if skipped:
             return skipped
@@ -184,7 +196,8 @@ def _deployed(root, location: stores.Location, trusted_keys) -> dict | None:
     return deployed
 
 
-def _check_signature(trusted_keys, signature_file, location, download, digest) -> str:
+def _check_signature(trusted_keys, signature_file, location, download, digest,
+                     pushed: int | None) -> str:
     """The signer of the release about to be pulled, or one clear DrootError."""
     if signature_file:
         signature, where = signatures.read_signature_file(signature_file), signature_file
@@ -196,4 +209,4 @@ def _check_signature(trusted_keys, signature_file, location, download, digest) -
         signature = stores.read_beside(location, stores.SIGNATURE_SUFFIX,
                                        getattr(download.stream, "client", None),
                                        signatures.MAX_SIGNATURE)
-    return trusted_keys.verify(signature, digest, stores.name_of(location), where)
+    return trusted_keys.verify(signature, digest, stores.name_of(location), pushed, where)
