@@ -14,10 +14,11 @@ and gunicorn serving a tiny WSGI app. Each runs four ways, from the same bits
     docker --net host the host's network stack, no port mapping
 
 wrk (one thread, --connections, --duration seconds, loopback only) measures each in
-interleaved rounds: every round starts, warms up, measures and stops each way once, in a
-shuffled order, so a noisy neighbour hits them all alike. Medians of the rounds, and
-ratios to the host, and the median of each round's ratio to the host of that round (a
-paired figure: a round's neighbours hit the host and the way alike). The servers run one
+interleaved rounds: every round starts, warms up, measures and stops each way of each app
+once, an app's ways back to back in a shuffled order (the apps shuffled too), so that a
+way and its host are seconds apart and a noisy neighbour hits them alike. Medians of the
+rounds, and ratios to the host, and the median of each round's ratio to the host of that
+round (a paired figure). The servers run one
 worker (nginx: worker_processes 1; gunicorn: one gthread worker, 4 threads) and wrk one
 thread; with --pin, the server side is held to CPU 1 (taskset, docker --cpuset-cpus, and
 the engine's userland proxy, which relays every connection of `docker run -p`) and wrk to
@@ -225,8 +226,9 @@ def main() -> int:
                          "'droot run OPTION...'")
     samples = {(name, way): [] for name in tags for way in ways}
     for number in range(options.rounds):
-        order = list(samples)
-        random.shuffle(order)
+        order = []
+        for name in random.sample(list(tags), len(tags)):
+            order += [(name, way) for way in random.sample(ways, len(ways))]
         for name, way in order:
             result = measure(way, tags[name], roots[name], options)
             samples[name, way].append(result)
