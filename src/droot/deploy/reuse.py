@@ -180,9 +180,7 @@ class LocalContent:
             if self.names[position] == self.recorded_release and self._unchanged(
                     position, path, size, digest):
                 self.trusted[index] = self.recorded[path][1]
-                self._set(index, position + 1, digest)
-                self.reused_bytes += size
-                self.reused_files += 1
+                self._reuse(index, position, size, digest)
                 return True
             try:
                 fd = self.open_source(position, path)
@@ -193,11 +191,14 @@ class LocalContent:
                     continue
             finally:
                 os.close(fd)
-            self._set(index, position + 1, digest)
-            self.reused_bytes += size
-            self.reused_files += 1
+            self._reuse(index, position, size, digest)
             return True
         return False
+
+    def _reuse(self, index: int, position: int, size: int, digest: bytes):
+        self._set(index, position + 1, digest)
+        self.reused_bytes += size
+        self.reused_files += 1
 
     def _unchanged(self, position: int, path: bytes, size: int, digest: bytes) -> bool:
         """Does the record show `path` of kept release `position` to hold these bytes?
