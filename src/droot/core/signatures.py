@@ -63,9 +63,13 @@ def pushed_time(sidecar: str) -> int | None:
     """The push time a sidecar names (None for one written before push times)."""
     for line in sidecar.splitlines():
         if line.startswith(PUSHED):
-            number = line[len(PUSHED):].strip()
-            return int(number) if re.fullmatch(r"[0-9]{1,19}", number) else None
+            return parse_push_time(line[len(PUSHED):].strip())
     return None
+
+
+def parse_push_time(number: str) -> int | None:
+    """A push time in nanoseconds (None unless 1 to 19 digits)."""
+    return int(number) if re.fullmatch(r"[0-9]{1,19}", number) else None
 
 
 def shown_time(pushed: int) -> str:

@@ -113,8 +113,8 @@ def trust_arguments(parser):
 
 
 def _push_time(value: str) -> int:
-    from droot.core.signatures import pushed_time, PUSHED
-    pushed = pushed_time(PUSHED + value)
+    from droot.core.signatures import parse_push_time
+    pushed = parse_push_time(value)
     if pushed is None:
         raise UsageError(f"--pushed {value!r}: expected the push time in nanoseconds, as "
                          "on the sidecar's '# droot-pushed' line")

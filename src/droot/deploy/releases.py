@@ -282,12 +282,9 @@ class Layout:
             if releases_fd is None:
                 return None, None
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             dir_fd=releases_fd)
+                record = _load_record(releases_fd, name)
             finally:
                 os.close(releases_fd)
-            with open(fd, "rb") as record_file:
-                record = json.loads(record_file.read(RECORD_LIMIT))
         except (ValueError, OSError):
             return None, None
         finally:
@@ -320,10 +317,7 @@ class Layout:
         shown = self.releases_dir / NEWEST_PUSH_NAME
         record = None
         try:
-            fd = os.open(NEWEST_PUSH_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                         | os.O_CLOEXEC, dir_fd=dir_fd)
-            with open(fd, "rb") as record_file:
-                record = json.loads(record_file.read(RECORD_LIMIT))
+            record = _load_record(dir_fd, NEWEST_PUSH_NAME)
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -482,6 +476,14 @@ class Lock:
 def _record_leftover(name: str) -> bool:
     """The temporary file of a record whose writer was killed (AtomicFile)."""
     return name.startswith(tuple(f".{record}.droot-" for record in RECORDS))
+
+
+def _load_record(dir_fd: int, name: str):
+    """The JSON value of record `name` of ROOT.releases (OSError, ValueError)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 dir_fd=dir_fd)
+    with open(fd, "rb") as record_file:
+        return json.loads(record_file.read(RECORD_LIMIT))
 
 
 def _replace_record(lock: Lock, name: str, record: dict | None):
