@@ -18,7 +18,8 @@ touched, 50 man pages deleted.
    fresh_filesystem: a journaled ext4, or with --fs xfs or btrfs one with shared extents,
    where a reused file is a reflink instead of a copy) and a moto S3 server on loopback,
    interleaved rounds, medians:
-   full pull of v2's zstd archive into a root holding v1 vs delta pull of v2 there;
+   full pull of v2's zstd archive into a root holding v1 vs delta pull of v2 there, and
+   the same into read-only releases (`--read-only`: unchanged files hard-linked);
    first deploy: delta pull of v1 into an empty root vs full pull of v1's archive;
    bytes downloaded and requests (droot's own summary line), peak RSS of push and pull.
 
@@ -180,17 +181,23 @@ def figures(rounds: int, changed: int, filesystem: str) -> None:
             pushes[name] = elapsed
             print(f"{name}: {elapsed:.1f} s, peak RSS {rss:.0f} MB; {stderr.strip()}")
         print(f"deploys on a fresh {filesystem}")
-        with fresh_filesystem(size_gb=3 * rounds + 4, kind=filesystem) as disk:
+        with fresh_filesystem(size_gb=4 * rounds + 4, kind=filesystem) as disk:
             times = {key: [] for key in ("full v1", "delta v1 (first)", "full v2 over v1",
-                                          "delta v2 over v1")}
+                                          "delta v2 over v1", "delta v1 --read-only (first)",
+                                          "delta v2 over v1 --read-only")}
             rss_pull, downloaded, requests = [], [], []
             for number in range(rounds):
                 full, delta = disk / f"full{number}", disk / f"delta{number}"
+                linked = disk / f"read-only{number}"
                 for key, command in (
                         ("full v1", f"{DROOT} pull {s3}/v1.tar.zst --root {full}"),
                         ("delta v1 (first)", f"{DROOT} pull {s3}/d/v1 --root {delta}"),
                         ("full v2 over v1", f"{DROOT} pull {s3}/v2.tar.zst --root {full}"),
-                        ("delta v2 over v1", f"{DROOT} pull {s3}/d/v2 --root {delta}")):
+                        ("delta v2 over v1", f"{DROOT} pull {s3}/d/v2 --root {delta}"),
+                        ("delta v1 --read-only (first)",
+                         f"{DROOT} pull {s3}/d/v1 --root {linked} --read-only"),
+                        ("delta v2 over v1 --read-only",
+                         f"{DROOT} pull {s3}/d/v2 --root {linked} --read-only")):
                     elapsed, rss, stderr = timed(command)
                     times[key].append(elapsed)
                     print(f"round {number + 1}: {key}: {elapsed:.2f} s, {rss:.0f} MB", flush=True)
@@ -209,6 +216,9 @@ def figures(rounds: int, changed: int, filesystem: str) -> None:
               f"{downloaded[0] / changed:.2f}x (goal <= 2x + manifest)")
         print(f"deploy of v2: delta / full = "
               f"{median['delta v2 over v1'] / median['full v2 over v1']:.2f}x (goal <= 0.25x)")
+        print(f"deploy of v2 into read-only releases (hard links): delta / full = "
+              f"{median['delta v2 over v1 --read-only'] / median['full v2 over v1']:.2f}x "
+              "(goal <= 0.25x)")
         print(f"first deploy: delta / full = "
               f"{median['delta v1 (first)'] / median['full v1']:.2f}x (goal <= 1.0x)")
         print(f"peak RSS of delta pulls: {max(rss_pull):.0f} MB (goal < 100 MB)")

@@ -32,7 +32,7 @@ def versions(docker_client, tmp_path_factory):
     random_file(rootfs / "srv" / "changes.bin", MIB)
     random_file(rootfs / "srv" / "gone.bin", 64 << 10)
     (rootfs / "srv" / "tool").write_bytes(b"#!/bin/sh\necho tool\n")
-    (rootfs / "srv" / "tool").chmod(0o4755)
+    (rootfs / "srv" / "tool").chmod(0o755)  # (the build's context drops setuid bits)
     kept = {"srv/keep.bin": (rootfs / "srv" / "keep.bin").read_bytes()}
     (base / "context" / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n"
                                                  'ENV PATH=/bin\n')
@@ -41,7 +41,7 @@ def versions(docker_client, tmp_path_factory):
             random_file(rootfs / "srv" / "changes.bin", MIB)
             random_file(rootfs / "srv" / "new.bin", 512 << 10)
             (rootfs / "srv" / "gone.bin").unlink()
-            (rootfs / "srv" / "tool").chmod(0o755)
+            (rootfs / "srv" / "tool").chmod(0o750)
         sources.append(docker_archive(docker_client, base / "context",
                                       f"droot-test-delta/v{version}:{os.getpid()}",
                                       base / f"v{version}.tar"))
@@ -73,15 +73,16 @@ def tree(root: Path) -> dict:
 
 def summary(stderr: str) -> tuple[int, int, int, int]:
     """(files reused, bytes reused, bytes downloaded, requests) of a delta pull."""
-    match = re.search(r"delta: (\d+) files \((\d+) bytes\) reused from this host, (\d+) bytes "
+    match = re.search(r"delta: (\d+) files \((\d+) bytes\) reused from this host"
+                      r"(?: \(\d+ hard-linked\))?, (\d+) bytes "
                       r"downloaded in (\d+) requests", stderr)
     assert match, stderr
     return tuple(map(int, match.groups()))
 
 
-def full_deploy(source: str, root: Path):
+def full_deploy(source: str, root: Path, *options):
     export = subprocess.Popen([DROOT, "export", source], stdout=subprocess.PIPE)
-    result = droot("deploy", "--root", root, stdin=export.stdout)
+    result = droot("deploy", "--root", root, *options, stdin=export.stdout)
     export.stdout.close()
     assert export.wait() == 0 and result.returncode == 0, result.stderr
 

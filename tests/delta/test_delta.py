@@ -44,7 +44,7 @@ def test_v2_reuses_local_content_and_equals_a_full_deploy(versions, store, tmp_p
     full_deploy(v2, full)
     assert tree(root) == tree(full)
     assert not (root / "srv" / "gone.bin").exists()
-    assert (root / "srv" / "tool").stat().st_mode & 0o7777 == 0o755
+    assert (root / "srv" / "tool").stat().st_mode & 0o7777 == 0o750
 
 
 def test_first_delta_pull_equals_a_full_deploy(versions, tmp_path):

@@ -2,7 +2,7 @@
 one module of droot that uses ctypes.
 
 unshare, setns, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount,
-mount_setattr, syncfs, sethostname, and an ioctl on a socket. Each raises OSError with
+mount_setattr, fsopen/fsconfig/fsmount, syncfs, sethostname, and an ioctl on a socket. Each raises OSError with
 the errno, like the `os` functions do (and releases the GIL while it runs).
 
 This module is on the start-up path of every `droot run`, so it uses ctypes' C core,
@@ -79,6 +79,7 @@ _SYSCALL_NUMBERS = {
     "aarch64": {"capset": 91, "keyctl": 219},
 }.get(os.uname().machine, {})
 _OPEN_TREE, _MOVE_MOUNT, _OPENAT2, _MOUNT_SETATTR = 428, 429, 437, 442
+_FSOPEN, _FSCONFIG, _FSMOUNT = 430, 431, 432
 
 
 def _number(name: str) -> int:
@@ -92,7 +93,9 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
+_FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 1, 6
 OPEN_TREE_CLONE = 1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
@@ -190,6 +193,20 @@ def open_tree(path: str, flags: int) -> int:
     """A descriptor of the mount at `path`; with OPEN_TREE_CLONE | AT_RECURSIVE, a
     detached copy of it and every mount below it (Linux 5.2+)."""
     return check(syscall(_OPEN_TREE, AT_FDCWD, path.encode(), flags | os.O_CLOEXEC), path)
+
+
+def new_mount(fstype: str, options: dict[str, str], attributes: int) -> int:
+    """A detached mount of a new `fstype` filesystem with these string `options` and
+    MOUNT_ATTR_* `attributes`, for move_mount_to (Linux 5.2+)."""
+    context = check(syscall(_FSOPEN, fstype.encode(), 1), fstype)  # FSOPEN_CLOEXEC
+    try:
+        for key, value in options.items():
+            check(syscall(_FSCONFIG, context, _FSCONFIG_SET_STRING, key.encode(),
+                          value.encode(), 0), fstype)
+        check(syscall(_FSCONFIG, context, _FSCONFIG_CMD_CREATE, None, None, 0), fstype)
+        return check(syscall(_FSMOUNT, context, 1, attributes), fstype)  # FSMOUNT_CLOEXEC
+    finally:
+        os.close(context)
 
 
 def move_mount_to(tree: int, target: int) -> None:

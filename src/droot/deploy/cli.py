@@ -60,6 +60,10 @@ def target_arguments(parser):
                         "on the host, a disk's too)")
     parser.add_argument("--no-devices", dest="devices", action="store_false",
                         help="skip device nodes: the default, kept for older command lines")
+    parser.add_argument("--read-only", action="store_true",
+                        help="make a release no app can change: droot run mounts it "
+                        "read-only (give writable places with --tmpfs or -b), and the next "
+                        "delta pull hard-links its unchanged files instead of copying them")
     parser.add_argument("--restart", type=_restart_value, metavar="UNIT|pidfile:PATH[:SIGNAL]",
                         help="after the switch, restart the app: systemctl restart UNIT, or "
                         "send SIGNAL (default HUP) to the supervisor whose pid PATH holds; if "
@@ -168,7 +172,7 @@ def deploy(args) -> int:
                                     devices=args.devices, lock_timeout=args.lock_timeout,
                                     source="-", signer=signer, pushed=args.pushed,
                                     allow_downgrade=args.allow_downgrade,
-                                    restart_check=restart_check)
+                                    restart_check=restart_check, read_only=args.read_only)
     report(summary, args.root)
     return 0
 

@@ -17,6 +17,7 @@ from droot.deploy import pipeline
 from droot.deploy import inuse
 from droot.deploy.releases import (LOCK_NAME, TEMP_PREFIX, Layout, Lock, describe,
                                    remove_tree)
+from droot.core import readonly
 from droot.core.errors import DrootError, NotRecovered, RolledBack
 from droot.core.signatures import shown_time
 
@@ -44,7 +45,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            lock_timeout: float | None = None, progress=None, source: str | None = None,
            signer: str | None = None, pushed: int | None = None,
            allow_downgrade: bool = False, restart_check=None, unpacker=None,
-           release_sha256: str | None = None, content_record=None) -> dict:
+           release_sha256: str | None = None, content_record=None,
+           read_only: bool = False) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
     pruned releases). `source` and `signer` (where the archive came from, the key that
@@ -58,9 +60,14 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
     that takes some files' data from older releases) and `release_sha256`, its
     manifest's, which then names the release and is recorded in place of the rebuilt
     stream's, and its `content_record` (reuse.LocalContent), whose write(lock, name)
-    records the new release's files before the switch, while no app runs in it."""
+    records the new release's files before the switch, while no app runs in it.
+    `read_only` marks the release (droot.core.readonly): droot run keeps it unchanged,
+    and the next delta pull may hard-link its files."""
     if mode not in MODES:
         raise DrootError(f"unknown mode {mode!r}: use symlink or rsync")
+    if read_only and mode != "symlink":
+        raise DrootError("--read-only needs --mode symlink: rsync mode writes into the "
+                         "directory the app runs in")
     if os.geteuid() != 0:
         raise DrootError("deploy needs root: it extracts inside a chroot and reproduces "
                          "owners and devices (run it with sudo)")
@@ -111,6 +118,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
                        "size": result.size, "signer": signer, **result.stats}
             record = {"sha256": digest, "source": source, "signer": signer, "pushed": pushed}
             if mode == "symlink":
+                if read_only:
+                    _mark_read_only(lock, staging_name, layout)
                 pipeline.syncfs(staging)
                 name = layout.new_release_name(lock.dir_fd, digest)
                 os.rename(staging_name, name, src_dir_fd=lock.dir_fd, dst_dir_fd=lock.dir_fd)
@@ -149,6 +158,20 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             _remove_if_unused(layout, created, lock)
             raise
     return summary
+
+
+def _mark_read_only(lock: Lock, staging_name: str, layout: Layout):
+    try:
+        directory = os.open(staging_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                            | os.O_CLOEXEC, dir_fd=lock.dir_fd)
+        try:
+            readonly.mark(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        raise DrootError(f"cannot mark the release read-only ({error.strerror}): the "
+                         f"filesystem of {layout.releases_dir} needs trusted.* extended "
+                         "attributes for --read-only; nothing was switched") from None
 
 
 def check_push_time(newest: dict | None, pushed: int | None, allow_downgrade: bool,

@@ -23,9 +23,15 @@ and cannot set the clock), and a replaced file is another inode. The same check 
 reflink or copy shows the source did not change while it was read; if it did, the new
 file is read back and hashed as without a record.
 
-No hard links: a hard link shares the inode, so an app writing a reused file in the new
-release would change the rollback target too (and chmod/chown of one would change both).
-A reflink or a copy is a file of its own.
+Hard links only between read-only releases (`--read-only`, droot.core.readonly): a
+hard link shares the inode, so an app writing a reused file (or chmod-ing it) would change
+the other release too, a rollback target included. `droot run` mounts a read-only
+release read-only, so no app can change its files, and a pull that makes one links each
+file whose bytes and metadata (mode, owner, times, xattrs) a read-only kept release
+already holds: one link(2), nothing copied or read back. Every other reuse is a file of
+its own, a reflink or a copy. In a read-only release the record's ctimes would not show
+anything (no app can write; later pulls linking and prunes unlinking change the shared
+inodes' ctimes): there the inode's number and size are checked.
 
 Sources are found from a descriptor of ROOT.releases with openat2(RESOLVE_BENEATH |
 RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) and O_NOFOLLOW: whatever an app planted in its
@@ -42,7 +48,7 @@ import os
 import stat
 import sys
 
-from droot.core import kernel
+from droot.core import kernel, readonly
 from droot.core.atomicfile import AtomicFile
 from droot.deploy import members
 from droot.deploy.releases import CONTENT_NAME
@@ -120,7 +126,9 @@ class LocalContent:
     new release with the same content (so a content the release holds twice is
     downloaded once)."""
 
-    def __init__(self, releases_dir, release_names: list[str]):
+    def __init__(self, releases_dir, release_names: list[str], link: bool = False):
+        """`link`: the new release is read-only, so files of read-only kept releases are
+        hard-linked into it."""
         self.names = release_names
         self.releases_fd = os.open(releases_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
                                    | os.O_CLOEXEC) if release_names else -1
@@ -138,6 +146,10 @@ class LocalContent:
         self.recorded_release, self.recorded = (
             _read_record(self.releases_fd) if self.names else (None, {}))
         self.trusted: dict[int, tuple] = {}  # member index -> the source's recorded identity
+        # positions of the kept releases whose files may be linked (read-only ones)
+        self.linkable = {position for position, name in enumerate(self.names) if link
+                         and readonly.is_marked(f"/proc/self/fd/{self.releases_fd}/{name}")}
+        self.link = link
         # path -> digest of the new release's files (None: the last member at that path
         # is not a file with data), for the record of the new release
         self.final: dict[bytes, bytes | None] = {}
@@ -177,20 +189,24 @@ class LocalContent:
         """Plan member `index` (a regular file) for reuse if a kept release holds `path`
         with exactly these bytes."""
         for position in range(len(self.names)):
-            if self.names[position] == self.recorded_release and self._unchanged(
-                    position, path, size, digest):
-                self.trusted[index] = self.recorded[path][1]
-                self._reuse(index, position, size, digest)
-                return True
+            if self.names[position] == self.recorded_release:
+                identity = self._unchanged(position, path, size, digest)
+                if identity:
+                    self.trusted[index] = identity
+                    self._reuse(index, position, size, digest)
+                    return True
             try:
                 fd = self.open_source(position, path)
             except OSError:
                 continue
             try:  # a regular file (open_source): the same size and bytes?
-                if os.fstat(fd).st_size != size or _sha256_of(fd, size) != digest:
+                info = os.fstat(fd)
+                if info.st_size != size or _sha256_of(fd, size) != digest:
                     continue
             finally:
                 os.close(fd)
+            if position in self.linkable:  # no app can have changed it since
+                self.trusted[index] = _identity(info)
             self._reuse(index, position, size, digest)
             return True
         return False
@@ -200,22 +216,27 @@ class LocalContent:
         self.reused_bytes += size
         self.reused_files += 1
 
-    def _unchanged(self, position: int, path: bytes, size: int, digest: bytes) -> bool:
-        """Does the record show `path` of kept release `position` to hold these bytes?
-        Looked at through an O_PATH descriptor: nothing is opened or read."""
+    def _unchanged(self, position: int, path: bytes, size: int, digest: bytes) -> tuple:
+        """The identity of `path` of kept release `position` when the record shows it to
+        hold these bytes, else (). Looked at through an O_PATH descriptor: nothing is
+        opened or read."""
         recorded = self.recorded.get(path)
         if recorded is None or recorded[0] != digest or recorded[1][1] != size:
-            return False
+            return ()
         name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
         try:
             located = kernel.openat2(self.releases_fd, name, _LOCATE, 0, _RESOLVE)
         except OSError:
-            return False
+            return ()
         try:
             info = os.fstat(located)
         finally:
             os.close(located)
-        return stat.S_ISREG(info.st_mode) and _identity(info) == recorded[1]
+        # A read-only release's ctimes move with links and unlinks (see the module).
+        compared = 2 if position in self.linkable else 3
+        if stat.S_ISREG(info.st_mode) and _identity(info)[:compared] == recorded[1][:compared]:
+            return _identity(info)
+        return ()
 
     def same_as(self, index: int, earlier_path: bytes, digest: bytes):
         """Plan member `index` as a copy of the earlier member at `earlier_path`."""
@@ -230,6 +251,32 @@ class LocalContent:
 
     def planned(self, index: int) -> int:
         return self.plan[index] if index < len(self.plan) else 0
+
+    def link_into(self, m) -> bool:
+        """Hard-link member `m` of the new (read-only) release to its planned source when
+        that is in a read-only release (an earlier file of the new one included) and
+        has exactly the member's metadata; False when it cannot be linked."""
+        position = self.planned(m.index) - 1
+        if not self.link or (position not in self.linkable and position != SAME_RELEASE - 1):
+            return False
+        try:
+            source = self.open_source(position, self.earlier.get(m.index, m.path))
+        except OSError:
+            return False
+        try:
+            info = os.fstat(source)
+            if ((info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns, info.st_size)
+                    != (m.mode & 0o7777, m.uid, m.gid, m.mtime_ns, m.size)
+                    or (position != SAME_RELEASE - 1
+                        and _identity(info)[:2] != self.trusted.get(m.index, ())[:2])
+                    or not _same_xattrs(source, m.xattrs)):
+                return False
+            # linkat through the magic link: the inode just checked, not a name again.
+            os.link(f"self/fd/{source}", m.path, src_dir_fd=self.proc_fd,
+                    follow_symlinks=True)
+            return True
+        finally:
+            os.close(source)
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it."""
@@ -299,6 +346,20 @@ class LocalContent:
         return b"%s %d %d %d %s\0" % (digest.hex().encode(), ino, size, ctime, path)
 
 
+def _same_xattrs(fd: int, xattrs: list | None) -> bool:
+    """Whether the file open as `fd` has exactly the extended attributes `xattrs` (a
+    member's (name, value) list, None for none)."""
+    xattrs = xattrs or ()
+    names = os.listxattr(fd)
+    if len(names) != len(xattrs):
+        return False
+    for name, value in xattrs:
+        shown = name.decode("utf-8", "surrogateescape")
+        if shown not in names or os.getxattr(fd, shown) != value:
+            return False
+    return True
+
+
 def _copy(source: int, target: int, size: int):
     copied = 0
     while copied < size:
@@ -334,4 +395,15 @@ class ReusingUnpacker(members.Unpacker):
 
     def _file(self, m):
         self.source.member = m
+        local = self.source.local
+        if local.link and local.planned(m.index):
+            try:  # _create makes the parents, or removes an earlier member at the path
+                linked = self._create(lambda path: local.link_into(m), m.path)
+            except OSError:  # the source went meanwhile: the file is made as a copy
+                linked = False
+            if linked:  # its data and padding are not in the stream (_ReusingInput)
+                self.stats.files += 1
+                self.stats.linked += 1
+                self.stats.bytes += m.size
+                return
         super()._file(m)

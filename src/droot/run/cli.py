@@ -21,6 +21,12 @@ RUN_OPTIONS = (
     (("-b", "--bind"), "bind", "append", "SRC[:DST]",
      "bind-mount the host's SRC at DST inside the root (DST created if missing; repeatable)"),
     (("--robind",), "robind", "append", "SRC[:DST]", "like --bind, but read-only (repeatable)"),
+    (("--read-only",), "read_only", "flag", None,
+     "mount the root read-only (always, for a release deployed with --read-only); the "
+     "app writes only to --tmpfs, --bind, /dev and /proc"),
+    (("--tmpfs",), "tmpfs", "append", "DST",
+     "mount an empty tmpfs (mode 1777, nosuid, nodev) at DST inside the root, e.g. /tmp "
+     "or /run beside --read-only (DST created if missing; repeatable)"),
     (("-e", "--env"), "env", "append", "NAME=VALUE",
      "set an environment variable (repeatable; wins over --env-file and /.drootenv)"),
     (("--env-file",), "env_file", "append", "FILE",

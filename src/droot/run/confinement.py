@@ -10,6 +10,10 @@ app starts:
   descriptor passed in) stays closed to it. This is the CVE-2019-5736 class, where a
   command whose interpreter is `/proc/self/exe` runs the host's Python and then reopens
   it for writing: root owns that file, so no capability check stops it; Landlock does.
+- A read-only root (`--read-only`, or a read-only release): beneath the root the app
+  may only read and run files, except beneath the places droot makes writable (/dev,
+  /proc, the --bind and --tmpfs mounts). The read-only mount stops writes already; this
+  is the second layer, should a mount ever be writable that droot believed was not.
 - Processes: a Landlock-confined process can ptrace, and see in a /proc mounted with
   `hidepid=ptraceable`, only processes of its own domain (Linux 5.13+, ABI 1).
 - Signals and abstract unix sockets (ABI 6, Linux 6.12+): the app may signal only its
@@ -31,7 +35,7 @@ from droot.core.kernel import Structure, byref, c_int32, c_uint64, check, sizeof
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
-_WRITE_FILE, _READ_FILE = 1 << 1, 1 << 2
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _ABI1 = (1 << 13) - 1  # execute, write_file, read_file, read_dir, remove_*, make_*
 _REFER = 1 << 13  # ABI 2
 _TRUNCATE = 1 << 14  # ABI 3
@@ -53,9 +57,11 @@ def abi_version() -> int:
     return max(syscall(_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION), 0)
 
 
-def confine_to_root(scopes: int) -> int:
+def confine_to_root(scopes: int, writable: list[str | int] | None = None) -> int:
     """Confine this process and its future children to `/` (the chroot) as the module
-    says, with the `scopes` (SCOPE_* bits) the kernel has. Returns the ABI version used."""
+    says, with the `scopes` (SCOPE_* bits) the kernel has. With `writable` (paths, or
+    descriptors of mounts), the root is read-only but beneath those. Returns the ABI
+    version used."""
     abi = abi_version()
     if abi < 1:
         _warn("this kernel has no Landlock (Linux < 5.13, or not enabled): the app's file "
@@ -69,7 +75,12 @@ def confine_to_root(scopes: int) -> int:
     size = sizeof(attr) if abi >= 6 else 8
     ruleset = check(syscall(_CREATE_RULESET, byref(attr), size, 0), "Landlock")
     try:
-        _allow(ruleset, "/", handled)
+        if writable is None:
+            _allow(ruleset, "/", handled)
+        else:
+            _allow(ruleset, "/", handled & (_EXECUTE | _READ_FILE | _READ_DIR))
+            for path in writable:
+                _allow(ruleset, path, handled)
         for descriptor in (0, 1, 2):
             access = _stdio_access(descriptor)
             if access:
@@ -97,13 +108,17 @@ def _stdio_access(descriptor: int) -> int:
             | (_WRITE_FILE | _TRUNCATE if access_mode in (os.O_WRONLY, os.O_RDWR) else 0))
 
 
-def _allow(ruleset: int, path: str, access: int) -> None:
-    descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC)
+def _allow(ruleset: int, path: str | int, access: int) -> None:
+    """Allow `access` beneath `path` (or the open descriptor `path`, left open)."""
+    descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC) if isinstance(path, str) else path
     try:
+        if not stat.S_ISDIR(os.fstat(descriptor).st_mode):  # a file takes file rights only
+            access &= _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE
         rule = _PathBeneathAttr(access, descriptor)
         check(syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, byref(rule), 0), "Landlock")
     finally:
-        os.close(descriptor)
+        if isinstance(path, str):
+            os.close(descriptor)
 
 
 def _warn(message: str) -> None:

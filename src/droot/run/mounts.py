@@ -38,33 +38,79 @@ def make_all_private() -> None:
     kernel.mount("none", "/", None, MS_REC | kernel.MS_PRIVATE)
 
 
-def forbid_image_devices(root: str) -> None:
+def forbid_image_devices(root: str) -> list[int] | None:
     """Device nodes in the image (an archive can carry one for the host's disk) open
     nothing: droot's copies of the mount holding the root and of every mount below the
     root are made `nodev`, in droot's namespace only (the host's mounts keep their flags),
     one by one: not the host's whole tree, which on a busy host is hundreds of mounts on
     every start. Called after the binds are cloned, which keep theirs; droot's own /dev is
     mounted later. (The root is not bound onto itself to get a mount of its own: Landlock
-    would take a file opened by handle through that bind for one beneath the root.)"""
+    would take a file opened by handle through that bind for one beneath the root.)
+    Returns descriptors of those mounts for make_read_only (None: this kernel cannot)."""
     mounts = mountinfo.read()
     below = root.rstrip("/") + "/"
     points = [mountinfo.containing(root, mounts).point]
     points += [mount.point for mount in mounts if mount.point.startswith(below)]
+    descriptors = []
     for point in points:
         try:
             descriptor = os.open(point, os.O_PATH | os.O_CLOEXEC)
-            try:
-                kernel.set_mount_attributes(descriptor, kernel.MOUNT_ATTR_NODEV,
-                                            recursive=False)
-            finally:
-                os.close(descriptor)
+            descriptors.append(descriptor)
+            kernel.set_mount_attributes(descriptor, kernel.MOUNT_ATTR_NODEV, recursive=False)
         except OSError as error:
             if error.errno != errno.ENOSYS:
                 raise RunError(f"cannot make the root's device nodes inert (nodev on "
                                f"{point}): {error.strerror}") from None
             print("droot: warning: this kernel has no mount_setattr(2) (Linux < 5.12): "
                   "device nodes in the image are not made inert", file=sys.stderr)
-            return
+            return None
+    return descriptors
+
+
+def make_read_only(root_mounts: list[int] | None) -> None:
+    """Make the mounts forbid_image_devices returned read-only, in droot's namespace:
+    after the image's files droot writes, before any mount of its own (which keep their
+    flags). The mount holding the root is read-only to the app as a whole, which reaches
+    only the root of it."""
+    if root_mounts is None:
+        raise RunError("cannot mount the root read-only: this kernel has no "
+                       "mount_setattr(2) (Linux < 5.12)")
+    for descriptor in root_mounts:
+        try:
+            kernel.set_mount_attributes(descriptor, kernel.MOUNT_ATTR_RDONLY, recursive=False)
+        except OSError as error:
+            raise RunError(f"cannot mount the root read-only: {error.strerror}") from None
+
+
+class TmpfsMount:
+    """`--tmpfs DST`: an empty tmpfs at DST inside the root, its target opened (and made)
+    like a bind's, before /proc exists, and the new mount attached to that descriptor.
+    `tree` stays open: the Landlock rule for the mount is made from it, not by a path
+    the image could lead elsewhere once /proc exists."""
+
+    def __init__(self, target: str):
+        if not target.startswith("/") or target.rstrip("/") == "":
+            raise RunError(f"--tmpfs {target!r}: expected an absolute directory inside the "
+                           "root, other than /")
+        self.target = os.path.normpath(target)
+        self.tree = self.target_descriptor = -1
+
+    def open_target(self) -> None:
+        try:
+            self.target_descriptor = rootfs.make_directories(self.target)
+        except OSError as error:
+            raise RunError(f"cannot create the --tmpfs target {self.target} inside the root: "
+                           f"{error.strerror}") from None
+
+    def mount(self) -> None:
+        try:
+            self.tree = kernel.new_mount("tmpfs", {"mode": "1777"},
+                                         kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV)
+            kernel.move_mount_to(self.tree, self.target_descriptor)
+        except OSError as error:
+            raise RunError(f"cannot mount a tmpfs on {self.target} inside the root: "
+                           f"{error.strerror}") from None
+        os.close(self.target_descriptor)
 
 
 def make_mount_points() -> None:
@@ -217,5 +263,4 @@ class BindMount:
         if self.read_only_after_mount:  # this mount only, not those below it
             mount("none", f"/proc/self/fd/{self.tree}", None,
                   MS_BIND | kernel.MS_REMOUNT | MS_RDONLY)
-        os.close(self.tree)
-        os.close(self.target_descriptor)
+        os.close(self.target_descriptor)  # the tree stays open: see TmpfsMount

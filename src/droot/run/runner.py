@@ -2,9 +2,10 @@
 
     validate (host side) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
     → binds cloned, the root nodev → seal imports, chroot → the image's files (config,
-    users, --cp, bind targets, mount points), before /proc exists → /proc, /dev, /sys,
-    bind mounts → a new session keyring → Landlock and seccomp → capabilities, user,
-    no_new_privs → working dir → close descriptors → exec (same PID)
+    users, --cp, bind and tmpfs targets, mount points), before /proc exists → the root
+    read-only if asked → /proc, /dev, /sys, bind and tmpfs mounts → a new session keyring
+    → Landlock and seccomp → capabilities, user, no_new_privs → working dir → close
+    descriptors → exec (same PID)
 
 Everything that can be wrong with the input is checked before the first mount. Every
 mount is made in droot's own mount namespace, so none is visible to the host and all of
@@ -17,7 +18,7 @@ import os
 
 from droot.core import importseal
 from droot.core.errors import RunError
-from droot.core import kernel
+from droot.core import kernel, readonly
 from droot.run import capabilities, confinement, launch, mounts, notify, rootfs, seccomp, users
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
@@ -44,6 +45,13 @@ def run_container(options) -> None:
     settings += [launch.parse_env_option(item) for item in options.env]
     binds = [mounts.BindMount.of_option(spec, False) for spec in options.bind]
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
+    # A read-only release stays unchanged (its files may be another release's too, hard
+    # links: droot.deploy.reuse), as the root or through a bind.
+    read_only = options.read_only or readonly.inside_marked(root)
+    for bind in binds:
+        if not bind.read_only and readonly.inside_marked(os.path.realpath(bind.source)):
+            bind.read_only = True
+    tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
     if not options.app_argv:
         import json  # noqa: F401  (the image's /.droot.json is parsed after chroot)
@@ -79,7 +87,7 @@ def run_container(options) -> None:
         isolation.enter_namespaces()
     for bind in binds:
         bind.open()
-    mounts.forbid_image_devices(root)
+    root_mounts = mounts.forbid_image_devices(root)
 
     # 3. chroot; from here on every path is inside the root, the standard library too:
     #    whatever is imported later must be imported before this, and nothing can be.
@@ -104,6 +112,10 @@ def run_container(options) -> None:
     image_step("make /proc, /dev and /sys", mounts.make_mount_points)
     for bind in binds:
         bind.open_target()
+    for each in tmpfs:
+        each.open_target()
+    if read_only:  # droot's own writes to the image are done
+        mounts.make_read_only(root_mounts)
 
     # 5. The mounts.
     saved_umask = os.umask(0)
@@ -113,6 +125,8 @@ def run_container(options) -> None:
     mounts.mount_sys()
     for bind in binds:
         bind.mount()
+    for each in tmpfs:
+        each.mount()
     os.umask(saved_umask)
 
     try:  # the operator's session keyring stays behind (the filter denies keyctl too)
@@ -130,9 +144,14 @@ def run_container(options) -> None:
     if not options.no_dropcaps:
         keep = capabilities.kept_capabilities(user.uid == 0, options.cap_add, options.cap_drop)
     if keep is not None:  # a privileged app may mount, ptrace, write anywhere
+        writable = None
+        if read_only:
+            writable = ["/dev", "/proc"] + [bind.tree for bind in binds if not bind.read_only]
+            writable += [each.tree for each in tmpfs]
         confinement.confine_to_root(
             (0 if "signals" in share else confinement.SCOPE_SIGNAL)
-            | (0 if "abstract-sockets" in share else confinement.SCOPE_ABSTRACT_UNIX_SOCKET))
+            | (0 if "abstract-sockets" in share else confinement.SCOPE_ABSTRACT_UNIX_SOCKET),
+            writable)
     seccomp.install(None if keep is None else {capabilities.NAMES[n] for n in keep},
                     allowed_calls)
     if keep is not None:

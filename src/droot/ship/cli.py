@@ -124,7 +124,7 @@ def pull(args) -> int:
         signature_file=args.signature, pushed=args.pushed,
         allow_downgrade=args.allow_downgrade, if_changed=args.if_changed, mode=args.mode,
         keep=args.keep, devices=args.devices, lock_timeout=args.lock_timeout,
-        restart_check=restart_check), args.retries)
+        restart_check=restart_check, read_only=args.read_only), args.retries)
     if summary.get("unchanged"):
         # Quiet under a timer (stderr is the journal): a poll that finds nothing to do
         # every minute is not news. Exit status 0 either way.

@@ -367,9 +367,13 @@ def plan(manifest: Manifest, local) -> list[list]:
     headers = HeaderReader(source.read)
     runs = []
     first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
+    first_of: dict[bytes, bytes] = {}  # the same, path -> digest
     try:
         while (member := headers.next()) is not None:
             content = source.current[1]
+            replaced = first_of.pop(member.path, None)
+            if replaced is not None:  # a later copy of that content must not take this one
+                del first_path[replaced]
             if member.type in REGULAR_TYPES and member.data_size:
                 if content is None or content[1] != member.data_size:
                     raise DrootError(f"{manifest.where}: corrupt manifest (no content for "
@@ -385,6 +389,7 @@ def plan(manifest: Manifest, local) -> list[list]:
                 local.same_as(member.index, first_path[digest], digest)
                 continue
             first_path[digest] = member.path
+            first_of[member.path] = digest
             if local.find(member.index, member.path, size, digest):
                 continue
             if runs and runs[-1][0] == pack and runs[-1][2] == offset:
@@ -472,7 +477,8 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
     if current in names:  # the current release first: the likeliest to match
         names.remove(current)
         names.insert(0, current)
-    local = LocalContent(layout.releases_dir, names[:KNOWN_RELEASES])
+    local = LocalContent(layout.releases_dir, names[:KNOWN_RELEASES],
+                         link=deploy_options.get("read_only", False))
     try:
         runs = plan(manifest, local)
         summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
@@ -484,7 +490,8 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
     summary.update(compression="delta", reused_files=local.reused_files,
                    reused_bytes=local.reused_bytes, downloaded=store.downloaded + len(data),
                    requests=store.requests + 2)  # + the manifest and its sidecar
+    linked = f" ({summary['linked']} hard-linked)" if summary.get("linked") else ""
     print(f"droot: delta: {local.reused_files} files ({local.reused_bytes} bytes) reused "
-          f"from this host, {summary['downloaded']} bytes downloaded in "
+          f"from this host{linked}, {summary['downloaded']} bytes downloaded in "
           f"{summary['requests']} requests", file=sys.stderr)
     return summary

@@ -1,0 +1,48 @@
+"""Read-only releases: the mark a deploy leaves, and how `droot run` finds it.
+
+`droot deploy|pull --read-only` makes a release no app may change, so that the next
+delta pull can hard-link its unchanged files into the new release instead of copying
+them (droot.deploy.reuse): a hard link shares the inode, which is only safe when no
+release can change another. The release directory carries the extended attribute
+MARK; `droot run` on a root inside such a release mounts it read-only and confines
+writes with Landlock to the places it makes writable (droot.run).
+
+Why a `trusted.*` attribute: setting or removing one needs CAP_SYS_ADMIN, which an app
+under `droot run` never has, and the release's own mount is read-only to it anyway. An
+image that carries the attribute only makes itself read-only.
+
+Imported by `droot run`: standard library only.
+"""
+
+import errno
+import os
+
+MARK = "trusted.droot.read-only"
+
+
+def mark(directory_fd: int) -> None:
+    """Mark the directory open as `directory_fd` (a release being made) read-only."""
+    os.setxattr(directory_fd, MARK, b"1")
+
+
+def is_marked(path) -> bool:
+    """Whether the directory `path` carries the mark (not its parents)."""
+    try:
+        os.getxattr(path, MARK, follow_symlinks=False)
+        return True
+    except OSError as error:
+        if error.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise
+
+
+def inside_marked(path: str) -> bool:
+    """Whether the real path `path` lies in a read-only release: it or a parent carries
+    the mark (a root may be a release's subdirectory)."""
+    while True:
+        if is_marked(path):
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent

@@ -1,0 +1,84 @@
+"""Delta pulls into read-only releases (`--read-only`): a file whose bytes and metadata a
+read-only kept release holds is hard-linked, not copied; nothing else is, and no app
+can change a shared file, so every rollback target stays as deployed."""
+
+import os
+import re
+from pathlib import Path
+
+from tests.conftest import droot
+from tests.delta.conftest import full_deploy, push, tree
+
+
+def pull(store: Path, name: str, root: Path, *options) -> tuple[Path, int]:
+    """Pull `name`: (the new release's directory, the files hard-linked into it)."""
+    result = droot("pull", store / name, "--root", root, *options)
+    assert result.returncode == 0, result.stderr
+    linked = re.search(r"\((\d+) hard-linked\)", result.stderr)
+    return Path(os.path.realpath(root)), int(linked.group(1)) if linked else 0
+
+
+def same_inode(a: Path, b: Path) -> bool:
+    return os.stat(a).st_ino == os.stat(b).st_ino
+
+
+def shared_files(new: Path, *olds: Path) -> int:
+    """How many regular files of release `new` are the same inode in one of `olds`."""
+    return sum(1 for path in new.rglob("*") if path.is_file() and not path.is_symlink()
+               and any((old / path.relative_to(new)).exists()
+                       and same_inode(old / path.relative_to(new), path) for old in olds))
+
+
+def stores(versions, tmp_path) -> Path:
+    store = tmp_path / "store"
+    store.mkdir()
+    push(versions[0], store / "v1")
+    push(versions[1], store / "v2")
+    return store
+
+
+def test_unchanged_files_are_hard_links_no_app_can_change(versions, tmp_path):
+    kept = versions[3]
+    store, root = stores(versions, tmp_path), tmp_path / "app"
+    v1, linked = pull(store, "v1", root, "--read-only")
+    assert linked == 0  # nothing to link from yet
+    v2, linked = pull(store, "v2", root, "--read-only")
+    assert linked == shared_files(v2, v1) >= 4  # busybox, passwd, group, keep.bin, ...
+    assert same_inode(v1 / "srv/keep.bin", v2 / "srv/keep.bin")
+    assert same_inode(v1 / "bin/busybox", v2 / "bin/busybox")
+    assert not same_inode(v1 / "srv/changes.bin", v2 / "srv/changes.bin")
+    # The same bytes with another mode: a file of its own.
+    assert not same_inode(v1 / "srv/tool", v2 / "srv/tool")
+    assert os.stat(v1 / "srv/tool").st_mode & 0o7777 == 0o755
+    full_deploy(versions[1], tmp_path / "full", "--read-only")
+    assert tree(root) == tree(tmp_path / "full")
+
+    # The app cannot change a shared file through its release, even as root.
+    script = ("(echo x > /srv/keep.bin) 2>&1; (chmod 600 /srv/keep.bin) 2>&1; "
+              "(touch -d 2001-01-01 /srv/keep.bin) 2>&1; (rm /srv/keep.bin) 2>&1; true")
+    result = droot("run", "--root", root, "--", "/bin/sh", "-c", script)
+    assert result.returncode == 0 and result.stdout.count("Read-only file system") == 4, \
+        (result.stdout, result.stderr)
+    assert (v1 / "srv/keep.bin").read_bytes() == kept["srv/keep.bin"]
+
+    # Back to v1, pulled again: linked from v2 (the recorded one) or from v1: all of it.
+    v1_again, linked = pull(store, "v1", root, "--read-only")
+    assert linked == shared_files(v1_again, v1, v2) == shared_files(v1_again, v1)
+    assert same_inode(v1 / "srv/keep.bin", v1_again / "srv/keep.bin")
+    full_deploy(versions[0], tmp_path / "full1", "--read-only")
+    assert tree(root) == tree(tmp_path / "full1")
+    assert droot("rollback", "--root", root, "--to", v1.name).returncode == 0
+    assert tree(root) == tree(tmp_path / "full1")
+
+
+def test_a_writable_release_is_never_linked(versions, tmp_path):
+    """A release deployed without --read-only could have been changed by its app, and
+    its app could change a shared inode later (after a rollback): it is copied from."""
+    store, root = stores(versions, tmp_path), tmp_path / "app"
+    v1, _ = pull(store, "v1", root)
+    v2, linked = pull(store, "v2", root, "--read-only")
+    assert linked == 0 and not same_inode(v1 / "srv/keep.bin", v2 / "srv/keep.bin")
+    # And a read-only release is not linked into a writable one either.
+    v1_again, linked = pull(store, "v1", root)
+    assert linked == 0 and not same_inode(v2 / "srv/keep.bin", v1_again / "srv/keep.bin")
+    assert not same_inode(v2 / "bin/busybox", v1_again / "bin/busybox")

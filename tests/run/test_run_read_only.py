@@ -1,0 +1,141 @@
+"""`droot run --read-only`, `--tmpfs`, and releases deployed with `--read-only`, which
+every run keeps unchanged (their files may be hard links shared with other releases):
+the read-only mount, and Landlock as the second layer on its own."""
+
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tests.conftest import droot, make_busybox_root
+from tests.run.conftest import host_mounts_below
+
+WRITES = ("for f in /etc/passwd /new /tmp/x; do (echo x > $f) 2>&1; done; "
+          "(touch /bin/busybox; chmod 777 /etc/group; mkdir /d) 2>&1; echo done")
+
+
+def sh(root, script, *options):
+    return droot("run", "--root", root, *options, "--", "/bin/sh", "-c", script)
+
+
+def snapshot(root) -> dict:
+    """Every entry of `root`: mode, owner, size, mtime, ctime (a write changes ctime)."""
+    found = {}
+    for directory, names, files in os.walk(root):
+        for name in names + files:
+            info = os.lstat(os.path.join(directory, name))
+            found[os.path.join(directory, name)] = (info.st_mode, info.st_uid, info.st_size,
+                                                   info.st_mtime_ns, info.st_ctime_ns)
+    return found
+
+
+def test_read_only_root_refuses_every_write_but_tmpfs_and_binds(busybox_root, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (busybox_root / "run").mkdir()
+    (busybox_root / "data").mkdir()  # targets are made before the root is read-only
+    before = snapshot(busybox_root)
+    result = sh(busybox_root, WRITES + "; echo kept > /run/pid && cat /run/pid && "
+                "echo there > /data/f && stat -c %a /run", "--read-only", "--tmpfs", "/run",
+                "-b", f"{data}:/data")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum("Read-only file system" in line for line in lines) == 6, lines
+    assert lines[-3:] == ["done", "kept", "1777"], lines
+    assert (data / "f").read_text() == "there\n"
+    assert snapshot(busybox_root) == before
+    assert host_mounts_below(busybox_root) == []
+
+
+def test_tmpfs_target_is_made_inside_the_root_and_writable(busybox_root):
+    result = sh(busybox_root, "echo a > /var/cache/app/f && cat /var/cache/app/f && "
+                "grep ' /var/cache/app ' /proc/self/mountinfo", "--tmpfs", "/var/cache/app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("a\n") and "tmpfs" in result.stdout
+    assert "nosuid,nodev" in result.stdout
+    assert (busybox_root / "var" / "cache" / "app").is_dir()
+    assert not (busybox_root / "var" / "cache" / "app" / "f").exists()  # it was the tmpfs
+
+
+@pytest.mark.parametrize("target", ["tmp", "/", ""])
+def test_a_bad_tmpfs_target_is_one_line(busybox_root, target):
+    result = droot("run", "--root", busybox_root, f"--tmpfs={target}", "--", "/bin/true")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "--tmpfs" in result.stderr, \
+        result.stderr
+
+
+@pytest.fixture
+def read_only_release(tmp_path):
+    """A busybox image deployed with --read-only (nested: a second root at /nested),
+    and the release directory."""
+    source = make_busybox_root(tmp_path / "image")
+    make_busybox_root(source / "nested")
+    (source / "srv").mkdir()
+    (source / "srv" / "state").write_text("deployed\n")
+    with tarfile.open(tmp_path / "image.tar", "w") as archive:
+        archive.add(source, arcname=".")
+    root = tmp_path / "app"
+    with open(tmp_path / "image.tar", "rb") as stream:
+        result = droot("deploy", "--root", root, "--read-only", stdin=stream)
+    assert result.returncode == 0, result.stderr
+    release = os.path.realpath(root)
+    assert os.getxattr(release, "trusted.droot.read-only") == b"1"
+    return root, release
+
+
+def test_a_read_only_release_runs_read_only_without_the_option(read_only_release, tmp_path):
+    root, release = read_only_release
+    before = snapshot(release)
+    for where in (root, f"{release}/nested"):  # the release, and a root inside it
+        result = sh(where, WRITES)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("Read-only file system") == 6, result.stdout
+    # Bound into another, writable root, its files stay read-only too.
+    other = make_busybox_root(tmp_path / "other")
+    result = sh(other, "(echo x > /srv/state) 2>&1; cat /srv/state", "-b", f"{release}/srv:/srv")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "/bin/sh: can't create /srv/state: Read-only file system\ndeployed\n"
+    assert snapshot(release) == before
+
+
+def test_landlock_alone_keeps_a_read_only_root(busybox_root, tmp_path):
+    """The second layer by itself: on a mount that is writable, Landlock's rules for a
+    read-only root deny writes beneath it (EACCES, not EROFS) and allow them beneath the
+    places made writable."""
+    (busybox_root / "w").mkdir()
+    script = f"""
+import os, sys
+sys.path[:0] = {sys.path!r}
+from droot.run import confinement
+os.chroot({str(busybox_root)!r})
+writable = os.open("/w", os.O_PATH)
+if confinement.confine_to_root(0, [writable]) < 1:
+    sys.exit(77)
+for path in ("/etc/passwd", "/new"):
+    try:
+        open(path, "a").close()
+        print("written", path)
+    except OSError as error:
+        print(os.strerror(error.errno))
+open("/w/new", "w").write("ok")
+print(open("/etc/group").read().split(":")[0])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if result.returncode == 77:
+        pytest.skip("this kernel has no Landlock")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["Permission denied", "Permission denied", "root"]
+    assert (busybox_root / "w" / "new").read_text() == "ok"
+    assert not (busybox_root / "new").exists()
+
+
+def test_read_only_needs_symlink_mode(tmp_path):
+    result = droot("deploy", "--root", tmp_path / "app", "--read-only", "--mode", "rsync",
+                   stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("droot: --read-only needs --mode symlink: rsync mode "
+                                     "writes into the directory the app runs in"), result.stderr
+    assert not (tmp_path / "app").exists() and not (tmp_path / "app.releases").exists()
