@@ -46,6 +46,7 @@ def test_unchanged_files_are_hard_links_no_app_can_change(versions, tmp_path):
     assert linked == shared_files(v2, v1) >= 4  # busybox, passwd, group, keep.bin, ...
     assert same_inode(v1 / "srv/keep.bin", v2 / "srv/keep.bin")
     assert same_inode(v1 / "bin/busybox", v2 / "bin/busybox")
+    assert os.lstat(v1 / "bin/sh").st_ino == os.lstat(v2 / "bin/sh").st_ino  # a symlink
     assert not same_inode(v1 / "srv/changes.bin", v2 / "srv/changes.bin")
     # The same bytes with another mode: a file of its own.
     assert not same_inode(v1 / "srv/tool", v2 / "srv/tool")
@@ -82,3 +83,4 @@ def test_a_writable_release_is_never_linked(versions, tmp_path):
     v1_again, linked = pull(store, "v1", root)
     assert linked == 0 and not same_inode(v2 / "srv/keep.bin", v1_again / "srv/keep.bin")
     assert not same_inode(v2 / "bin/busybox", v1_again / "bin/busybox")
+    assert os.lstat(v2 / "bin/sh").st_ino != os.lstat(v1_again / "bin/sh").st_ino

@@ -150,6 +150,7 @@ class LocalContent:
         self.linkable = {position for position, name in enumerate(self.names) if link
                          and readonly.is_marked(f"/proc/self/fd/{self.releases_fd}/{name}")}
         self.link = link
+        self.list_xattrs = True  # until listxattrat(2) proves missing (Linux < 6.13)
         # path -> digest of the new release's files (None: the last member at that path
         # is not a file with data), for the record of the new release
         self.final: dict[bytes, bytes | None] = {}
@@ -168,18 +169,24 @@ class LocalContent:
         through /proc/self/fd/N, a magic link that does not resolve the name again. So
         a FIFO or device node swapped in meanwhile is never opened, which opening by name
         and comparing st_dev/st_ino afterwards could not promise."""
-        if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
-            directory, name = kernel.AT_FDCWD, path.decode("utf-8", "surrogateescape")
-        else:
-            directory = self.releases_fd
-            name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
-        located = kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
+        located = self.locate(position, path)
         try:
             if not stat.S_ISREG(os.fstat(located).st_mode):
                 raise LocalChanged(errno.ESTALE, "not a regular file (any more)")
             return os.open(f"self/fd/{located}", _READ, dir_fd=self.proc_fd)
         finally:
             os.close(located)
+
+    def locate(self, position: int, path: bytes) -> int:
+        """An O_PATH descriptor of `path` in kept release `position` (SAME_RELEASE - 1: in
+        the new release), resolved beneath it without following any symlink (a trailing
+        one is the symlink itself); it opens nothing."""
+        if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
+            directory, name = kernel.AT_FDCWD, path.decode("utf-8", "surrogateescape")
+        else:
+            directory = self.releases_fd
+            name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
+        return kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
 
     def note_member(self, path: bytes, digest: bytes | None):
         """Member `path` of the new release holds `digest` (None: no file data)."""
@@ -253,30 +260,73 @@ class LocalContent:
         return self.plan[index] if index < len(self.plan) else 0
 
     def link_into(self, m) -> bool:
-        """Hard-link member `m` of the new (read-only) release to its planned source when
-        that is in a read-only release (an earlier file of the new one included) and
-        has exactly the member's metadata; False when it cannot be linked."""
+        """Hard-link file member `m` of the new (read-only) release to its planned source
+        when that is in a read-only release (an earlier file of the new one included)
+        and has exactly the member's metadata; False when it cannot be linked."""
         position = self.planned(m.index) - 1
-        if not self.link or (position not in self.linkable and position != SAME_RELEASE - 1):
+        if position not in self.linkable and position != SAME_RELEASE - 1:
             return False
         try:
-            source = self.open_source(position, self.earlier.get(m.index, m.path))
+            source = self.locate(position, self.earlier.get(m.index, m.path))
         except OSError:
             return False
         try:
             info = os.fstat(source)
-            if ((info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns, info.st_size)
-                    != (m.mode & 0o7777, m.uid, m.gid, m.mtime_ns, m.size)
+            if (not stat.S_ISREG(info.st_mode)
+                    or (info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns,
+                        info.st_size) != (m.mode & 0o7777, m.uid, m.gid, m.mtime_ns, m.size)
                     or (position != SAME_RELEASE - 1
                         and _identity(info)[:2] != self.trusted.get(m.index, ())[:2])
-                    or not _same_xattrs(source, m.xattrs)):
+                    or not self._same_xattrs(source, m.xattrs, regular=True)):
                 return False
-            # linkat through the magic link: the inode just checked, not a name again.
-            os.link(f"self/fd/{source}", m.path, src_dir_fd=self.proc_fd,
-                    follow_symlinks=True)
+            self._link(source, m.path)
             return True
         finally:
             os.close(source)
+
+    def link_symlink(self, m) -> bool:
+        """Hard-link symlink member `m` of the new (read-only) release to the same symlink
+        (target, owner, time, no xattrs) of the newest read-only kept release; False when
+        it cannot be linked. A symlink is an inode too: linking one costs no new inode."""
+        try:
+            source = self.locate(min(self.linkable), m.path)
+        except OSError:
+            return False
+        try:
+            info = os.fstat(source)
+            if (not stat.S_ISLNK(info.st_mode)
+                    or (info.st_uid, info.st_gid, info.st_mtime_ns) != (m.uid, m.gid, m.mtime_ns)
+                    or os.readlink(b"", dir_fd=source) != m.linkname
+                    or not self._same_xattrs(source, m.xattrs, regular=False)):
+                return False
+            self._link(source, m.path)
+            return True
+        finally:
+            os.close(source)
+
+    def _same_xattrs(self, located: int, xattrs, regular: bool) -> bool:
+        """Whether the inode open as O_PATH `located` has exactly the member's `xattrs`.
+        An inode without any is told by listxattrat through its magic link (Linux 6.13+:
+        nothing is opened); else a regular file is opened and compared, and a symlink
+        (which cannot be opened) is not linked."""
+        if not xattrs and self.list_xattrs:
+            try:
+                return kernel.xattr_names_size(self.proc_fd, f"self/fd/{located}") == 0
+            except OSError as error:
+                if error.errno != errno.ENOSYS:
+                    return False
+                self.list_xattrs = False
+        if not regular:
+            return False
+        fd = os.open(f"self/fd/{located}", _READ, dir_fd=self.proc_fd)
+        try:
+            return _same_xattrs(fd, xattrs)
+        finally:
+            os.close(fd)
+
+    def _link(self, located: int, path: bytes):
+        # linkat through the magic link: the inode just checked, not a name again.
+        os.link(f"self/fd/{located}", path, src_dir_fd=self.proc_fd, follow_symlinks=True)
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it."""
@@ -407,3 +457,15 @@ class ReusingUnpacker(members.Unpacker):
                 self.stats.bytes += m.size
                 return
         super()._file(m)
+
+    def _symlink(self, m):
+        local = self.source.local
+        if local.linkable:
+            try:
+                linked = self._create(lambda path: local.link_symlink(m), m.path)
+            except OSError:
+                linked = False
+            if linked:
+                self.stats.symlinks += 1
+                return
+        super()._symlink(m)

@@ -415,11 +415,20 @@ class _ReleaseStream:
         import zstandard
         runs = iter(runs)
         body, left = None, 0
+        # Headers go out in batches: one pipe write (and one read in the child) for many
+        # members whose data comes from this host, not one per member.
+        headers, batched = [], 0
         try:
             for index, (header, content) in enumerate(manifest.records()):
-                yield header
+                headers.append(header)
+                batched += len(header)
                 if content is None or local.planned(index):
+                    if batched >= CHUNK:
+                        yield b"".join(headers)
+                        headers, batched = [], 0
                     continue
+                yield b"".join(headers)
+                headers, batched = [], 0
                 digest, size, pack, offset, length = content
                 if left == 0:
                     if body:
@@ -452,6 +461,8 @@ class _ReleaseStream:
                                      "was switched")
                 if size % BLOCK:
                     yield bytes(BLOCK - size % BLOCK)
+            if headers:
+                yield b"".join(headers)
         finally:
             if body:
                 body.close()
