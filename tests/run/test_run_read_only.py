@@ -83,6 +83,8 @@ def read_only_release(tmp_path):
     assert result.returncode == 0, result.stderr
     release = os.path.realpath(root)
     assert os.getxattr(release, "trusted.droot.read-only") == b"1"
+    listed = droot("releases", "--root", root)
+    assert listed.stdout == f"* {os.path.basename(release)} (read-only)\n", listed
     return root, release
 
 

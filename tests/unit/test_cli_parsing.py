@@ -78,10 +78,10 @@ MINIMAL = {
 TARGET_DEFAULTS = {"root": "/srv/app", "lock_timeout": None, "mode": "symlink", "keep": 5,
                    "devices": False, "sha256": None, "restart": None, "check": None,
                    "check_timeout": None, "trusted_keys": None, "signature": None,
-                   "pushed": None, "allow_downgrade": False}
+                   "pushed": None, "allow_downgrade": False, "read_only": False}
 RUN_DEFAULTS = {
     "root": "/srv/app", "copy_files": False, "user": None, "group": None, "bind": [],
-    "robind": [], "env": [], "env_file": [], "workdir": None, "no_dropcaps": False,
+    "robind": [], "read_only": False, "tmpfs": [], "env": [], "env_file": [], "workdir": None, "no_dropcaps": False,
     "cap_add": [], "cap_drop": [], "allow_new_privs": False, "allow_syscall": [], "share": [],
     "pid": False, "net": None, "hostname": None, "ipc": False, "userns": None, "memory": None,
     "cpus": None, "pids_limit": None, "preserve_fds": None, "app_argv": []}

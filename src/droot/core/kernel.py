@@ -2,8 +2,9 @@
 one module of droot that uses ctypes.
 
 unshare, setns, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount,
-mount_setattr, fsopen/fsconfig/fsmount, listxattrat, syncfs, sethostname, and an ioctl on a socket. Each raises OSError with
-the errno, like the `os` functions do (and releases the GIL while it runs).
+mount_setattr, fsopen/fsconfig/fsmount, listxattrat, syncfs, sethostname, and an ioctl on
+a socket. Each raises OSError with the errno, like the `os` functions do (and releases
+the GIL while it runs).
 
 This module is on the start-up path of every `droot run`, so it uses ctypes' C core,
 `_ctypes`, directly: the `ctypes` package defines some forty types when imported (2.8 ms

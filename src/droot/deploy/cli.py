@@ -215,6 +215,7 @@ def releases_arguments(parser):
 
 
 def releases(args) -> int:
+    from droot.core import readonly
     from droot.deploy.releases import Layout
     layout = Layout(args.root)
     current = layout.current()
@@ -232,7 +233,8 @@ def releases(args) -> int:
             print(f"! {release.name} (not a directory: not a release droot made)")
             continue
         mark = "*" if release.name == current else " "
-        print(f"{mark} {release.name}")
+        note = " (read-only)" if readonly.is_marked(release.path) else ""
+        print(f"{mark} {release.name}{note}")
     if state == "directory":
         print(f"* {layout.root} (a real directory: rsync mode)")
     return 0
