@@ -2,6 +2,7 @@
 a store (droot's own push, with the image export replaced by the given members)."""
 
 import hashlib
+import tarfile
 
 import pytest
 
@@ -20,12 +21,10 @@ def file(name: str, data: bytes, **fields) -> bytes:
 
 
 def symlink(name: str, target: str) -> bytes:
-    import tarfile
     return member_bytes(name, type=tarfile.SYMTYPE, linkname=target, mtime=MTIME)
 
 
 def directory(name: str, mtime: int = MTIME) -> bytes:
-    import tarfile
     return member_bytes(name, type=tarfile.DIRTYPE, mode=0o755, mtime=mtime)
 
 

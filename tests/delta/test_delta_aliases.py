@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import droot
-from tests.review.conftest import content, digest, directory, file, symlink
+from tests.delta.hostile import (content, digest, directory, file, push_members,  # noqa: F401
+                                 symlink)
 
 
 def pull(store: Path, name: str, root: Path, *options) -> Path:
