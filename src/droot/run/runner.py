@@ -46,11 +46,8 @@ def run_container(options) -> None:
     binds = [mounts.BindMount.of_option(spec, False) for spec in options.bind]
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
     # A read-only release stays unchanged (its files may be another release's too, hard
-    # links: droot.deploy.reuse), as the root or through a bind.
+    # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
     read_only = options.read_only or readonly.inside_marked(root)
-    for bind in binds:
-        if not bind.read_only and readonly.inside_marked(os.path.realpath(bind.source)):
-            bind.read_only = True
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
     if not options.app_argv:
