@@ -171,3 +171,25 @@ def test_a_bind_source_in_a_read_only_release_stays_inside_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "image\n/bin/sh: can't create /ln/f: Read-only file system\n", \
         result.stdout
+
+
+def test_a_root_below_a_read_only_release_stays_inside_it(tmp_path):
+    """`--root APP/sub` names a root inside the release; the image's `sub -> /host/dir`
+    must not make droot run the app, writable, in a host directory of its choosing."""
+    host = make_busybox_root(tmp_path / "host")
+    source = make_busybox_root(tmp_path / "image")
+    (source / "sub").symlink_to(host)
+    (source / "inner").mkdir()
+    make_busybox_root(source / "inner" / "root")
+    (source / "ln").symlink_to("/inner/root")  # stays in the image
+    with tarfile.open(tmp_path / "image.tar", "w") as archive:
+        archive.add(source, arcname=".")
+    with open(tmp_path / "image.tar", "rb") as stream:
+        result = droot("deploy", "--root", tmp_path / "app", "--read-only", stdin=stream)
+    assert result.returncode == 0, result.stderr
+    result = sh(tmp_path / "app" / "sub", "echo x > /written; true")
+    assert not (host / "written").exists(), "the app ran in the host directory"
+    assert result.returncode != 0 and "root" in result.stderr, result.stderr
+    result = sh(tmp_path / "app" / "ln", "(echo x > /written) 2>&1; ls /")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("/bin/sh: can't create /written: Read-only file system\n")
