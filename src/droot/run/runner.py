@@ -203,6 +203,18 @@ def image_step(what: str, function, *args):
 def checked_root(path: str) -> str:
     if not path:
         raise RunError("--root is empty: give the directory to run in")
+    release = readonly.split_at_release(os.path.abspath(path))
+    if release:  # below it, the image's symlinks lead only inside it (rootfs)
+        try:
+            descriptor = rootfs.open_in_root(release[1], os.O_PATH | os.O_DIRECTORY,
+                                             root=release[0])
+        except OSError as error:
+            raise RunError(f"root {path}: cannot open {release[1]} inside the read-only "
+                           f"release {release[0]}: {error.strerror}") from None
+        try:  # its real path: no symbolic link left, in a release nothing changes
+            return os.readlink(f"/proc/self/fd/{descriptor}")
+        finally:
+            os.close(descriptor)
     if not os.path.exists(path):
         raise RunError(f"root {path} does not exist")
     if not os.path.isdir(path):
