@@ -141,3 +141,57 @@ def test_read_only_needs_symlink_mode(tmp_path):
     assert result.stderr.strip() == ("droot: --read-only needs --mode symlink: rsync mode "
                                      "writes into the directory the app runs in"), result.stderr
     assert not (tmp_path / "app").exists() and not (tmp_path / "app.releases").exists()
+
+
+def test_a_bind_source_in_a_read_only_release_stays_inside_it(tmp_path):
+    """The release's image chooses its symlinks: `srv -> /host/dir` must not turn the
+    operator's bind of the release's /srv into a writable bind of a host directory. The
+    source is resolved inside the release, as the image's own paths are, and bound
+    read-only."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "f").write_text("host\n")
+    source = make_busybox_root(tmp_path / "image")
+    (source / "srv").symlink_to(host)  # absolute: on the host, it is that directory
+    (source / "data").mkdir()
+    (source / "data" / "f").write_text("image\n")
+    (source / "ln").symlink_to("/data")
+    with tarfile.open(tmp_path / "image.tar", "w") as archive:
+        archive.add(source, arcname=".")
+    with open(tmp_path / "image.tar", "rb") as stream:
+        result = droot("deploy", "--root", tmp_path / "app", "--read-only", stdin=stream)
+    assert result.returncode == 0, result.stderr
+    release = os.path.realpath(tmp_path / "app")
+    other = make_busybox_root(tmp_path / "other")
+    result = sh(other, "cat /srv/f; (echo x > /srv/f) 2>&1; true", "-b", f"{release}/srv:/srv")
+    assert (host / "f").read_text() == "host\n", "the app wrote a host file"
+    assert "host" not in result.stdout, result.stdout
+    # Inside the release, /srv leads to the release's own (missing) host path.
+    assert result.returncode != 0 and "--bind" in result.stderr, result.stderr
+    # A symlink of the image that stays in it (/ln -> /data: no /data on the host).
+    result = sh(other, "cat /ln/f; (echo x > /ln/f) 2>&1; true", "-b", f"{tmp_path}/app/ln:/ln")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "image\n/bin/sh: can't create /ln/f: Read-only file system\n", \
+        result.stdout
+
+
+def test_a_root_below_a_read_only_release_stays_inside_it(tmp_path):
+    """`--root APP/sub` names a root inside the release; the image's `sub -> /host/dir`
+    must not make droot run the app, writable, in a host directory of its choosing."""
+    host = make_busybox_root(tmp_path / "host")
+    source = make_busybox_root(tmp_path / "image")
+    (source / "sub").symlink_to(host)
+    (source / "inner").mkdir()
+    make_busybox_root(source / "inner" / "root")
+    (source / "ln").symlink_to("/inner/root")  # stays in the image
+    with tarfile.open(tmp_path / "image.tar", "w") as archive:
+        archive.add(source, arcname=".")
+    with open(tmp_path / "image.tar", "rb") as stream:
+        result = droot("deploy", "--root", tmp_path / "app", "--read-only", stdin=stream)
+    assert result.returncode == 0, result.stderr
+    result = sh(tmp_path / "app" / "sub", "echo x > /written; true")
+    assert not (host / "written").exists(), "the app ran in the host directory"
+    assert result.returncode != 0 and "root" in result.stderr, result.stderr
+    result = sh(tmp_path / "app" / "ln", "(echo x > /written) 2>&1; ls /")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("/bin/sh: can't create /written: Read-only file system\n")

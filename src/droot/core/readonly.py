@@ -46,3 +46,33 @@ def inside_marked(path: str) -> bool:
         if parent == path:
             return False
         path = parent
+
+
+def split_at_release(path: str) -> tuple[str, str] | None:
+    """(the real path of the read-only release that the absolute `path` leads into, the
+    rest of `path` below it), or None when it leads into none. `path` is resolved name by
+    name as the kernel would, and stops at the release: the names above it are the
+    host's (droot's `current` symlink among them), those below are the image's, whose
+    symbolic links may aim anywhere on the host and must be resolved inside the release
+    only (droot.run.rootfs.open_in_root)."""
+    resolved, pending, links = "/", [part for part in path.split("/") if part], 0
+    while True:
+        if is_marked(resolved):
+            return resolved, "/" + "/".join(pending)
+        if not pending:
+            return None
+        name = pending.pop(0)
+        if name in (".", ".."):
+            resolved = os.path.dirname(resolved) if name == ".." else resolved
+            continue
+        candidate = os.path.join(resolved, name)
+        try:
+            target = os.readlink(candidate)
+        except OSError:  # not a symbolic link, or missing: the open decides
+            resolved = candidate
+            continue
+        links += 1
+        if links > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        resolved = "/" if target.startswith("/") else resolved
+        pending[:0] = [part for part in target.split("/") if part]

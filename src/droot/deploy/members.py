@@ -210,10 +210,14 @@ class Unpacker:
     def _finish(self):
         for path, name, value in self._deferred_xattrs:
             self._set_xattrs(path, [(name, value)], follow=False)
-        # Directory times last: creating entries inside changes them.
+        # Directory times last: creating entries inside changes them. Only on what is
+        # still a directory: a member named through a symlink (`e -> .`, `e/d`) may have
+        # replaced one by a file, which a delta pull may have hard-linked from another
+        # release (droot.deploy.reuse).
         for path, mtime_ns in self._directory_times.items():
             try:
-                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 pass  # removed with a directory that a later member replaced
 

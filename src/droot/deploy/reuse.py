@@ -154,6 +154,9 @@ class LocalContent:
         # path -> digest of the new release's files (None: the last member at that path
         # is not a file with data), for the record of the new release
         self.final: dict[bytes, bytes | None] = {}
+        # A member is named through a symlink of the release (ship.delta.plan): what is at
+        # a path may not be its last member's content, so no record is written.
+        self.aliased = False
 
     def close(self):
         for name in ("releases_fd", "proc_fd"):
@@ -364,6 +367,8 @@ class LocalContent:
         """Record the files of the new release `name` (see the module), replacing the
         record of an older one. Called by deploy before the switch. A failure only costs
         the next pull its reads: it is a warning."""
+        if self.aliased:
+            return
         try:
             release = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                               dir_fd=lock.dir_fd)

@@ -12,7 +12,7 @@ import stat
 import sys
 
 from droot.core.errors import RunError
-from droot.core import kernel, mountinfo
+from droot.core import kernel, mountinfo, readonly
 from droot.run import rootfs
 from droot.core.kernel import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
@@ -211,9 +211,16 @@ class BindMount:
         """The host's absolute `source` at the absolute `target` inside; `flag` names the
         bind in error lines."""
         self.source, self.target, self.read_only, self.flag = source, target, read_only, flag
-        if not os.path.exists(self.source):
-            raise RunError(f"{flag} source {self.source} does not exist on the host")
         self.tree = self.target_descriptor = -1
+        # A source in a read-only release is bound read-only (its files may be another
+        # release's too), and resolved inside the release: the image's symlinks there
+        # would otherwise lead the bind to any host directory.
+        self.in_release = readonly.split_at_release(source)
+        if self.in_release:
+            self.read_only = True
+            os.close(self._open_in_release())  # there? (opened again in droot's namespace)
+        elif not os.path.exists(self.source):
+            raise RunError(f"{flag} source {self.source} does not exist on the host")
         self.read_only_after_mount = False  # Linux < 5.12: no mount_setattr(2)
 
     @classmethod
@@ -228,12 +235,17 @@ class BindMount:
 
     def open(self) -> None:
         """A detached copy of the source and every mount below it, read-only if asked."""
+        resolved = self._open_in_release() if self.in_release else -1
+        source = self.source if resolved < 0 else f"/proc/self/fd/{resolved}"
         try:
-            self.tree = kernel.open_tree(self.source, kernel.OPEN_TREE_CLONE | kernel.AT_RECURSIVE)
+            self.tree = kernel.open_tree(source, kernel.OPEN_TREE_CLONE | kernel.AT_RECURSIVE)
         except OSError as error:
             hint = " (needs Linux 5.2 or later)" if error.errno == errno.ENOSYS else ""
             raise RunError(f"cannot open {self.flag} source {self.source}: "
                            f"{error.strerror}{hint}") from None
+        finally:
+            if resolved >= 0:
+                os.close(resolved)
         self.is_directory = os.path.isdir(f"/proc/self/fd/{self.tree}")
         if self.read_only:
             try:
@@ -243,6 +255,15 @@ class BindMount:
                     raise RunError(f"cannot make {self.source} read-only: "
                                    f"{error.strerror}") from None
                 self.read_only_after_mount = True
+
+    def _open_in_release(self) -> int:
+        """An O_PATH descriptor of the source resolved inside its read-only release."""
+        release, rest = self.in_release
+        try:
+            return rootfs.open_in_root(rest, os.O_PATH, root=release)
+        except OSError as error:
+            raise RunError(f"{self.flag} source {self.source}: cannot open {rest} inside the "
+                           f"read-only release {release}: {error.strerror}") from None
 
     def open_target(self) -> None:
         """The target inside the root, created if missing (a directory 0755, an empty file

@@ -46,11 +46,8 @@ def run_container(options) -> None:
     binds = [mounts.BindMount.of_option(spec, False) for spec in options.bind]
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
     # A read-only release stays unchanged (its files may be another release's too, hard
-    # links: droot.deploy.reuse), as the root or through a bind.
+    # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
     read_only = options.read_only or readonly.inside_marked(root)
-    for bind in binds:
-        if not bind.read_only and readonly.inside_marked(os.path.realpath(bind.source)):
-            bind.read_only = True
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
     if not options.app_argv:
@@ -206,6 +203,18 @@ def image_step(what: str, function, *args):
 def checked_root(path: str) -> str:
     if not path:
         raise RunError("--root is empty: give the directory to run in")
+    release = readonly.split_at_release(os.path.abspath(path))
+    if release:  # below it, the image's symlinks lead only inside it (rootfs)
+        try:
+            descriptor = rootfs.open_in_root(release[1], os.O_PATH | os.O_DIRECTORY,
+                                             root=release[0])
+        except OSError as error:
+            raise RunError(f"root {path}: cannot open {release[1]} inside the read-only "
+                           f"release {release[0]}: {error.strerror}") from None
+        try:  # its real path: no symbolic link left, in a release nothing changes
+            return os.readlink(f"/proc/self/fd/{descriptor}")
+        finally:
+            os.close(descriptor)
     if not os.path.exists(path):
         raise RunError(f"root {path} does not exist")
     if not os.path.isdir(path):

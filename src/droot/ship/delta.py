@@ -34,7 +34,8 @@ import time
 from droot.core import signatures
 from droot.core.compression import DELTA_MANIFEST_PREFIX
 from droot.core.errors import DrootError
-from droot.core.tarformat import BLOCK, REGULAR_TYPES, HeaderReader, TarFormatError, padded
+from droot.core.tarformat import (BLOCK, HARDLINK, REGULAR_TYPES, SYMLINK, HeaderReader,
+                                   TarFormatError, padded)
 from droot.ship import deltastore, stores
 
 MAGIC = DELTA_MANIFEST_PREFIX + b"1\n"
@@ -368,9 +369,18 @@ def plan(manifest: Manifest, local) -> list[list]:
     runs = []
     first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
     first_of: dict[bytes, bytes] = {}  # the same, path -> digest
+    links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
     try:
         while (member := headers.next()) is not None:
             content = source.current[1]
+            if links and not local.aliased and _named_through(member.path, links):
+                # `e -> .`, then `e/b`: a member may replace a file that is named by another
+                # path here, so no path is known to hold what its member said.
+                local.aliased = True
+                first_path.clear()
+                first_of.clear()
+            if member.type in (SYMLINK, HARDLINK):
+                links.add(member.path)
             replaced = first_of.pop(member.path, None)
             if replaced is not None:  # a later copy of that content must not take this one
                 del first_path[replaced]
@@ -388,8 +398,9 @@ def plan(manifest: Manifest, local) -> list[list]:
             if digest in first_path:
                 local.same_as(member.index, first_path[digest], digest)
                 continue
-            first_path[digest] = member.path
-            first_of[member.path] = digest
+            if not local.aliased:
+                first_path[digest] = member.path
+                first_of[member.path] = digest
             if local.find(member.index, member.path, size, digest):
                 continue
             if runs and runs[-1][0] == pack and runs[-1][2] == offset:
@@ -399,6 +410,16 @@ def plan(manifest: Manifest, local) -> list[list]:
     except TarFormatError as error:
         raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
     return runs
+
+
+def _named_through(path: bytes, links: set[bytes]) -> bool:
+    """Whether a parent directory of member `path` is one of the paths `links`."""
+    end = path.find(b"/")
+    while end != -1:
+        if path[:end] in links:
+            return True
+        end = path.find(b"/", end + 1)
+    return False
 
 
 class _ReleaseStream:
