@@ -195,3 +195,19 @@ def test_a_root_below_a_read_only_release_stays_inside_it(tmp_path):
     result = sh(tmp_path / "app" / "ln", "(echo x > /written) 2>&1; ls /")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("/bin/sh: can't create /written: Read-only file system\n")
+
+
+@pytest.mark.parametrize("options", [("--no-dropcaps",), ("--cap-add", "SYS_ADMIN"),
+                                     ("--cap-add", "all"), ("--cap-add", "dac_read_search")])
+def test_no_privilege_over_a_read_only_release(read_only_release, options):
+    """A privileged app could remount the release writable, or open its files by handle
+    through another mount: refused before anything runs, in one line."""
+    root, release = read_only_release
+    result = droot("run", "--root", root, *options, "--", "/bin/true")
+    assert result.returncode == 125, result
+    assert result.stderr.count("\n") == 1 and "is a read-only release" in result.stderr, \
+        result.stderr
+    # The control: dropping the capability again runs.
+    if options[0] == "--cap-add":
+        allowed = droot("run", "--root", root, *options, "--cap-drop", "ALL", "--", "/bin/true")
+        assert allowed.returncode == 0, allowed.stderr

@@ -47,7 +47,10 @@ def run_container(options) -> None:
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
     # A read-only release stays unchanged (its files may be another release's too, hard
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
-    read_only = options.read_only or readonly.inside_marked(root)
+    in_release = readonly.inside_marked(root)
+    if in_release:
+        refuse_privileges_over_shared_files(options, root)
+    read_only = options.read_only or in_release
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
     if not options.app_argv:
@@ -180,6 +183,26 @@ def run_container(options) -> None:
 
     # 9. Become the app.
     launch.execute(argv, env)
+
+
+# What would let an app change a read-only release despite its read-only mount: remount
+# it (SYS_ADMIN), open its files by handle through a writable mount of the same
+# filesystem (DAC_READ_SEARCH), write the disk under it (MKNOD, SYS_RAWIO), or the kernel
+# (SYS_MODULE).
+RELEASE_BREAKING = ("SYS_ADMIN", "DAC_READ_SEARCH", "MKNOD", "SYS_RAWIO", "SYS_MODULE")
+
+
+def refuse_privileges_over_shared_files(options, root: str) -> None:
+    """A read-only release's files may be other releases' too (hard links), a rollback
+    target's among them: no option may give the app a way to change them."""
+    why = (f"{root} is a read-only release, whose files other releases share: %s would let "
+           "the app change them; run without it, or deploy the release without --read-only")
+    if options.no_dropcaps:
+        raise RunError(why % "--no-dropcaps")
+    kept = capabilities.kept_capabilities(True, options.cap_add, options.cap_drop)
+    for name in RELEASE_BREAKING:
+        if capabilities.NAMES.index(name) in kept:
+            raise RunError(why % f"--cap-add {name}")
 
 
 def checked_sharing(options) -> set[str]:
