@@ -161,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         debug = debug or args.debug
         if debug:
             import traceback  # noqa: F401  (now: `run` and `exec` import nothing after chroot)
-        return args.handler(args) or 0
+        status = args.handler(args) or 0
+        if command not in ("run", "exec"):
+            # Done and reported: a Ctrl-C or SIGTERM from now on (Python restores the
+            # default handlers while it exits) must not make a finished deploy "killed".
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return status
     except DrootError as error:
         if debug:
             print_traceback(error)

@@ -59,12 +59,21 @@ def test_tmpfs_target_is_made_inside_the_root_and_writable(busybox_root):
     assert not (busybox_root / "var" / "cache" / "app" / "f").exists()  # it was the tmpfs
 
 
-@pytest.mark.parametrize("target", ["tmp", "/", ""])
+@pytest.mark.parametrize("target", ["tmp", "/", "", "/.", "//", "/up/.."])
 def test_a_bad_tmpfs_target_is_one_line(busybox_root, target):
     result = droot("run", "--root", busybox_root, f"--tmpfs={target}", "--", "/bin/true")
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "--tmpfs" in result.stderr, \
         result.stderr
+
+
+def test_a_tmpfs_target_the_image_links_to_the_root_is_refused(busybox_root):
+    (busybox_root / "var").mkdir()
+    (busybox_root / "var" / "run").symlink_to("/")
+    result = droot("run", "--root", busybox_root, "--tmpfs", "/var/run", "--", "/bin/true")
+    assert result.returncode == 125
+    assert result.stderr == ("droot: --tmpfs /var/run is the root itself inside (a symbolic "
+                             "link to /?): a tmpfs there would be out of the app's sight\n")
 
 
 @pytest.fixture

@@ -89,18 +89,22 @@ class TmpfsMount:
     the image could lead elsewhere once /proc exists."""
 
     def __init__(self, target: str):
-        if not target.startswith("/") or target.rstrip("/") == "":
+        self.target = os.path.normpath("/" + target.lstrip("/"))
+        if not target.startswith("/") or self.target == "/":
             raise RunError(f"--tmpfs {target!r}: expected an absolute directory inside the "
                            "root, other than /")
-        self.target = os.path.normpath(target)
         self.tree = self.target_descriptor = -1
 
     def open_target(self) -> None:
         try:
             self.target_descriptor = rootfs.make_directories(self.target)
+            made, root = os.fstat(self.target_descriptor), os.stat("/")
         except OSError as error:
             raise RunError(f"cannot create the --tmpfs target {self.target} inside the root: "
                            f"{error.strerror}") from None
+        if (made.st_dev, made.st_ino) == (root.st_dev, root.st_ino):  # the image's link to /
+            raise RunError(f"--tmpfs {self.target} is the root itself inside (a symbolic "
+                           "link to /?): a tmpfs there would be out of the app's sight")
 
     def mount(self) -> None:
         try:
