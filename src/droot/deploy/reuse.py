@@ -323,7 +323,7 @@ class LocalContent:
             return False
         fd = os.open(f"self/fd/{located}", _READ, dir_fd=self.proc_fd)
         try:
-            return _same_xattrs(fd, xattrs)
+            return _xattrs_equal(fd, xattrs)
         finally:
             os.close(fd)
 
@@ -401,7 +401,7 @@ class LocalContent:
         return b"%s %d %d %d %s\0" % (digest.hex().encode(), ino, size, ctime, path)
 
 
-def _same_xattrs(fd: int, xattrs: list | None) -> bool:
+def _xattrs_equal(fd: int, xattrs: list | None) -> bool:
     """Whether the file open as `fd` has exactly the extended attributes `xattrs` (a
     member's (name, value) list, None for none)."""
     xattrs = xattrs or ()
@@ -442,8 +442,9 @@ class _ReusingInput(members.Input):
 
 class ReusingUnpacker(members.Unpacker):
     """members.Unpacker for a delta release, made from the stream's next_chunk (see
-    pipeline.extract). The hook is in the Input, which sees only file data: a plain
-    deploy's Unpacker pays nothing for it."""
+    pipeline.extract). The copy hook is in the Input, which sees only file data: a plain
+    deploy's Unpacker pays nothing for it. Into a read-only release, a planned file and a
+    symlink are first tried as hard links (LocalContent.link_into, link_symlink)."""
 
     def __init__(self, next_chunk, *, devices: bool = True, local: LocalContent):
         super().__init__(_ReusingInput(next_chunk, local), devices=devices)
