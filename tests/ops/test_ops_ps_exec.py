@@ -165,3 +165,22 @@ def test_an_exec_session_counts_in_its_app_not_as_another(root):
         session.kill()
         session.wait()
         stop_app(app)
+
+
+def test_exec_into_a_read_only_release_writes_only_where_the_app_may(root):
+    """The app of a read-only release writes only to the mounts droot made writable; an
+    exec session gets the same read-only Landlock rules, built from the app's mount
+    table: the tmpfs and /dev stay writable to it, the release does not."""
+    os.setxattr(root, "trusted.droot.read-only", b"1")  # as `deploy --read-only` marks it
+    app = started(root, ["--tmpfs", "/tmp"])
+    try:
+        script = ("echo a > /tmp/f && cat /tmp/f; echo b > /dev/null && echo null; "
+                  "(echo c > /srv/f) 2>&1; (mkdir /new) 2>&1; true")
+        result = droot("exec", "--pid", app.pid, "-u", "root", "--", "/bin/sh", "-c", script)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[:2] == ["a", "null"], lines
+        assert len(lines) == 4 and all("Read-only file system" in line for line in lines[2:])
+        assert not (root / "srv" / "f").exists() and not (root / "new").exists()
+    finally:
+        stop_app(app)

@@ -4,14 +4,16 @@ for every stage. Standard library only, and no `re`: `droot run` reads it on eve
 
 class Mount:
     """One line of mountinfo: its ID, the directory of its filesystem it shows (`root`),
-    where (`point`), the device, the filesystem type and the superblock's options."""
+    where (`point`), the device, the filesystem type, the superblock's options, and
+    whether the mount itself is read-only."""
 
-    __slots__ = ("mount_id", "root", "point", "device", "fstype", "super_options")
+    __slots__ = ("mount_id", "root", "point", "device", "fstype", "super_options",
+                 "read_only")
 
     def __init__(self, mount_id: int, root: str, point: str, device: str, fstype: str,
-                 super_options: str):
+                 super_options: str, read_only: bool = False):
         self.mount_id, self.root, self.point, self.device = mount_id, root, point, device
-        self.fstype, self.super_options = fstype, super_options
+        self.fstype, self.super_options, self.read_only = fstype, super_options, read_only
 
 
 def decode(field: str) -> str:
@@ -34,7 +36,8 @@ def parse(text: str) -> list[Mount]:
         try:
             separator = fields.index("-", 6)  # after the optional fields
             found.append(Mount(int(fields[0]), decode(fields[3]), decode(fields[4]),
-                               fields[2], fields[separator + 1], fields[separator + 3]))
+                               fields[2], fields[separator + 1], fields[separator + 3],
+                               "ro" in fields[5].split(",")))
         except (ValueError, IndexError):
             continue
     return found

@@ -9,7 +9,8 @@ is not root); none for another user; and no_new_privs when the app has it. The r
 kernel sandboxes apply too, in their default form: a new session keyring, Landlock (files,
 signals and abstract sockets confined to the root, in a domain of the command's own, so
 the app's processes are hidden from it in /proc unless the app shares /proc), and the
-seccomp filter. Nothing is imported after chroot (droot.core.importseal). Without a PID
+seccomp filter; in a read-only release, Landlock's read-only rules too (writable_mounts).
+Nothing is imported after chroot (droot.core.importseal). Without a PID
 namespace it execs in place; with one it must fork (joining a PID namespace takes effect
 for children only) and waits, forwarding signals.
 """
@@ -17,6 +18,7 @@ for children only) and waits, forwarding signals.
 import os
 import signal
 
+from droot.core import kernel, readonly
 from droot.core.errors import CommandNotExecutable, CommandNotFound, RunError
 from droot.ops.apps import App, app_of, find_apps, inside_id
 
@@ -75,6 +77,29 @@ def join_cgroups(pid: int):
                     f.write("0")
 
 
+def writable_mounts(mounts) -> list[int]:
+    """In a read-only release's app, descriptors of the mounts droot run made writable
+    (/dev, /proc, --bind, --tmpfs), for the same Landlock rules as the app's: every
+    writable mount but the root's, each opened without following a symlink (one the app
+    made in a tmpfs could otherwise aim a rule at the root); one that cannot be is left
+    out, which only takes a write away."""
+    descriptors = []
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for mount in mounts:
+            if mount.read_only or mount.point == "/":
+                continue
+            try:
+                descriptors.append(kernel.openat2(root, mount.point, os.O_PATH, 0,
+                                                  kernel.RESOLVE_IN_ROOT
+                                                  | kernel.RESOLVE_NO_SYMLINKS))
+            except OSError:
+                continue
+    finally:
+        os.close(root)
+    return descriptors
+
+
 def resolve_user(spec: str) -> tuple[int, int, list[int], str | None]:
     """(uid, gid, groups, home) of `spec` in the (already entered) root's own files."""
     from droot.run import users  # imported before chroot by `run`
@@ -115,6 +140,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
                       for kind in NAMESPACES
                       if os.readlink(f"/proc/{target}/ns/{kind}") != own[kind]]
         root_fd = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY)
+        read_only = readonly.inside_marked(os.readlink(f"/proc/{target}/root"))
         cwd_fd = os.open(f"/proc/{target}/cwd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError as error:
         raise RunError(f"exec: cannot inspect the app (PID {target}): {error.strerror}; "
@@ -129,7 +155,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     # and nothing after.
     import resource  # noqa: F401  (pidinit.end_like)
     from droot.core import importseal
-    from droot.core import kernel
+    from droot.core import mountinfo
     from droot.run import capabilities, cgroups, confinement, pidinit, seccomp  # noqa: F401
     from droot.run import users  # noqa: F401
     from droot.core.kernel import setns
@@ -177,7 +203,8 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         kernel.join_new_session_keyring()
         if not privileged:
             confinement.confine_to_root(confinement.SCOPE_SIGNAL
-                                        | confinement.SCOPE_ABSTRACT_UNIX_SOCKET)
+                                        | confinement.SCOPE_ABSTRACT_UNIX_SOCKET,
+                                        writable_mounts(mountinfo.read()) if read_only else None)
         seccomp.install(None if privileged else {capabilities.NAMES[n] for n in keep
                                                   if n < len(capabilities.NAMES)}, set())
     except OSError as error:
