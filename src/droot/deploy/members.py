@@ -39,7 +39,7 @@ class Stats:
     def __init__(self):
         self.files = self.directories = self.symlinks = self.hardlinks = 0
         self.devices = self.skipped_devices = self.bytes = 0
-        self.linked = 0  # files of a read-only release hard-linked from another (reuse.py)
+        self.linked = 0  # files hard-linked into a read-only release (reuse.py)
 
     def as_dict(self) -> dict:
         return dict(vars(self))
