@@ -36,18 +36,6 @@ def is_marked(path) -> bool:
         raise
 
 
-def inside_marked(path: str) -> bool:
-    """Whether the real path `path` lies in a read-only release: it or a parent carries
-    the mark (a root may be a release's subdirectory)."""
-    while True:
-        if is_marked(path):
-            return True
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
-
-
 def split_at_release(path: str) -> tuple[str, str] | None:
     """(the real path of the read-only release that the absolute `path` leads into, the
     rest of `path` below it), or None when it leads into none. `path` is resolved name by

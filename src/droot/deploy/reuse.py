@@ -269,40 +269,37 @@ class LocalContent:
         position = self.planned(m.index) - 1
         if position not in self.linkable and position != SAME_RELEASE - 1:
             return False
-        try:
-            source = self.locate(position, self.earlier.get(m.index, m.path))
-        except OSError:
-            return False
-        try:
-            info = os.fstat(source)
-            if (not stat.S_ISREG(info.st_mode)
-                    or (info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns,
-                        info.st_size) != (m.mode & 0o7777, m.uid, m.gid, m.mtime_ns, m.size)
-                    or (position != SAME_RELEASE - 1
-                        and _identity(info)[:2] != self.trusted.get(m.index, ())[:2])
-                    or not self._same_xattrs(source, m.xattrs, regular=True)):
-                return False
-            self._link(source, m.path)
-            return True
-        finally:
-            os.close(source)
+        return self._link_if(position, self.earlier.get(m.index, m.path), m, lambda source, info: (
+            stat.S_ISREG(info.st_mode)
+            and (info.st_mode & 0o7777, info.st_size) == (m.mode & 0o7777, m.size)
+            and (position == SAME_RELEASE - 1
+                 or _identity(info)[:2] == self.trusted.get(m.index, ())[:2])
+            and self._same_xattrs(source, m.xattrs, regular=True)))
 
     def link_symlink(self, m) -> bool:
         """Hard-link symlink member `m` of the new (read-only) release to the same symlink
         (target, owner, time, no xattrs) of the newest read-only kept release; False when
         it cannot be linked. A symlink is an inode too: linking one costs no new inode."""
+        return self._link_if(min(self.linkable), m.path, m, lambda source, info: (
+            stat.S_ISLNK(info.st_mode)
+            and os.readlink(b"", dir_fd=source) == m.linkname
+            and self._same_xattrs(source, m.xattrs, regular=False)))
+
+    def _link_if(self, position: int, path: bytes, m, matches) -> bool:
+        """Link `path` of kept release `position` at member `m`'s path when it has m's
+        owner and time and `matches(descriptor, stat)` holds of it; False otherwise."""
         try:
-            source = self.locate(min(self.linkable), m.path)
+            source = self.locate(position, path)
         except OSError:
             return False
         try:
             info = os.fstat(source)
-            if (not stat.S_ISLNK(info.st_mode)
-                    or (info.st_uid, info.st_gid, info.st_mtime_ns) != (m.uid, m.gid, m.mtime_ns)
-                    or os.readlink(b"", dir_fd=source) != m.linkname
-                    or not self._same_xattrs(source, m.xattrs, regular=False)):
+            if ((info.st_uid, info.st_gid, info.st_mtime_ns) != (m.uid, m.gid, m.mtime_ns)
+                    or not matches(source, info)):
                 return False
-            self._link(source, m.path)
+            # linkat through the magic link: the inode just checked, not a name again.
+            os.link(f"self/fd/{source}", m.path, src_dir_fd=self.proc_fd,
+                    follow_symlinks=True)
             return True
         finally:
             os.close(source)
@@ -326,10 +323,6 @@ class LocalContent:
             return _xattrs_equal(fd, xattrs)
         finally:
             os.close(fd)
-
-    def _link(self, located: int, path: bytes):
-        # linkat through the magic link: the inode just checked, not a name again.
-        os.link(f"self/fd/{located}", path, src_dir_fd=self.proc_fd, follow_symlinks=True)
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it."""

@@ -140,7 +140,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
                       for kind in NAMESPACES
                       if os.readlink(f"/proc/{target}/ns/{kind}") != own[kind]]
         root_fd = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY)
-        read_only = readonly.inside_marked(os.readlink(f"/proc/{target}/root"))
+        read_only = readonly.split_at_release(os.readlink(f"/proc/{target}/root")) is not None
         cwd_fd = os.open(f"/proc/{target}/cwd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError as error:
         raise RunError(f"exec: cannot inspect the app (PID {target}): {error.strerror}; "

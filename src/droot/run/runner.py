@@ -34,7 +34,7 @@ def run_container(options) -> None:
     if os.geteuid() != 0:
         raise RunError("droot run needs root (it mounts, chroots and drops capabilities); "
                        "run it as root, the app itself can run as any user with -u")
-    root = checked_root(options.root)
+    root, in_release = checked_root(options.root)
     share = checked_sharing(options)
     allowed_calls = seccomp.checked_allowances(options.allow_syscall)
     if not options.no_dropcaps:
@@ -47,7 +47,6 @@ def run_container(options) -> None:
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
     # A read-only release stays unchanged (its files may be another release's too, hard
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
-    in_release = readonly.inside_marked(root)
     if in_release:
         refuse_privileges_over_shared_files(options, root)
     read_only = options.read_only or in_release
@@ -223,7 +222,8 @@ def image_step(what: str, function, *args):
         raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
 
 
-def checked_root(path: str) -> str:
+def checked_root(path: str) -> tuple[str, bool]:
+    """The real path of the root, and whether it lies in a read-only release."""
     if not path:
         raise RunError("--root is empty: give the directory to run in")
     release = readonly.split_at_release(os.path.abspath(path))
@@ -235,14 +235,14 @@ def checked_root(path: str) -> str:
             raise RunError(f"root {path}: cannot open {release[1]} inside the read-only "
                            f"release {release[0]}: {error.strerror}") from None
         try:  # its real path: no symbolic link left, in a release nothing changes
-            return os.readlink(f"/proc/self/fd/{descriptor}")
+            return os.readlink(f"/proc/self/fd/{descriptor}"), True
         finally:
             os.close(descriptor)
     if not os.path.exists(path):
         raise RunError(f"root {path} does not exist")
     if not os.path.isdir(path):
         raise RunError(f"root {path} is not a directory")
-    return os.path.realpath(path)
+    return os.path.realpath(path), False
 
 
 def read_host_files(paths) -> dict[str, tuple[bytes, int]]:
