@@ -78,6 +78,8 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        if hasattr(self._stream, "readinto"):  # no fresh bytes object per read
+            return self._stream.readinto(buffer)
         data = self._stream.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)

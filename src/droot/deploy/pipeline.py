@@ -194,6 +194,15 @@ class _HashingReader:
         self.size += len(data)
         return data
 
+    def readinto(self, buffer) -> int:
+        # Into the reader's own buffer: read(n) would allocate n bytes per pipe read and
+        # shrink them to what arrived, and those odd-sized leftovers fragmented the heap
+        # (the extraction child's peak RSS wandered by 30 MB from run to run).
+        n = self._file.readinto(buffer)
+        self.hash.update(memoryview(buffer)[:n])
+        self.size += n
+        return n
+
 
 class _Decompression:
     """Reads, hashes and decompresses the archive in a thread of its own (zstandard,
