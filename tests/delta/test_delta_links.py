@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tests.conftest import droot
-from tests.delta.conftest import full_deploy, push, tree
+from tests.delta.conftest import MIB, full_deploy, push, summary, tree
 
 
 def pull(store: Path, name: str, root: Path, *options) -> tuple[Path, int]:
@@ -84,3 +84,25 @@ def test_a_writable_release_is_never_linked(versions, tmp_path):
     assert linked == 0 and not same_inode(v2 / "srv/keep.bin", v1_again / "srv/keep.bin")
     assert not same_inode(v2 / "bin/busybox", v1_again / "bin/busybox")
     assert os.lstat(v2 / "bin/sh").st_ino != os.lstat(v1_again / "bin/sh").st_ino
+
+
+def test_a_read_only_release_changed_behind_droots_back_is_read_again(versions, tmp_path):
+    """Files of a read-only release are planned from the record without a look (no app
+    can change them): one the host's root replaced or removed makes the extraction fail
+    where it takes it, and the pull starts once more, reading each candidate."""
+    store, root = stores(versions, tmp_path), tmp_path / "app"
+    v1, _ = pull(store, "v1", root, "--read-only")
+    replacement = v1 / "srv/keep.bin.new"
+    replacement.write_bytes(os.urandom((v1 / "srv/keep.bin").stat().st_size))
+    os.rename(replacement, v1 / "srv/keep.bin")  # the same size, other bytes, a new inode
+    (v1 / "etc/passwd").unlink()
+    result = droot("pull", store / "v2", "--root", root, "--read-only")
+    assert result.returncode == 0, result.stderr
+    warnings = re.findall(r"warning: a file of a kept release changed: (/\S+): .*: pulling "
+                          "again", result.stderr)
+    assert warnings in (["/etc/passwd"], ["/srv/keep.bin"]), result.stderr  # the first met
+    v2 = Path(os.path.realpath(root))
+    assert summary(result.stderr)[2] > 2 * MIB  # keep.bin was downloaded, not reused
+    assert same_inode(v1 / "bin/busybox", v2 / "bin/busybox")  # the rest still linked
+    full_deploy(versions[1], tmp_path / "full", "--read-only")
+    assert tree(root) == tree(tmp_path / "full")

@@ -35,6 +35,12 @@ class ArchiveError(TarFormatError):
     """The archive is malformed, truncated, or asks for something refused."""
 
 
+class LocalChanged(OSError):
+    """A file of this host that a member's data was to come from (droot.deploy.reuse) is
+    gone or no longer holds the planned bytes: the pull can be made again, reading the
+    kept releases instead of trusting their record."""
+
+
 class Stats:
     def __init__(self):
         self.files = self.directories = self.symlinks = self.hardlinks = 0
@@ -193,6 +199,8 @@ class Unpacker:
         while (member := headers.next()) is not None:
             try:
                 self._unpack(member)
+            except LocalChanged:
+                raise  # it names its member; the pull may start again (pipeline)
             except OSError as error:
                 if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the host's disk, not the
                     raise OSError(error.errno, error.strerror,   # archive: pipeline says so

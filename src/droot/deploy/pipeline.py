@@ -24,7 +24,7 @@ import threading
 from droot.deploy import members
 from droot.core.errors import DrootError
 from droot.core import compression, kernel
-from droot.core.tarformat import TarFormatError
+from droot.core.tarformat import TarFormatError, show
 
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
@@ -147,6 +147,8 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
         raise DrootError(f"the archive is corrupt or truncated: {_describe(read_error)}")
     if status == DELTA_MANIFEST_STATUS:
         raise DeltaManifestGiven("a delta release's manifest, not an archive")
+    if status == LOCAL_CHANGED_STATUS:
+        raise LocalCopyChanged(report.decode(errors="replace"))
     if status != 0:
         message = report.decode(errors="replace").strip() or f"extraction exited with {status}"
         raise DrootError(message)
@@ -173,11 +175,17 @@ class _DeltaManifestGiven(Exception):
 
 
 DELTA_MANIFEST_STATUS = 3  # the extraction child's exit status for _DeltaManifestGiven
+LOCAL_CHANGED_STATUS = 4  # ... and for members.LocalChanged
 
 
 class DeltaManifestGiven(DrootError):
     """extract() was given a delta release's manifest (`droot push --delta` wrote it), which
     only `droot pull` of its store can deploy: its files' data is in the store's packs."""
+
+
+class LocalCopyChanged(DrootError):
+    """A file of this host that a delta release's member was planned from changed or went
+    during the extraction (members.LocalChanged)."""
 
 
 class _HashingReader:
@@ -250,6 +258,17 @@ class _Decompression:
         if isinstance(chunk, Exception):
             raise chunk
         return chunk
+
+
+def _failure(error: OSError) -> str:
+    """The extraction child's one line for a failed system call."""
+    name = error.filename.decode(errors="replace") if isinstance(
+        error.filename, bytes) else error.filename
+    where = f"/{name}: " if name else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the host's, not the archive's
+        return (f"the disk is full: {where}{error.strerror} (the new release does not fit "
+                "beside the kept ones: free some space); nothing was switched")
+    return f"cannot extract the archive: {where}{error.strerror or error}"
 
 
 def _describe(error: BaseException) -> str:
@@ -335,20 +354,15 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
             status = 0
         except _DeltaManifestGiven:
             status = DELTA_MANIFEST_STATUS
+        except members.LocalChanged as error:
+            os.write(result_write, f"/{show(error.filename)}: {error.strerror}".encode())
+            status = LOCAL_CHANGED_STATUS
         except _CorruptStream as error:
             os.write(result_write, str(error).encode())
         except TarFormatError as error:
             os.write(result_write, f"cannot extract the archive: {error}".encode())
         except OSError as error:
-            name = error.filename.decode(errors="replace") if isinstance(
-                error.filename, bytes) else error.filename
-            where = f"/{name}: " if name else ""
-            message = f"cannot extract the archive: {where}{error.strerror or error}"
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the host's, not the archive's
-                message = (f"the disk is full: {where}{error.strerror} (the new release "
-                           "does not fit beside the kept ones: free some space); nothing "
-                           "was switched")
-            os.write(result_write, message.encode())
+            os.write(result_write, _failure(error).encode())
     except BaseException as error:  # noqa: BLE001 - reported to the parent, never raised
         try:
             os.write(result_write, f"cannot extract the archive: {type(error).__name__}: "

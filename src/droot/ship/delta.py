@@ -493,6 +493,7 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
          **deploy_options) -> dict:
     """Deploy the delta release whose manifest is `data` at `root`."""
     from droot.deploy.deploy import deploy
+    from droot.deploy.pipeline import LocalCopyChanged
     from droot.deploy.releases import Layout
     from droot.deploy.reuse import LocalContent, ReusingUnpacker
     shown = stores.redact(location.text)
@@ -509,16 +510,27 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
     if current in names:  # the current release first: the likeliest to match
         names.remove(current)
         names.insert(0, current)
-    local = LocalContent(layout.releases_dir, names[:KNOWN_RELEASES],
-                         link=deploy_options.get("read_only", False))
-    try:
-        runs = plan(manifest, local)
-        summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
-                         expected_sha256=None, release_sha256=digest,
-                         unpacker=functools.partial(ReusingUnpacker, local=local),
-                         content_record=local, **deploy_options)
-    finally:
-        local.close()
+    for use_record in (True, False):
+        local = LocalContent(layout.releases_dir, names[:KNOWN_RELEASES],
+                             link=deploy_options.get("read_only", False),
+                             use_record=use_record)
+        try:
+            runs = plan(manifest, local)
+            summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
+                             expected_sha256=None, release_sha256=digest,
+                             unpacker=functools.partial(ReusingUnpacker, local=local),
+                             content_record=local, **deploy_options)
+            break
+        except LocalCopyChanged as error:
+            # A kept release's file planned from the record is not what it recorded (a
+            # host-side change): once more, reading every file it would reuse.
+            message = f"a file of a kept release changed: {error}"
+            if not use_record:
+                raise DrootError(f"{message}; nothing was switched (pull again)") from None
+            print(f"droot: warning: {message}: pulling again, reading the kept releases' "
+                  "files", file=sys.stderr)
+        finally:
+            local.close()
     summary.update(compression="delta", reused_files=local.reused_files,
                    reused_bytes=local.reused_bytes, downloaded=store.downloaded + len(data),
                    requests=store.requests + 2)  # + the manifest and its sidecar
