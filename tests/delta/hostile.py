@@ -46,3 +46,34 @@ def push_members(monkeypatch):
         monkeypatch.setattr(export, "export_image", fake_export)
         delta.push("crafted", str(dest))
     return push
+
+
+@pytest.fixture
+def push_joined(push_members, monkeypatch):
+    """push(members, dest, joined): as push_members, but the header of the member named
+    `joined` is appended to the record before it, whose content stays the only one: one
+    record holding two members' headers, which droot's own push never writes."""
+    from droot.ship import delta
+    add, finish = delta._ManifestWriter.add, delta._ManifestWriter.finish
+
+    def push(members: list[bytes], dest, joined: bytes) -> None:
+        pending = []
+
+        def joining_add(self, header, content=None):
+            if header[:100].rstrip(b"\0") == joined:
+                previous_header, previous_content = pending.pop()
+                pending.append((previous_header + header, previous_content))
+                return
+            if pending:
+                add(self, *pending.pop())
+            pending.append((header, content))
+
+        def joining_finish(self, head):
+            add(self, *pending.pop())
+            return finish(self, head)
+        monkeypatch.setattr(delta._ManifestWriter, "add", joining_add)
+        monkeypatch.setattr(delta._ManifestWriter, "finish", joining_finish)
+        push_members(members, dest)
+        monkeypatch.setattr(delta._ManifestWriter, "add", add)
+        monkeypatch.setattr(delta._ManifestWriter, "finish", finish)
+    return push

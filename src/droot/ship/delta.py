@@ -348,6 +348,14 @@ class _RecordHeaders:
         self._records = records
         self._data = memoryview(b"")
         self.current = None
+        self.count = 0  # records read so far
+
+    def at_last_record(self) -> bool:
+        return next(self._records, None) is None
+
+    def rest(self) -> int:
+        """How many bytes of the current record are still unread."""
+        return len(self._data)
 
     def read(self, n: int) -> bytes:
         if not self._data:
@@ -355,6 +363,7 @@ class _RecordHeaders:
             if record is None:
                 return b""
             self.current = record
+            self.count += 1
             self._data = memoryview(record[0])
         data = bytes(self._data[:n])
         self._data = self._data[n:]
@@ -372,6 +381,12 @@ def plan(manifest: Manifest, local) -> list[list]:
     links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
     try:
         while (member := headers.next()) is not None:
+            # The stream is rebuilt record by record and extracted member by member: a
+            # record holding two members' headers, or a member's headers spread over two
+            # records, would hand a file the bytes meant for another, never checked.
+            if source.rest() or source.count != member.index + 1:
+                raise DrootError(f"{manifest.where}: corrupt manifest (a record that is not "
+                                 "one member's headers)")
             content = source.current[1]
             if links and not local.aliased and _named_through(member.path, links):
                 # `e -> .`, then `e/b`: a member may replace a file that is named by another
@@ -407,6 +422,9 @@ def plan(manifest: Manifest, local) -> list[list]:
                 runs[-1][2] = offset + length
             else:
                 runs.append([pack, offset, offset + length])
+        if not source.at_last_record():  # the extraction would never see them
+            raise DrootError(f"{manifest.where}: corrupt manifest (records after the end "
+                             "of the archive)")
     except TarFormatError as error:
         raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
     return runs
