@@ -207,16 +207,26 @@ def test_a_root_below_a_read_only_release_stays_inside_it(tmp_path):
 
 
 @pytest.mark.parametrize("options", [("--no-dropcaps",), ("--cap-add", "SYS_ADMIN"),
-                                     ("--cap-add", "all"), ("--cap-add", "dac_read_search")])
+                                     ("--cap-add", "all"), ("--cap-add", "dac_read_search"),
+                                     ("--cap-add", "SYS_CHROOT"), ("--cp",),
+                                     ("-b", "{parent}:/host"), ("-b", "/:/host")])
 def test_no_privilege_over_a_read_only_release(read_only_release, options):
-    """A privileged app could remount the release writable, or open its files by handle
-    through another mount: refused before anything runs, in one line."""
+    """A privileged app could remount the release writable, open its files by handle
+    through another mount, or chroot out to the host's writable mount of it; a writable
+    bind that holds the release would give that mount to any app, and --cp would have
+    droot write into the release: refused before anything runs, in one line."""
     root, release = read_only_release
+    options = [option.format(parent=os.path.dirname(release)) for option in options]
+    before = snapshot(release)
     result = droot("run", "--root", root, *options, "--", "/bin/true")
     assert result.returncode == 125, result
     assert result.stderr.count("\n") == 1 and "is a read-only release" in result.stderr, \
         result.stderr
-    # The control: dropping the capability again runs.
+    assert snapshot(release) == before
+    # The controls: dropping the capability again, or binding read-only, runs.
     if options[0] == "--cap-add":
         allowed = droot("run", "--root", root, *options, "--cap-drop", "ALL", "--", "/bin/true")
+        assert allowed.returncode == 0, allowed.stderr
+    if options[0] == "-b":
+        allowed = droot("run", "--root", root, "--robind", options[1], "--", "/bin/true")
         assert allowed.returncode == 0, allowed.stderr

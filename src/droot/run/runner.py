@@ -48,7 +48,7 @@ def run_container(options) -> None:
     # A read-only release stays unchanged (its files may be another release's too, hard
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
     if in_release:
-        refuse_privileges_over_shared_files(options, root)
+        refuse_privileges_over_shared_files(options, root, binds)
     read_only = options.read_only or in_release
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
@@ -187,21 +187,37 @@ def run_container(options) -> None:
 # What would let an app change a read-only release despite its read-only mount: remount
 # it (SYS_ADMIN), open its files by handle through a writable mount of the same
 # filesystem (DAC_READ_SEARCH), write the disk under it (MKNOD, SYS_RAWIO), or the kernel
-# (SYS_MODULE).
-RELEASE_BREAKING = ("SYS_ADMIN", "DAC_READ_SEARCH", "MKNOD", "SYS_RAWIO", "SYS_MODULE")
+# (SYS_MODULE), or leave the chroot for the host's writable mount of it (SYS_CHROOT:
+# Landlock would be the only layer left).
+RELEASE_BREAKING = ("SYS_ADMIN", "DAC_READ_SEARCH", "MKNOD", "SYS_RAWIO", "SYS_MODULE",
+                    "SYS_CHROOT")
 
 
-def refuse_privileges_over_shared_files(options, root: str) -> None:
+def refuse_privileges_over_shared_files(options, root: str, binds) -> None:
     """A read-only release's files may be other releases' too (hard links), a rollback
-    target's among them: no option may give the app a way to change them."""
+    target's among them: no option may give the app a way to change them, nor droot
+    write into it."""
     why = (f"{root} is a read-only release, whose files other releases share: %s would let "
            "the app change them; run without it, or deploy the release without --read-only")
     if options.no_dropcaps:
         raise RunError(why % "--no-dropcaps")
+    if options.copy_files:
+        raise RunError(f"{root} is a read-only release: --cp would write the host's files "
+                       "into it; bind them read-only instead (--robind /etc/resolv.conf), "
+                       "or deploy the release without --read-only")
+    for bind in binds:  # a source inside a release is bound read-only (mounts.BindMount)
+        if not bind.read_only and _holds(os.path.realpath(bind.source), root):
+            raise RunError(why % f"{bind.flag} {bind.source} (which holds the release, "
+                           "writable)")
     kept = capabilities.kept_capabilities(True, options.cap_add, options.cap_drop)
     for name in RELEASE_BREAKING:
         if capabilities.NAMES.index(name) in kept:
             raise RunError(why % f"--cap-add {name}")
+
+
+def _holds(directory: str, path: str) -> bool:
+    """Whether the real `path` is the real `directory` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def checked_sharing(options) -> set[str]:
