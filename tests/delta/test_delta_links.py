@@ -2,6 +2,7 @@
 read-only kept release holds is hard-linked, not copied; nothing else is, and no app
 can change a shared file, so every rollback target stays as deployed."""
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -106,3 +107,23 @@ def test_a_read_only_release_changed_behind_droots_back_is_read_again(versions, 
     assert same_inode(v1 / "bin/busybox", v2 / "bin/busybox")  # the rest still linked
     full_deploy(versions[1], tmp_path / "full", "--read-only")
     assert tree(root) == tree(tmp_path / "full")
+
+
+def test_the_record_of_a_linked_release_holds_each_files_inode(versions, tmp_path):
+    """The record entries of hard-linked files are written from what the link saw, not
+    from a look at each file: they must be what a look would find."""
+    store, root = stores(versions, tmp_path), tmp_path / "app"
+    pull(store, "v1", root, "--read-only")
+    v2, linked = pull(store, "v2", root, "--read-only")
+    record = (tmp_path / "app.releases" / ".content").read_bytes()
+    header, _, body = record.partition(b"\n")
+    assert header == b"droot-content 1 " + v2.name.encode()
+    entries = [entry.split(b" ", 4) for entry in body.split(b"\0")[:-1]]
+    assert len(entries) == sum(1 for path in v2.rglob("*") if path.is_file()
+                               and not path.is_symlink()) > linked >= 4
+    for digest, ino, size, ctime, path in entries:
+        info = os.lstat(v2 / os.fsdecode(path))
+        assert (int(ino), int(size), int(ctime)) == (info.st_ino, info.st_size,
+                                                     info.st_ctime_ns), path
+        assert hashlib.sha256((v2 / os.fsdecode(path)).read_bytes()).hexdigest() == \
+            digest.decode(), path

@@ -49,7 +49,9 @@ import errno
 import fcntl
 import hashlib
 import os
+import mmap
 import stat
+import struct
 import sys
 
 from droot.core import kernel, readonly
@@ -81,6 +83,7 @@ def _sha256_of(fd: int, size: int) -> bytes:
 
 
 SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
+_LINK_TIME = struct.Struct("q")  # a linked inode's ctime in LocalContent.link_times
 _RECORD_HEADER = b"droot-content 1 "
 _RECORD_LIMIT = 64 << 20  # ~100 bytes a file: 600,000 files
 
@@ -152,9 +155,13 @@ class LocalContent:
                          and readonly.is_marked(f"/proc/self/fd/{self.releases_fd}/{name}")}
         self.link = link
         self.list_xattrs = True  # until listxattrat(2) proves missing (Linux < 6.13)
-        # path -> digest of the new release's files (None: the last member at that path
-        # is not a file with data), for the record of the new release
-        self.final: dict[bytes, bytes | None] = {}
+        # path -> (digest, member index) of the new release's files (digest None: the
+        # last member at that path is not a file with data), for the record of the new
+        # release
+        self.final: dict[bytes, tuple[bytes | None, int]] = {}
+        # Shared with the extraction child (prepare_extraction): per member, the ctime of
+        # the inode it hard-linked, 0 if none; write() records those without a look.
+        self.link_times = None
         # A member is named through a symlink of the release (ship.delta.plan): what is at
         # a path may not be its last member's content, so no record is written.
         self.aliased = False
@@ -192,9 +199,15 @@ class LocalContent:
             name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
         return kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
 
-    def note_member(self, path: bytes, digest: bytes | None):
-        """Member `path` of the new release holds `digest` (None: no file data)."""
-        self.final[path] = digest
+    def note_member(self, index: int, path: bytes, digest: bytes | None):
+        """Member `index` at `path` of the new release holds `digest` (None: no file
+        data)."""
+        self.final[path] = (digest, index)
+
+    def prepare_extraction(self):
+        """Called once the plan is made, before the extraction child is forked."""
+        if self.linkable and self.plan:
+            self.link_times = mmap.mmap(-1, len(self.plan) * _LINK_TIME.size)  # shared
 
     def find(self, index: int, path: bytes, size: int, digest: bytes) -> bool:
         """Plan member `index` (a regular file) for reuse if a kept release holds `path`
@@ -270,12 +283,16 @@ class LocalContent:
         position = self.planned(m.index) - 1
         if position not in self.linkable and position != SAME_RELEASE - 1:
             return False
-        return self._link_if(position, self.earlier.get(m.index, m.path), m, lambda source, info: (
+        path = self.earlier.get(m.index, m.path)
+        linked = self._link_if(position, path, m, lambda source, info: (
             stat.S_ISREG(info.st_mode)
             and (info.st_mode & 0o7777, info.st_size) == (m.mode & 0o7777, m.size)
             and (position == SAME_RELEASE - 1
                  or _identity(info)[:2] == self.trusted.get(m.index, ())[:2])
             and self._same_xattrs(source, m.xattrs, regular=True)))
+        if linked and position in self.linkable:  # for write(), in the parent
+            _LINK_TIME.pack_into(self.link_times, m.index * _LINK_TIME.size, linked.st_ctime_ns)
+        return linked is not None
 
     def link_symlink(self, m) -> bool:
         """Hard-link symlink member `m` of the new (read-only) release to the same symlink
@@ -284,24 +301,25 @@ class LocalContent:
         return self._link_if(min(self.linkable), m.path, m, lambda source, info: (
             stat.S_ISLNK(info.st_mode)
             and os.readlink(b"", dir_fd=source) == m.linkname
-            and self._same_xattrs(source, m.xattrs, regular=False)))
+            and self._same_xattrs(source, m.xattrs, regular=False))) is not None
 
-    def _link_if(self, position: int, path: bytes, m, matches) -> bool:
+    def _link_if(self, position: int, path: bytes, m, matches) -> os.stat_result | None:
         """Link `path` of kept release `position` at member `m`'s path when it has m's
-        owner and time and `matches(descriptor, stat)` holds of it; False otherwise."""
+        owner and time and `matches(descriptor, stat)` holds of it: its stat once linked,
+        else None."""
         try:
             source = self.locate(position, path)
         except OSError:
-            return False
+            return None
         try:
             info = os.fstat(source)
             if ((info.st_uid, info.st_gid, info.st_mtime_ns) != (m.uid, m.gid, m.mtime_ns)
                     or not matches(source, info)):
-                return False
+                return None
             # linkat through the magic link: the inode just checked, not a name again.
             os.link(f"self/fd/{source}", m.path, src_dir_fd=self.proc_fd,
                     follow_symlinks=True)
-            return True
+            return os.fstat(source)  # its ctime is the link's
         finally:
             os.close(source)
 
@@ -371,17 +389,21 @@ class LocalContent:
             try:
                 with AtomicFile(lock.dir_fd, CONTENT_NAME, 0o600, owner=0, group=0) as out:
                     out.write(_RECORD_HEADER + name.encode() + b"\n")
-                    for path, digest in self.final.items():
+                    for path, (digest, index) in self.final.items():
                         if digest is not None:
-                            out.write(self._entry(release, path, digest))
+                            out.write(self._entry(release, path, digest, index))
             finally:
                 os.close(release)
         except OSError as error:
             print(f"droot: warning: cannot record the new release's files ({error.strerror}): "
                   "the next delta pull reads them to reuse them", file=sys.stderr)
 
-    @staticmethod
-    def _entry(release: int, path: bytes, digest: bytes) -> bytes:
+    def _entry(self, release: int, path: bytes, digest: bytes, index: int) -> bytes:
+        if self.link_times and index < len(self.plan):
+            (ctime,) = _LINK_TIME.unpack_from(self.link_times, index * _LINK_TIME.size)
+            if ctime:  # hard-linked to the inode the plan trusted, checked by number and size
+                ino, size, _ = self.trusted[index]
+                return b"%s %d %d %d %s\0" % (digest.hex().encode(), ino, size, ctime, path)
         try:
             located = kernel.openat2(release, path.decode("utf-8", "surrogateescape"),
                                      _LOCATE, 0, _RESOLVE)

@@ -406,7 +406,7 @@ def plan(manifest: Manifest, local) -> list[list]:
             elif content is not None:
                 raise DrootError(f"{manifest.where}: corrupt manifest (content for a member "
                                  "without data)")
-            local.note_member(member.path, content and content[0])
+            local.note_member(member.index, member.path, content and content[0])
             if content is None:
                 continue
             digest, size, pack, offset, length = content
@@ -534,6 +534,7 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
                              use_record=use_record)
         try:
             runs = plan(manifest, local)
+            local.prepare_extraction()
             summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
                              expected_sha256=None, release_sha256=digest,
                              unpacker=functools.partial(ReusingUnpacker, local=local),
