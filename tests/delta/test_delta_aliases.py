@@ -64,3 +64,23 @@ def test_a_directory_time_does_not_land_on_a_linked_file(push_members, tmp_path)
     pull(store, "hostile", root, "--read-only")
     after = os.stat(kept / "e" / "d")
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+
+
+@pytest.mark.parametrize("options", [(), ("--read-only",)])
+def test_a_repeated_content_whose_first_file_went_with_its_directory_is_an_archive_error(
+        push_members, tmp_path, options):
+    """`d/a` holds D, then a file `d` replaces the directory (and `d/a` with it), then `b`
+    holds D: planned as a copy of `d/a`, which the release itself removed. That is the
+    archive's doing, not a change on this host: one error naming it, with no warning that
+    a kept release changed and no second download."""
+    store, root = tmp_path / "store", tmp_path / "app"
+    store.mkdir()
+    d = content(b"D")
+    push_members([file("d/a", d), file("d", content(b"x")), file("b", d)], store / "hostile")
+    result = droot("pull", store / "hostile", "--root", root, *options)
+    assert "kept release changed" not in result.stderr, result.stderr
+    assert "pulling again" not in result.stderr, result.stderr
+    if result.returncode == 0:  # or downloaded: either way, b holds what the manifest says
+        assert (Path(os.path.realpath(root)) / "b").read_bytes() == d
+    else:
+        assert result.stderr.count("\n") == 1 and "/b" in result.stderr, result.stderr
