@@ -230,3 +230,35 @@ def test_no_privilege_over_a_read_only_release(read_only_release, options):
     if options[0] == "-b":
         allowed = droot("run", "--root", root, "--robind", options[1], "--", "/bin/true")
         assert allowed.returncode == 0, allowed.stderr
+
+
+
+@pytest.mark.parametrize("alias", ["parent", "below", "inside"])
+def test_a_writable_bind_of_another_mount_of_the_release_is_refused(read_only_release, tmp_path,
+                                                                  alias):
+    """The host may show the release's directories at a second place (`mount --bind /srv
+    /mnt/srv`): a writable bind of that place (`parent`), of a directory with such a mount
+    below it (`below`: open_tree clones it too), or of another mount of a directory inside
+    the release (`inside`) would let the app write the release's files, the read-only
+    mount and Landlock notwithstanding (the bind shows the release's own inodes)."""
+    root, release = read_only_release
+    name = os.path.basename(release)
+    source = tmp_path / "source"
+    mounted = source / "mounted" if alias == "below" else source
+    mounted.mkdir(parents=True)
+    shown, file = {"parent": (os.path.dirname(release), f"{name}/srv/state"),
+                   "below": (os.path.dirname(release), f"mounted/{name}/srv/state"),
+                   "inside": (f"{release}/srv", "state")}[alias]
+    subprocess.run(["mount", "--bind", shown, mounted], check=True)
+    try:
+        before = snapshot(release)
+        result = sh(root, f"echo changed > /host/{file}", "-b", f"{source}:/host")
+        assert snapshot(release) == before, "the app wrote a file of the read-only release"
+        assert result.returncode == 125, result
+        assert result.stderr.count("\n") == 1 and "holds the release" in result.stderr, \
+            result.stderr
+        # The control: bound read-only, the same source runs and shows the release's file.
+        allowed = sh(root, f"cat /host/{file}", "--robind", f"{source}:/host")
+        assert allowed.returncode == 0 and allowed.stdout == "deployed\n", allowed
+    finally:
+        subprocess.run(["umount", mounted], check=True)

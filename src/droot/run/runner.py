@@ -18,7 +18,7 @@ import os
 
 from droot.core import importseal
 from droot.core.errors import RunError
-from droot.core import kernel, readonly
+from droot.core import kernel, mountinfo, readonly
 from droot.run import capabilities, confinement, launch, mounts, notify, rootfs, seccomp, users
 
 # `--cp/--copy-files`: the host files the original droot copied into the root.
@@ -205,8 +205,10 @@ def refuse_privileges_over_shared_files(options, root: str, binds) -> None:
         raise RunError(f"{root} is a read-only release: --cp would write the host's files "
                        "into it; bind them read-only instead (--robind /etc/resolv.conf), "
                        "or deploy the release without --read-only")
-    for bind in binds:  # a source inside a release is bound read-only (mounts.BindMount)
-        if not bind.read_only and _holds(os.path.realpath(bind.source), root):
+    writable = [bind for bind in binds if not bind.read_only]
+    table = mountinfo.read() if writable else []
+    for bind in writable:  # a source found inside a release is bound read-only (BindMount)
+        if _shows(table, os.path.realpath(bind.source), root):
             raise RunError(why % f"{bind.flag} {bind.source} (which holds the release, "
                            "writable)")
     kept = capabilities.kept_capabilities(True, options.cap_add, options.cap_drop)
@@ -215,9 +217,31 @@ def refuse_privileges_over_shared_files(options, root: str, binds) -> None:
             raise RunError(why % f"--cap-add {name}")
 
 
+def _shows(table: list, source: str, root: str) -> bool:
+    """Whether a bind of the real `source`, with the mounts below it (open_tree clones
+    them), shows the real `root` or a directory of it. Compared as paths in the
+    filesystem each mount shows, not on the host: another mount of the same directory
+    (`mount --bind /srv /mnt/srv`) is found too."""
+    home = mountinfo.containing(root, table)
+    release = _in_filesystem(home, root)
+    top = mountinfo.containing(source, table)
+    shown = [(top, _in_filesystem(top, source))]
+    shown += [(mount, mount.root) for mount in table
+              if mount is not top and _holds(source, mount.point)]
+    return any(mount.device == home.device and (_holds(path, release) or _holds(release, path))
+               for mount, path in shown)
+
+
+def _in_filesystem(mount, path: str) -> str:
+    """The real `path`, on `mount`, as a path of the mount's filesystem."""
+    below = path[len(mount.point):] if mount.point != "/" else path
+    return mount.root.rstrip("/") + "/" + below.strip("/")
+
+
 def _holds(directory: str, path: str) -> bool:
-    """Whether the real `path` is the real `directory` or below it."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
+    """Whether `path` is `directory` or below it (both real, or both of one filesystem)."""
+    directory, path = directory.rstrip("/"), path.rstrip("/")
+    return path == directory or path.startswith(directory + "/")
 
 
 def checked_sharing(options) -> set[str]:
