@@ -84,3 +84,23 @@ def test_a_repeated_content_whose_first_file_went_with_its_directory_is_an_archi
         assert (Path(os.path.realpath(root)) / "b").read_bytes() == d
     else:
         assert result.stderr.count("\n") == 1 and "/b" in result.stderr, result.stderr
+
+
+def test_the_record_does_not_claim_a_linked_file_that_went_with_its_directory(
+        push_members, tmp_path):
+    """Read-only releases: K holds `d/a` (D). The next one links `d/a` from K, then a file
+    `d` replaces the directory, and `d/a` with it; its record must not claim `d/a`, or the
+    pull after it (`d/a` D again) plans from that claim, finds nothing, warns that a kept
+    release changed and starts once more."""
+    store, root = tmp_path / "store", tmp_path / "app"
+    store.mkdir()
+    d = content(b"D")
+    push_members([file("d/a", d)], store / "kept")
+    push_members([file("d/a", d), file("d", content(b"x"))], store / "hostile")
+    push_members([file("d/a", d), file("other", content(b"o"))], store / "benign")
+    pull(store, "kept", root, "--read-only")
+    pull(store, "hostile", root, "--read-only")
+    result = droot("pull", store / "benign", "--root", root, "--read-only")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr, result.stderr
+    assert (Path(os.path.realpath(root)) / "d" / "a").read_bytes() == d

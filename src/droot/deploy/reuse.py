@@ -247,6 +247,12 @@ class LocalContent:
         data)."""
         self.final[path] = (digest, index)
 
+    def forget_below(self, prefix: bytes):
+        """The members noted below `prefix` (a directory and "/") are gone: a later member
+        replaced the directory."""
+        self.final = {path: entry for path, entry in self.final.items()
+                      if not path.startswith(prefix)}
+
     def prepare_extraction(self):
         """Called once the plan is made, before the extraction child is forked."""
         if self.linkable and self.plan:

@@ -378,7 +378,7 @@ def plan(manifest: Manifest, local) -> list[list]:
     runs = []
     first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
     first_of: dict[bytes, bytes] = {}  # the same, path -> digest
-    above_first: set[bytes] = set()  # the directories above those paths
+    parents: set[bytes] = set()  # the directories above the members so far
     links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
     try:
         while (member := headers.next()) is not None:
@@ -400,12 +400,17 @@ def plan(manifest: Manifest, local) -> list[list]:
             replaced = first_of.pop(member.path, None)
             if replaced is not None:  # a later copy of that content must not take this one
                 del first_path[replaced]
-            if member.type != DIRECTORY and member.path in above_first:
+            if member.type != DIRECTORY and member.path in parents:
                 # It replaces a directory, and what was below it goes too (`d/a`, then a
-                # file `d`): a copy from `d/a` would find nothing there.
+                # file `d`): no copy is taken from `d/a`, no record claims it.
                 below = member.path + b"/"
                 for path in [path for path in first_of if path.startswith(below)]:
                     del first_path[first_of.pop(path)]
+                local.forget_below(below)
+            end = member.path.rfind(b"/")
+            while end > 0 and member.path[:end] not in parents:
+                parents.add(member.path[:end])
+                end = member.path.rfind(b"/", 0, end)
             if member.type in REGULAR_TYPES and member.data_size:
                 if content is None or content[1] != member.data_size:
                     raise DrootError(f"{manifest.where}: corrupt manifest (no content for "
@@ -423,10 +428,6 @@ def plan(manifest: Manifest, local) -> list[list]:
             if not local.aliased:
                 first_path[digest] = member.path
                 first_of[member.path] = digest
-                end = member.path.rfind(b"/")
-                while end > 0 and member.path[:end] not in above_first:
-                    above_first.add(member.path[:end])
-                    end = member.path.rfind(b"/", 0, end)
             if local.find(member.index, member.path, size, digest):
                 continue
             if runs and runs[-1][0] == pack and runs[-1][2] == offset:
