@@ -262,3 +262,21 @@ def test_a_writable_bind_of_another_mount_of_the_release_is_refused(read_only_re
         assert allowed.returncode == 0 and allowed.stdout == "deployed\n", allowed
     finally:
         subprocess.run(["umount", mounted], check=True)
+
+
+@pytest.mark.xfail(strict=True, reason="a source is known to be in a read-only release only "
+                   "by its host path (readonly.split_at_release); another mount of a "
+                   "directory of the release is not: bound writable into another root, "
+                   "the app writes the shared files")
+def test_another_mount_of_a_read_only_release_bound_into_a_writable_root(read_only_release,
+                                                                        tmp_path):
+    root, release = read_only_release
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    other = make_busybox_root(tmp_path / "other")
+    subprocess.run(["mount", "--bind", f"{release}/srv", mounted], check=True)
+    try:
+        sh(other, "(echo changed > /srv/state) 2>&1", "-b", f"{mounted}:/srv")
+        assert (mounted / "state").read_text() == "deployed\n", "the app wrote the release"
+    finally:
+        subprocess.run(["umount", mounted], check=True)
