@@ -205,8 +205,9 @@ class LocalContent:
         # Shared with the extraction child (prepare_extraction): per member, the ctime of
         # the inode it hard-linked, 0 if none; write() records those without a look.
         self.link_times = None
-        # A member is named through a symlink of the release (ship.delta.plan): what is at
-        # a path may not be its last member's content, so no record is written.
+        # A member is named through a symlink of the release, or replaces a directory
+        # (ship.delta.plan): what is at a path may not be its last member's content, so no
+        # record is written.
         self.aliased = False
 
     def close(self):
@@ -246,12 +247,6 @@ class LocalContent:
         """Member `index` at `path` of the new release holds `digest` (None: no file
         data)."""
         self.final[path] = (digest, index)
-
-    def forget_below(self, prefix: bytes):
-        """The members noted below `prefix` (a directory and "/") are gone: a later member
-        replaced the directory."""
-        self.final = {path: entry for path, entry in self.final.items()
-                      if not path.startswith(prefix)}
 
     def prepare_extraction(self):
         """Called once the plan is made, before the extraction child is forked."""

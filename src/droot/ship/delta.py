@@ -400,13 +400,14 @@ def plan(manifest: Manifest, local) -> list[list]:
             replaced = first_of.pop(member.path, None)
             if replaced is not None:  # a later copy of that content must not take this one
                 del first_path[replaced]
-            if member.type != DIRECTORY and member.path in parents:
+            if member.type != DIRECTORY and member.path in parents and not local.aliased:
                 # It replaces a directory, and what was below it goes too (`d/a`, then a
-                # file `d`): no copy is taken from `d/a`, no record claims it.
-                below = member.path + b"/"
-                for path in [path for path in first_of if path.startswith(below)]:
-                    del first_path[first_of.pop(path)]
-                local.forget_below(below)
+                # file `d`): as above, no path is known to hold what its member said. (Not
+                # forgotten path by path: a manifest doing this over and over would make
+                # the plan quadratic.)
+                local.aliased = True
+                first_path.clear()
+                first_of.clear()
             end = member.path.rfind(b"/")
             while end > 0 and member.path[:end] not in parents:
                 parents.add(member.path[:end])
