@@ -15,11 +15,16 @@ def bad_input_cases(root):
     (root / "noshell").write_text("#!/bin/bash\necho hi\n")
     (root / "noshell").chmod(0o755)
     (root / "afile").write_text("")
+    loop = root.parent / "loop"
+    if not loop.is_symlink():
+        loop.symlink_to(loop)
     return [
         # (arguments, status, words the message must contain)
         (["--root", missing, "--", "/bin/true"], 125, ["root", "does not exist"]),
         (["--root", root / "afile", "--", "/bin/true"], 125, ["not a directory"]),
         (["--root", root, "-b", f"{missing}:/x", "--", "/bin/true"], 125, ["source", "does not exist"]),
+        (["--root", loop, "--", "/bin/true"], 125, ["root", "Too many levels"]),
+        (["--root", root, "-b", f"{loop}/x:/x", "--", "/bin/true"], 125, ["source", "Too many levels"]),
         (["--root", root, "-b", "/tmp:relative", "--", "/bin/true"], 125, ["malformed --bind"]),
         (["--root", root, "--robind", ":/x", "--", "/bin/true"], 125, ["malformed --robind"]),
         (["--root", root, "-e", "NOEQUALS", "--", "/bin/true"], 125, ["malformed --env"]),

@@ -219,7 +219,10 @@ class BindMount:
         # A source in a read-only release is bound read-only (its files may be another
         # release's too), and resolved inside the release: the image's symlinks there
         # would otherwise lead the bind to any host directory.
-        self.in_release = readonly.split_at_release(source)
+        try:
+            self.in_release = readonly.split_at_release(source)
+        except OSError as error:  # a symlink loop, a directory droot may not search
+            raise RunError(f"{flag} source {source}: {error.strerror}") from None
         if self.in_release:
             self.read_only = True
             os.close(self._open_in_release())  # there? (opened again in droot's namespace)

@@ -266,7 +266,10 @@ def checked_root(path: str) -> tuple[str, bool]:
     """The real path of the root, and whether it lies in a read-only release."""
     if not path:
         raise RunError("--root is empty: give the directory to run in")
-    release = readonly.split_at_release(os.path.abspath(path))
+    try:
+        release = readonly.split_at_release(os.path.abspath(path))
+    except OSError as error:  # a symlink loop, a directory droot may not search
+        raise RunError(f"root {path}: {error.strerror}") from None
     if release:  # below it, the image's symlinks lead only inside it (rootfs)
         try:
             descriptor = rootfs.open_in_root(release[1], os.O_PATH | os.O_DIRECTORY,
