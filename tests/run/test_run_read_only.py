@@ -233,22 +233,26 @@ def test_no_privilege_over_a_read_only_release(read_only_release, options):
 
 
 
-@pytest.mark.parametrize("alias", ["parent", "below", "inside"])
+@pytest.mark.parametrize("alias", ["parent", "below", "inside", "sibling"])
 def test_a_writable_bind_of_another_mount_of_the_release_is_refused(read_only_release, tmp_path,
                                                                   alias):
     """The host may show the release's directories at a second place (`mount --bind /srv
     /mnt/srv`): a writable bind of that place (`parent`), of a directory with such a mount
     below it (`below`: open_tree clones it too), or of another mount of a directory inside
-    the release (`inside`) would let the app write the release's files, the read-only
-    mount and Landlock notwithstanding (the bind shows the release's own inodes)."""
+    the release (`inside`; `sibling` when the root is another directory of the release)
+    would let the app write the release's files, the read-only mount and Landlock
+    notwithstanding (the bind shows the release's own inodes)."""
     root, release = read_only_release
+    if alias == "sibling":  # the root is a directory of the release, the bind another one
+        root = f"{release}/nested"
     name = os.path.basename(release)
     source = tmp_path / "source"
     mounted = source / "mounted" if alias == "below" else source
     mounted.mkdir(parents=True)
     shown, file = {"parent": (os.path.dirname(release), f"{name}/srv/state"),
                    "below": (os.path.dirname(release), f"mounted/{name}/srv/state"),
-                   "inside": (f"{release}/srv", "state")}[alias]
+                   "inside": (f"{release}/srv", "state"),
+                   "sibling": (f"{release}/srv", "state")}[alias]
     subprocess.run(["mount", "--bind", shown, mounted], check=True)
     try:
         before = snapshot(release)

@@ -34,7 +34,7 @@ def run_container(options) -> None:
     if os.geteuid() != 0:
         raise RunError("droot run needs root (it mounts, chroots and drops capabilities); "
                        "run it as root, the app itself can run as any user with -u")
-    root, in_release = checked_root(options.root)
+    root, release = checked_root(options.root)
     share = checked_sharing(options)
     allowed_calls = seccomp.checked_allowances(options.allow_syscall)
     if not options.no_dropcaps:
@@ -47,9 +47,9 @@ def run_container(options) -> None:
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
     # A read-only release stays unchanged (its files may be another release's too, hard
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
-    if in_release:
-        refuse_privileges_over_shared_files(options, root, binds)
-    read_only = options.read_only or in_release
+    if release:
+        refuse_privileges_over_shared_files(options, release, binds)
+    read_only = options.read_only or release is not None
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
     if not options.app_argv:
@@ -193,22 +193,23 @@ RELEASE_BREAKING = ("SYS_ADMIN", "DAC_READ_SEARCH", "MKNOD", "SYS_RAWIO", "SYS_M
                     "SYS_CHROOT")
 
 
-def refuse_privileges_over_shared_files(options, root: str, binds) -> None:
+def refuse_privileges_over_shared_files(options, release: str, binds) -> None:
     """A read-only release's files may be other releases' too (hard links), a rollback
-    target's among them: no option may give the app a way to change them, nor droot
-    write into it."""
-    why = (f"{root} is a read-only release, whose files other releases share: %s would let "
-           "the app change them; run without it, or deploy the release without --read-only")
+    target's among them: no option may give the app (whose root is `release` or a
+    directory of it) a way to change them, nor droot write into it."""
+    why = (f"{release} is a read-only release, whose files other releases share: %s would "
+           "let the app change them; run without it, or deploy the release without "
+           "--read-only")
     if options.no_dropcaps:
         raise RunError(why % "--no-dropcaps")
     if options.copy_files:
-        raise RunError(f"{root} is a read-only release: --cp would write the host's files "
+        raise RunError(f"{release} is a read-only release: --cp would write the host's files "
                        "into it; bind them read-only instead (--robind /etc/resolv.conf), "
                        "or deploy the release without --read-only")
     writable = [bind for bind in binds if not bind.read_only]
     table = mountinfo.read() if writable else []
     for bind in writable:  # a source found inside a release is bound read-only (BindMount)
-        if _shows(table, os.path.realpath(bind.source), root):
+        if _shows(table, os.path.realpath(bind.source), release):
             raise RunError(why % f"{bind.flag} {bind.source} (which holds the release, "
                            "writable)")
     kept = capabilities.kept_capabilities(True, options.cap_add, options.cap_drop)
@@ -217,13 +218,13 @@ def refuse_privileges_over_shared_files(options, root: str, binds) -> None:
             raise RunError(why % f"--cap-add {name}")
 
 
-def _shows(table: list, source: str, root: str) -> bool:
+def _shows(table: list, source: str, directory: str) -> bool:
     """Whether a bind of the real `source`, with the mounts below it (open_tree clones
-    them), shows the real `root` or a directory of it. Compared as paths in the
+    them), shows the real `directory` or a directory of it. Compared as paths in the
     filesystem each mount shows, not on the host: another mount of the same directory
     (`mount --bind /srv /mnt/srv`) is found too."""
-    home = mountinfo.containing(root, table)
-    release = _in_filesystem(home, root)
+    home = mountinfo.containing(directory, table)
+    release = _in_filesystem(home, directory)
     top = mountinfo.containing(source, table)
     shown = [(top, _in_filesystem(top, source))]
     shown += [(mount, mount.root) for mount in table
@@ -262,8 +263,9 @@ def image_step(what: str, function, *args):
         raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
 
 
-def checked_root(path: str) -> tuple[str, bool]:
-    """The real path of the root, and whether it lies in a read-only release."""
+def checked_root(path: str) -> tuple[str, str | None]:
+    """The real path of the root, and that of the read-only release it lies in (None if
+    none)."""
     if not path:
         raise RunError("--root is empty: give the directory to run in")
     try:
@@ -278,14 +280,14 @@ def checked_root(path: str) -> tuple[str, bool]:
             raise RunError(f"root {path}: cannot open {release[1]} inside the read-only "
                            f"release {release[0]}: {error.strerror}") from None
         try:  # its real path: no symbolic link left, in a release nothing changes
-            return os.readlink(f"/proc/self/fd/{descriptor}"), True
+            return os.readlink(f"/proc/self/fd/{descriptor}"), release[0]
         finally:
             os.close(descriptor)
     if not os.path.exists(path):
         raise RunError(f"root {path} does not exist")
     if not os.path.isdir(path):
         raise RunError(f"root {path} is not a directory")
-    return os.path.realpath(path), False
+    return os.path.realpath(path), None
 
 
 def read_host_files(paths) -> dict[str, tuple[bytes, int]]:
