@@ -198,10 +198,11 @@ class LocalContent:
                          and readonly.is_marked(f"/proc/self/fd/{self.releases_fd}/{name}")}
         self.link = link
         self.list_xattrs = True  # until listxattrat(2) proves missing (Linux < 6.13)
-        # path -> (digest, member index) of the new release's files (digest None: the
-        # last member at that path is not a file with data), for the record of the new
-        # release
-        self.final: dict[bytes, tuple[bytes | None, int]] = {}
+        # path -> digest of the new release's files (None: the last member at that path
+        # is not a file with data), for the record of the new release; and the member
+        # index of those planned from a read-only release, which may be linked
+        self.final: dict[bytes, bytes | None] = {}
+        self.linkable_members: dict[bytes, int] = {}
         # Shared with the extraction child (prepare_extraction): per member, the ctime of
         # the inode it hard-linked, 0 if none; write() records those without a look.
         self.link_times = None
@@ -243,10 +244,10 @@ class LocalContent:
             name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
         return kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
 
-    def note_member(self, index: int, path: bytes, digest: bytes | None):
-        """Member `index` at `path` of the new release holds `digest` (None: no file
-        data)."""
-        self.final[path] = (digest, index)
+    def note_member(self, path: bytes, digest: bytes | None):
+        """Member `path` of the new release holds `digest` (None: no file data)."""
+        self.final[path] = digest
+        self.linkable_members.pop(path, None)  # an earlier member at the path is gone
 
     def prepare_extraction(self):
         """Called once the plan is made, before the extraction child is forked."""
@@ -260,7 +261,7 @@ class LocalContent:
             if self.names[position] == self.recorded_release:
                 identity = self._unchanged(position, path, size, digest)
                 if identity:
-                    self._reuse(index, position, size, digest, identity)
+                    self._reuse(index, path, position, size, digest, identity)
                     return True
             try:
                 fd = self.open_source(position, path)
@@ -273,13 +274,16 @@ class LocalContent:
             finally:
                 os.close(fd)
             # A read-only release: no app can have changed it since.
-            self._reuse(index, position, size, digest,
+            self._reuse(index, path, position, size, digest,
                         _identity(info) if position in self.linkable else ())
             return True
         return False
 
-    def _reuse(self, index: int, position: int, size: int, digest: bytes, identity: tuple):
+    def _reuse(self, index: int, path: bytes, position: int, size: int, digest: bytes,
+               identity: tuple):
         self._set(index, position + 1, digest, identity)
+        if position in self.linkable:
+            self.linkable_members[path] = index
         self.reused_bytes += size
         self.reused_files += 1
 
@@ -441,17 +445,18 @@ class LocalContent:
             try:
                 with AtomicFile(lock.dir_fd, CONTENT_NAME, 0o600, owner=0, group=0) as out:
                     out.write(_RECORD_HEADER + name.encode() + b"\n")
-                    for path, (digest, index) in self.final.items():
+                    for path, digest in self.final.items():
                         if digest is not None:
-                            out.write(self._entry(release, path, digest, index))
+                            out.write(self._entry(release, path, digest))
             finally:
                 os.close(release)
         except OSError as error:
             print(f"droot: warning: cannot record the new release's files ({error.strerror}): "
                   "the next delta pull reads them to reuse them", file=sys.stderr)
 
-    def _entry(self, release: int, path: bytes, digest: bytes, index: int) -> bytes:
-        if self.link_times and index < len(self.plan):
+    def _entry(self, release: int, path: bytes, digest: bytes) -> bytes:
+        index = self.linkable_members.get(path)
+        if self.link_times and index is not None:
             (ctime,) = _LINK_TIME.unpack_from(self.link_times, index * _LINK_TIME.size)
             if ctime:  # hard-linked to the inode the plan trusted, checked by number and size
                 ino, size, _ = self._trusted(index)

@@ -419,7 +419,7 @@ def plan(manifest: Manifest, local) -> list[list]:
             elif content is not None:
                 raise DrootError(f"{manifest.where}: corrupt manifest (content for a member "
                                  "without data)")
-            local.note_member(member.index, member.path, content and content[0])
+            local.note_member(member.path, content and content[0])
             if content is None:
                 continue
             digest, size, pack, offset, length = content
