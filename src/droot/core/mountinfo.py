@@ -15,6 +15,11 @@ class Mount:
         self.mount_id, self.root, self.point, self.device = mount_id, root, point, device
         self.fstype, self.super_options, self.read_only = fstype, super_options, read_only
 
+    def in_filesystem(self, path: str) -> str:
+        """`path` (absolute, resolved, on this mount) as a path of the mount's filesystem."""
+        below = path[len(self.point):] if self.point != "/" else path
+        return self.root.rstrip("/") + "/" + below.strip("/")
+
 
 def decode(field: str) -> str:
     """A mountinfo field with its octal escapes (space, tab, newline, backslash) undone."""
@@ -49,11 +54,16 @@ def read(pid: int | str = "self") -> list[Mount]:
         return parse(file.read())
 
 
+def within(directory: str, path: str) -> bool:
+    """Whether `path` is `directory` or below it (both absolute and resolved, or both
+    paths of one filesystem)."""
+    directory, path = directory.rstrip("/"), path.rstrip("/")
+    return path == directory or path.startswith(directory + "/")
+
+
 def containing(path: str, mounts: list[Mount]) -> Mount:
     """The mount that `path` (absolute, resolved) lies on: the last one listed (the top of
     a stack) among those whose mount point is the longest ancestor of `path`."""
-    def covers(point: str) -> bool:
-        return point == "/" or path == point or path.startswith(point + "/")
-    candidates = [mount for mount in mounts if covers(mount.point)]
+    candidates = [mount for mount in mounts if within(mount.point, path)]
     longest = max(len(mount.point) for mount in candidates)
     return [mount for mount in candidates if len(mount.point) == longest][-1]

@@ -224,25 +224,14 @@ def _shows(table: list, source: str, directory: str) -> bool:
     filesystem each mount shows, not on the host: another mount of the same directory
     (`mount --bind /srv /mnt/srv`) is found too."""
     home = mountinfo.containing(directory, table)
-    release = _in_filesystem(home, directory)
+    release = home.in_filesystem(directory)
     top = mountinfo.containing(source, table)
-    shown = [(top, _in_filesystem(top, source))]
+    shown = [(top, top.in_filesystem(source))]
     shown += [(mount, mount.root) for mount in table
-              if mount is not top and _holds(source, mount.point)]
-    return any(mount.device == home.device and (_holds(path, release) or _holds(release, path))
+              if mount is not top and mountinfo.within(source, mount.point)]
+    return any(mount.device == home.device
+               and (mountinfo.within(path, release) or mountinfo.within(release, path))
                for mount, path in shown)
-
-
-def _in_filesystem(mount, path: str) -> str:
-    """The real `path`, on `mount`, as a path of the mount's filesystem."""
-    below = path[len(mount.point):] if mount.point != "/" else path
-    return mount.root.rstrip("/") + "/" + below.strip("/")
-
-
-def _holds(directory: str, path: str) -> bool:
-    """Whether `path` is `directory` or below it (both real, or both of one filesystem)."""
-    directory, path = directory.rstrip("/"), path.rstrip("/")
-    return path == directory or path.startswith(directory + "/")
 
 
 def checked_sharing(options) -> set[str]:

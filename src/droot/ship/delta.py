@@ -378,7 +378,7 @@ def plan(manifest: Manifest, local) -> list[list]:
     runs = []
     first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
     first_of: dict[bytes, bytes] = {}  # the same, path -> digest
-    parents: set[bytes] = set()  # the directories above the members so far
+    parents: set[bytes] = set()  # the directories that members so far were made in
     links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
     try:
         while (member := headers.next()) is not None:
@@ -408,10 +408,11 @@ def plan(manifest: Manifest, local) -> list[list]:
                 local.aliased = True
                 first_path.clear()
                 first_of.clear()
-            end = member.path.rfind(b"/")
-            while end > 0 and member.path[:end] not in parents:
+            # The member's own directory, not every ancestor: a manifest of deep, distinct
+            # paths would make that megabytes a member. An export has a member for each
+            # directory, so every ancestor is some member's own directory.
+            if (end := member.path.rfind(b"/")) > 0:
                 parents.add(member.path[:end])
-                end = member.path.rfind(b"/", 0, end)
             if member.type in REGULAR_TYPES and member.data_size:
                 if content is None or content[1] != member.data_size:
                     raise DrootError(f"{manifest.where}: corrupt manifest (no content for "
