@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import droot
 from tests.delta.conftest import MIB, full_deploy, push, summary, tree
 
@@ -127,3 +129,33 @@ def test_the_record_of_a_linked_release_holds_each_files_inode(versions, tmp_pat
                                                      info.st_ctime_ns), path
         assert hashlib.sha256((v2 / os.fsdecode(path)).read_bytes()).hexdigest() == \
             digest.decode(), path
+
+
+@pytest.mark.parametrize("planted", ["directory", "file"])
+def test_a_symlink_planted_in_a_read_only_release_never_links_a_host_file(
+        versions, tmp_path, planted):
+    """The plan trusts a read-only release's record without a look; where a file is
+    linked, its directory is resolved with no symlink followed and the file's name is
+    linked as itself. A directory or a file the host's root swapped for a symlink to the
+    recorded inode itself, moved out of the release, is not linked from: a host file
+    never becomes a file of a release (and the pull starts again without the record)."""
+    store, root = stores(versions, tmp_path), tmp_path / "app"
+    v1, _ = pull(store, "v1", root, "--read-only")
+    outside = tmp_path / "outside"
+    # Relative symlinks: the extraction is chrooted in the new release, the kept one
+    # is outside it.
+    if planted == "directory":
+        os.rename(v1 / "bin", outside)
+        os.symlink("../../outside", v1 / "bin")
+        names = [name for name in os.listdir(outside) if not (outside / name).is_symlink()]
+    else:
+        outside.mkdir()
+        os.rename(v1 / "srv" / "keep.bin", outside / "keep.bin")
+        os.symlink("../../../outside/keep.bin", v1 / "srv" / "keep.bin")
+        names = ["keep.bin"]
+    result = droot("pull", store / "v2", "--root", root, "--read-only")
+    assert result.returncode == 0, result.stderr
+    assert "warning: a file of a kept release changed" in result.stderr, result.stderr
+    assert names and all(os.stat(outside / name).st_nlink == 1 for name in names), names
+    full_deploy(versions[1], tmp_path / "full", "--read-only")
+    assert tree(root) == tree(tmp_path / "full")

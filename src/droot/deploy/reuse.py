@@ -197,7 +197,8 @@ class LocalContent:
         self.linkable = {position for position, name in enumerate(self.names) if link
                          and readonly.is_marked(f"/proc/self/fd/{self.releases_fd}/{name}")}
         self.link = link
-        self.list_xattrs = True  # until listxattrat(2) proves missing (Linux < 6.13)
+        # the source directory linked from last (_source_directory)
+        self._directory_key, self._directory_fd = None, -1
         # path -> digest of the new release's files (None: the last member at that path
         # is not a file with data), for the record of the new release; and the member
         # index of those planned from a read-only release, which may be linked
@@ -212,7 +213,7 @@ class LocalContent:
         self.aliased = False
 
     def close(self):
-        for name in ("releases_fd", "proc_fd"):
+        for name in ("releases_fd", "proc_fd", "_directory_fd"):
             if getattr(self, name) >= 0:
                 os.close(getattr(self, name))
                 setattr(self, name, -1)
@@ -339,65 +340,60 @@ class LocalContent:
         position = self.planned(m.index) - 1
         if position not in self.linkable and position != SAME_RELEASE - 1:
             return False
-        path = self.earlier.get(m.index, m.path)
-        linked = self._link_if(position, path, m, lambda source, info: (
+        linked = self._link_if(position, self.earlier.get(m.index, m.path), m, lambda info: (
             stat.S_ISREG(info.st_mode)
             and (info.st_mode & 0o7777, info.st_size) == (m.mode & 0o7777, m.size)
             and (position == SAME_RELEASE - 1
-                 or _identity(info)[:2] == self._trusted(m.index)[:2])
-            and self._same_xattrs(source, m.xattrs, regular=True)))
+                 or _identity(info)[:2] == self._trusted(m.index)[:2])))
         if linked and position in self.linkable:  # for write(), in the parent
             _LINK_TIME.pack_into(self.link_times, m.index * _LINK_TIME.size, linked.st_ctime_ns)
         return linked is not None
 
     def link_symlink(self, m) -> bool:
         """Hard-link symlink member `m` of the new (read-only) release to the same symlink
-        (target, owner, time, no xattrs) of the newest read-only kept release; False when
-        it cannot be linked. A symlink is an inode too: linking one costs no new inode."""
-        return self._link_if(min(self.linkable), m.path, m, lambda source, info: (
-            stat.S_ISLNK(info.st_mode)
-            and os.readlink(b"", dir_fd=source) == m.linkname
-            and self._same_xattrs(source, m.xattrs, regular=False))) is not None
+        (target, owner, time, extended attributes) of the newest read-only kept release;
+        False when it cannot be linked. A symlink is an inode too: linking one costs no
+        new inode."""
+        return self._link_if(min(self.linkable), m.path, m, lambda info: (
+            stat.S_ISLNK(info.st_mode) and os.readlink(m.path) == m.linkname)) is not None
 
     def _link_if(self, position: int, path: bytes, m, matches) -> os.stat_result | None:
-        """Link `path` of kept release `position` at member `m`'s path when it has m's
-        owner and time and `matches(descriptor, stat)` holds of it: its stat once linked,
-        else None."""
-        try:
-            source = self.locate(position, path)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(source)
-            if ((info.st_uid, info.st_gid, info.st_mtime_ns) != (m.uid, m.gid, m.mtime_ns)
-                    or not matches(source, info)):
-                return None
-            # linkat through the magic link: the inode just checked, not a name again.
-            os.link(f"self/fd/{source}", m.path, src_dir_fd=self.proc_fd,
-                    follow_symlinks=True)
-            return os.fstat(source)  # its ctime is the link's
-        finally:
-            os.close(source)
+        """Link `path` of kept release `position` at member `m`'s path, and keep the link
+        when it has m's owner, time and extended attributes and `matches(stat)` holds of
+        it: its stat, else None (the link removed). Checked where it landed, by the name
+        just made in the extraction's own staging directory: the inode linked, with no
+        second resolution of a name in the kept release."""
+        directory, name = path.rpartition(b"/")[::2]
+        os.link(name, m.path, src_dir_fd=self._source_directory(position, directory),
+                follow_symlinks=False)  # a symlink there is linked as itself, and refused
+        info = os.lstat(m.path)
+        if ((info.st_uid, info.st_gid, info.st_mtime_ns) == (m.uid, m.gid, m.mtime_ns)
+                and matches(info) and _xattrs_equal(m.path, m.xattrs)):
+            return info
+        os.unlink(m.path)
+        return None
 
-    def _same_xattrs(self, located: int, xattrs, regular: bool) -> bool:
-        """Whether the inode open as O_PATH `located` has exactly the member's `xattrs`.
-        An inode without any is told by listxattrat through its magic link (Linux 6.13+:
-        nothing is opened); else a regular file is opened and compared, and a symlink
-        (which cannot be opened) is not linked."""
-        if not xattrs and self.list_xattrs:
-            try:
-                return kernel.xattr_names_size(self.proc_fd, f"self/fd/{located}") == 0
-            except OSError as error:
-                if error.errno != errno.ENOSYS:
-                    return False
-                self.list_xattrs = False
-        if not regular:
-            return False
-        fd = os.open(f"self/fd/{located}", _READ, dir_fd=self.proc_fd)
-        try:
-            return _xattrs_equal(fd, xattrs)
-        finally:
-            os.close(fd)
+    def _source_directory(self, position: int, directory: bytes) -> int:
+        """An O_PATH descriptor of `directory` in kept release `position` (SAME_RELEASE -
+        1: in the new release), resolved as `locate` resolves a file. The last one is
+        kept, since members come directory by directory: a read-only release's
+        directories do not change, and a directory of the new release that a later member
+        replaced is empty (a name looked up there is not found, and the file is copied)."""
+        if self._directory_key == (position, directory):
+            return self._directory_fd
+        if self._directory_fd >= 0:
+            os.close(self._directory_fd)
+            self._directory_key, self._directory_fd = None, -1
+        name = directory.decode("utf-8", "surrogateescape") or "."
+        if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
+            self._directory_fd = kernel.openat2(kernel.AT_FDCWD, name,
+                                                _LOCATE | os.O_DIRECTORY, 0, _RESOLVE)
+        else:
+            self._directory_fd = kernel.openat2(self.releases_fd,
+                                                f"{self.names[position]}/{name}",
+                                                _LOCATE | os.O_DIRECTORY, 0, _RESOLVE)
+        self._directory_key = (position, directory)
+        return self._directory_fd
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it.
@@ -476,16 +472,16 @@ class LocalContent:
         return b"%s %d %d %d %s\0" % (digest.hex().encode(), ino, size, ctime, path)
 
 
-def _xattrs_equal(fd: int, xattrs: list | None) -> bool:
-    """Whether the file open as `fd` has exactly the extended attributes `xattrs` (a
-    member's (name, value) list, None for none)."""
+def _xattrs_equal(path: bytes, xattrs: list | None) -> bool:
+    """Whether the entry at `path` (itself, not what a symlink names) has exactly the
+    extended attributes `xattrs` (a member's (name, value) list, None for none)."""
     xattrs = xattrs or ()
-    names = os.listxattr(fd)
+    names = os.listxattr(path, follow_symlinks=False)
     if len(names) != len(xattrs):
         return False
     for name, value in xattrs:
         shown = name.decode("utf-8", "surrogateescape")
-        if shown not in names or os.getxattr(fd, shown) != value:
+        if shown not in names or os.getxattr(path, shown, follow_symlinks=False) != value:
             return False
     return True
 
