@@ -2,9 +2,9 @@
 one module of droot that uses ctypes.
 
 unshare, setns, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount,
-mount_setattr, fsopen/fsconfig/fsmount, listxattrat, syncfs, sethostname, and an ioctl on
-a socket. Each raises OSError with the errno, like the `os` functions do (and releases
-the GIL while it runs).
+mount_setattr, fsopen/fsconfig/fsmount, syncfs, sethostname, and an ioctl on a socket.
+Each raises OSError with the errno, like the `os` functions do (and releases the GIL
+while it runs).
 
 This module is on the start-up path of every `droot run`, so it uses ctypes' C core,
 `_ctypes`, directly: the `ctypes` package defines some forty types when imported (2.8 ms
@@ -81,7 +81,6 @@ _SYSCALL_NUMBERS = {
 }.get(os.uname().machine, {})
 _OPEN_TREE, _MOVE_MOUNT, _OPENAT2, _MOUNT_SETATTR = 428, 429, 437, 442
 _FSOPEN, _FSCONFIG, _FSMOUNT = 430, 431, 432
-_LISTXATTRAT = 465
 
 
 def _number(name: str) -> int:
@@ -227,13 +226,6 @@ def openat2(directory: int, path: str, flags: int, mode: int, resolve: int) -> i
     how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
     return check(syscall(_OPENAT2, directory, path.encode("utf-8", "surrogateescape"),
                          byref(how), sizeof(how)), path)
-
-
-def xattr_names_size(directory: int, path: str) -> int:
-    """The size of the list of extended attribute names of `path` (from `directory`):
-    0 when it has none (listxattrat, Linux 6.13+). Symbolic links are followed; a
-    /proc/self/fd/N magic link reaches the inode open as N itself, a symlink's too."""
-    return check(syscall(_LISTXATTRAT, directory, path.encode(), 0, None, c_ulong(0)), path)
 
 
 def keyctl(operation: int, *args: int) -> int:

@@ -46,6 +46,7 @@ KNOWN_RELEASES = 5            # a push reuses content of the store's newest rele
 ZSTD_LEVEL = 3
 CHUNK = 1 << 20
 _RECORD = struct.Struct("<IB")
+_RECORDS_BUFFER = 1 << 16  # bytes of decompressed records read ahead
 _CONTENT = struct.Struct("<32sQHQQ")
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -80,7 +81,9 @@ class Manifest:
         """(header bytes, content or None) per member, the end marker last; content is
         (digest, size, pack name, offset, length)."""
         import zstandard
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(self._records))
+        # Buffered: a record is read in three small pieces, each a call into zstd otherwise.
+        reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
+            io.BytesIO(self._records)), _RECORDS_BUFFER)
         try:
             while True:
                 fixed = _read_exactly(reader, _RECORD.size, self.where, allow_end=True)
