@@ -336,14 +336,16 @@ def docker_archive(client, context: Path, tag: str, archive: Path) -> str:
 
 
 @contextlib.contextmanager
-def busybox_image_with_blob(client, context: Path, name: str, blob_mib: int):
+def busybox_image_with_blob(client, context: Path, name: str, blob_mib: int,
+                            zeros: bool = False):
     """A FROM-scratch busybox image with `blob_mib` MiB of random data in /blob (which no
-    compression shrinks), tagged per run so that two test runs do not collide; removed
-    on exit. Yields its tag."""
+    compression shrinks; with `zeros`, zero bytes, which compression shrinks ~30,000
+    times), tagged per run so that two test runs do not collide; removed on exit. Yields
+    its tag."""
     make_busybox_root(context / "rootfs")
     with open(context / "rootfs" / "blob", "wb") as blob:
         for _ in range(blob_mib):
-            blob.write(os.urandom(1 << 20))
+            blob.write(bytes(1 << 20) if zeros else os.urandom(1 << 20))
     (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
     tag = f"droot-test-ship/{name}:{os.getpid()}"
     docker_build(client, context, tag)

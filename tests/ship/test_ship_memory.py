@@ -39,4 +39,23 @@ def test_delta_push_and_pull_memory_stays_under_100_mb(large_image, s3_bucket, t
     pull_mb = droot_peak_rss_mb("pull", dest, "--root", tmp_path / "app")
     assert (tmp_path / "app" / "blob").stat().st_size == BLOB_MIB << 20
     assert push_mb < LIMIT_MB, f"push --delta peaked at {push_mb:.0f} MB"
+    assert push_mb < LIMIT_MB, f"push --delta peaked at {push_mb:.0f} MB"
+    assert pull_mb < LIMIT_MB, f"delta pull peaked at {pull_mb:.0f} MB"
+
+
+def test_a_delta_file_that_compresses_well_is_pulled_in_bounded_memory(
+        docker_client, s3_bucket, tmp_path_factory, tmp_path):
+    """300 MiB of zeros is one ~10 KB zstd frame in a pack: the pull once decompressed a
+    frame in one call, as much memory as the file (and a hostile store could send a frame
+    of terabytes). Its output is taken a chunk at a time."""
+    with busybox_image_with_blob(docker_client, tmp_path_factory.mktemp("zeros-image"),
+                                 "zeros", 3 * BLOB_MIB // 2, zeros=True) as tag:
+        dest = f"s3://{s3_bucket}/apps/zeros"
+        push_mb = droot_peak_rss_mb("push", "--delta", tag, dest)
+    pull_mb = droot_peak_rss_mb("pull", dest, "--root", tmp_path / "app")
+    blob = tmp_path / "app" / "blob"
+    assert blob.stat().st_size == 3 * BLOB_MIB // 2 << 20
+    with open(blob, "rb") as data:
+        assert not any(data.read(1 << 20).strip(b"\0") for _ in range(3 * BLOB_MIB // 2))
+    assert push_mb < LIMIT_MB, f"push --delta peaked at {push_mb:.0f} MB"
     assert pull_mb < LIMIT_MB, f"delta pull peaked at {pull_mb:.0f} MB"

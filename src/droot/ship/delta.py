@@ -471,6 +471,7 @@ class _ReleaseStream:
         import zstandard
         runs = iter(runs)
         body, left = None, 0
+        decompressor = zstandard.ZstdDecompressor()  # its context serves every frame
         # Headers go out in batches: one pipe write (and one read in the child) for many
         # members whose data comes from this host, not one per member.
         headers, batched = [], 0
@@ -493,25 +494,26 @@ class _ReleaseStream:
                     body = store.read_range(f"{deltastore.PACKS}/{run[0]}", run[1], run[2])
                     left = run[2] - run[1]
                 left -= length
-                decompressor = zstandard.ZstdDecompressor().decompressobj()
+                frame = _Frame(body, length, pack)
+                # Output a chunk at a time: a frame of zeros is ~30,000 times smaller than
+                # its content, which one call would make at once (or a hostile store's
+                # frame of terabytes).
+                reader = decompressor.stream_reader(frame, read_size=CHUNK,
+                                                    read_across_frames=False)
                 check = hashlib.sha256()
                 produced = 0
-                while length:
-                    compressed = body.read(min(CHUNK, length))
-                    if not compressed:
-                        raise DrootError(f"pack {pack}: truncated (the store lost data?)")
-                    length -= len(compressed)
-                    try:
-                        data = decompressor.decompress(compressed)
-                    except zstandard.ZstdError as error:
-                        raise DrootError(f"pack {pack}: corrupt frame at {offset}: "
-                                         f"{error}") from None
-                    produced += len(data)
-                    if produced > size:
-                        break
-                    check.update(data)
-                    yield data
-                if produced != size or check.digest() != digest or not decompressor.eof:
+                try:
+                    while data := reader.read(CHUNK):
+                        produced += len(data)
+                        if produced > size:
+                            break
+                        check.update(data)
+                        yield data
+                except zstandard.ZstdError as error:
+                    raise DrootError(f"pack {pack}: corrupt frame at {offset}: "
+                                     f"{error}") from None
+                # Its bytes all read, or the next frame would start at the wrong place.
+                if produced != size or check.digest() != digest or frame.left:
                     raise DrootError(f"pack {pack}: the frame at {offset} does not hold the "
                                      f"content the manifest names (corrupt store); nothing "
                                      "was switched")
@@ -522,6 +524,22 @@ class _ReleaseStream:
         finally:
             if body:
                 body.close()
+
+
+class _Frame:
+    """The `length` bytes of one frame of a pack, read from the run's `body`."""
+
+    def __init__(self, body, length: int, pack: str):
+        self._body, self.left, self._pack = body, length, pack
+
+    def read(self, n: int) -> bytes:
+        if not self.left:
+            return b""
+        data = self._body.read(min(n, self.left))
+        if not data:
+            raise DrootError(f"pack {self._pack}: truncated (the store lost data?)")
+        self.left -= len(data)
+        return data
 
 
 def pull(location: stores.Location, data: bytes, expected_sha256: str | None, root,
