@@ -75,7 +75,7 @@ class Manifest:
                                  "than this droot reads (upgrade droot)")
         except (ValueError, KeyError, TypeError):
             raise DrootError(f"{where}: corrupt manifest (its head)") from None
-        self._records = data[start + length:]
+        self._records = memoryview(data)[start + length:]  # no copy: a few MB a pull
 
     def records(self):
         """(header bytes, content or None) per member, the end marker last; content is
@@ -83,7 +83,7 @@ class Manifest:
         import zstandard
         # Buffered: a record is read in three small pieces, each a call into zstd otherwise.
         reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
-            io.BytesIO(self._records)), _RECORDS_BUFFER)
+            self._records), _RECORDS_BUFFER)
         try:
             while True:
                 fixed = _read_exactly(reader, _RECORD.size, self.where, allow_end=True)

@@ -5,6 +5,7 @@ verify → switch. With --if-changed, first one small request: the store's check
 against the one the current release was deployed from."""
 
 import hashlib
+import io
 import time
 
 from droot.core import signatures
@@ -159,14 +160,14 @@ def _pull_delta(location, download, head: bytes, expected: str | None, root,
         raise DrootError(f"{stores.redact(location.text)} is a delta release: pull it "
                          "from its s3:// prefix or directory (its packs are there)")
     limit = delta.deltastore.MAX_SMALL_OBJECT
-    parts, size = [head], len(head)
+    manifest = io.BytesIO(head)  # its value is then the bytes it holds, not a copy of them
+    manifest.seek(0, io.SEEK_END)
     while chunk := download.stream.read(1 << 20):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
+        manifest.write(chunk)
+        if manifest.tell() > limit:
             raise DrootError(f"{location.text}: larger than any manifest droot writes")
     download.stream.close()  # its connection and threads: the packs come another way
-    return delta.pull(location, b"".join(parts), expected, root, **deploy_options)
+    return delta.pull(location, manifest.getvalue(), expected, root, **deploy_options)
 
 
 def _skipped(available: str | None, deployed: dict | None,
