@@ -4,6 +4,9 @@ release, linked) from its first file, but never from a path a later member repla
 
 import hashlib
 
+import pytest
+
+from droot.core.errors import DrootError
 from droot.deploy.reuse import SAME_RELEASE, LocalContent
 from droot.ship import delta
 from tests.conftest import member_bytes
@@ -47,3 +50,18 @@ def test_a_replaced_first_file_is_not_copied_from(tmp_path):
     assert [local.planned(index) for index in range(3)] == [0, 0, 0]
     assert local.earlier == {}
     assert runs == [[PACK, 0, 43]]
+
+
+def test_a_record_longer_than_a_members_headers_is_refused_unread(tmp_path):
+    """A record says its length before its bytes: one claiming more than a member's
+    headers can hold (extended headers of at most 1 MiB each) is refused before it is
+    read, so a hostile manifest cannot make the pull hold tens of MB for it."""
+    writer = delta._ManifestWriter()
+    writer.add(bytes(9 << 20))
+    writer.add(delta.END_OF_ARCHIVE)
+    local = LocalContent(tmp_path, [])
+    try:
+        with pytest.raises(DrootError, match=r"^test manifest: corrupt manifest \(a record\)$"):
+            delta.plan(delta.Manifest(writer.finish({}), "test manifest"), local)
+    finally:
+        local.close()

@@ -47,6 +47,9 @@ ZSTD_LEVEL = 3
 CHUNK = 1 << 20
 _RECORD = struct.Struct("<IB")
 _RECORDS_BUFFER = 1 << 16  # bytes of decompressed records read ahead
+# One member's headers: a few extended headers, each at most 1 MiB (the tar reader's
+# limit), and its own block. A longer record is refused before it is read into memory.
+_RECORD_LIMIT = 8 << 20
 _CONTENT = struct.Struct("<32sQHQQ")
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -90,7 +93,7 @@ class Manifest:
                 if not fixed:
                     return
                 length, kind = _RECORD.unpack(fixed)
-                if length > 64 << 20 or kind not in (0, 1):
+                if length > _RECORD_LIMIT or kind not in (0, 1):
                     raise DrootError(f"{self.where}: corrupt manifest (a record)")
                 header = _read_exactly(reader, length, self.where)
                 content = None
