@@ -3,10 +3,13 @@ a content the release holds twice is downloaded once and copied (or, in a read-o
 release, linked) from its first file, but never from a path a later member replaced."""
 
 import hashlib
+import os
+import types
 
 import pytest
 
 from droot.core.errors import DrootError
+from droot.deploy import reuse
 from droot.deploy.reuse import SAME_RELEASE, LocalContent
 from droot.ship import delta
 from tests.conftest import member_bytes
@@ -65,3 +68,58 @@ def test_a_record_longer_than_a_members_headers_is_refused_unread(tmp_path):
             delta.plan(delta.Manifest(writer.finish({}), "test manifest"), local)
     finally:
         local.close()
+
+
+def test_a_later_copy_takes_over_from_a_replaced_first_file(tmp_path):
+    """Once `a` is replaced, the next file with its first content (`c`) is where a
+    repeat (`d`) is copied from."""
+    runs, local = planned([("a", b"same"), ("a", b"new a"), ("c", b"same"), ("d", b"same")],
+                          tmp_path)
+    assert [local.planned(index) for index in range(4)] == [0, 0, 0, SAME_RELEASE]
+    assert local.earlier == {3: b"c"}
+
+
+def recorded(members, tmp_path) -> dict[bytes, bytes]:
+    """The `.content` record a pull of these (name, data) files writes, as path -> digest,
+    with the release made as the extraction would (the last member at a path wins)."""
+    release = tmp_path / "release"
+    for name, data in members:
+        (release / name).parent.mkdir(parents=True, exist_ok=True)
+        (release / name).write_bytes(data)
+    _, local = planned(members, tmp_path)
+    releases = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        local.write(types.SimpleNamespace(dir_fd=releases), "release")
+    finally:
+        os.close(releases)
+    header, *entries = (tmp_path / ".content").read_bytes().split(b"\n", 1)[1].split(b"\0")
+    record = {}
+    for entry in filter(None, [header, *entries]):
+        digest, _, _, _, path = entry.split(b" ", 4)
+        assert path not in record, f"{path} recorded twice"
+        record[path] = bytes.fromhex(digest.decode())
+    return record
+
+
+def test_the_record_holds_the_last_member_at_a_path(tmp_path):
+    assert recorded([("a", b"one"), ("b", b"bee"), ("a", b"two")], tmp_path) == {
+        b"a": hashlib.sha256(b"two").digest(), b"b": hashlib.sha256(b"bee").digest()}
+
+
+@pytest.fixture
+def colliding(monkeypatch):
+    """Every key of the plan's tables has the same hash, and the tables start with 8
+    slots (so they grow): only the keys' stored bytes tell them apart."""
+    monkeypatch.setattr(reuse, "hash", lambda key: 7, raising=False)
+    monkeypatch.setattr(reuse._IndexTable, "SLOTS", 8)
+
+
+def test_keys_of_one_hash_never_pass_for_each_other(colliding, tmp_path):
+    files = [(f"d/{n}", b"%d" % n) for n in range(40)]
+    files += [("d/1", b"one again"), ("x", b"5"), ("d/10", b"10"), ("d/1x", b"1")]
+    runs, local = planned(files, tmp_path)
+    # x repeats d/5's content, and d/1x d/1's first content, whose path was replaced
+    assert [local.planned(index) for index in range(44)] == [0] * 41 + [SAME_RELEASE] + [0] * 2
+    assert local.earlier == {41: b"d/5"}
+    expected = {name.encode(): hashlib.sha256(data).digest() for name, data in files}
+    assert recorded(files, tmp_path / "record") == expected

@@ -84,6 +84,9 @@ def _sha256_of(fd: int, size: int) -> bytes:
 
 
 SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
+# LocalContent.flags, a byte a member
+_HAS_DATA = 1  # a file with data: its digest is in LocalContent.digests
+_REPLACED = 2  # a later member of the new release has the same path
 _LINK_TIME = struct.Struct("q")  # a linked inode's ctime in LocalContent.link_times
 _RECORD_HEADER = b"droot-content 1 "
 _RECORD_LIMIT = 64 << 20  # ~100 bytes a file: 600,000 files
@@ -137,6 +140,51 @@ class _Record:
         return bytes.fromhex(digest.decode()), (int(ino), int(size), int(ctime))
 
 
+class _IndexTable:
+    """Member indexes of the new release found by a key of theirs (a path, a digest):
+    open addressing, 8 bytes a slot (index + 1; 0: empty), probed linearly from the key's
+    hash(), at most half full. A dict would hold each key as an object too, ~120 bytes an
+    entry against 16 to 32 here. A slot is taken for a key only when `holds(index, key)`,
+    which compares the bytes stored for that member: keys of one hash never mix."""
+
+    SLOTS = 1 << 16  # to start with, 512 KB: a Debian image's 20,000 members, not grown
+
+    def __init__(self, holds, key_of):
+        self._holds = holds
+        self._key_of = key_of  # the stored key of an index, as bytes (to grow the table)
+        self._mask = self.SLOTS - 1
+        self._slots = array.array("q", bytes(8 * (self._mask + 1)))
+        self._count = 0
+
+    def put(self, key, index: int, replace: bool = True) -> int:
+        """Store `index` for `key`, unless not `replace` and it has one; returns the
+        index it had, -1 if none."""
+        if 2 * self._count >= self._mask:
+            self._grow()
+        slots, mask = self._slots, self._mask
+        slot = hash(key) & mask
+        while at := slots[slot]:
+            if self._holds(at - 1, key):
+                if replace:
+                    slots[slot] = index + 1
+                return at - 1
+            slot = (slot + 1) & mask
+        slots[slot] = index + 1
+        self._count += 1
+        return -1
+
+    def _grow(self):
+        old = self._slots
+        self._mask = mask = 2 * self._mask + 1
+        self._slots = slots = array.array("q", bytes(8 * (mask + 1)))
+        for at in old:
+            if at:
+                slot = hash(self._key_of(at - 1)) & mask
+                while slots[slot]:
+                    slot = (slot + 1) & mask
+                slots[slot] = at
+
+
 def _read_record(releases_fd: int) -> tuple[str | None, _Record | dict]:
     """The `.content` record: the release it describes and its entries (_Record). A
     record that is missing, not a root-only regular file, or malformed is no record."""
@@ -184,10 +232,18 @@ class LocalContent:
             self.names = []
             self.proc_fd = -1
         # Per member index, in arrays (a dict per member was 200 bytes a file): the plan,
-        # the planned content's digest and its source's recorded identity (0s: none).
+        # its source's recorded identity (0s: none), and from note_member each member's
+        # path (NUL-terminated, from its start), flags and content's digest (0s: none).
         self.plan = bytearray()
-        self.digests = bytearray()  # 32 bytes a member
         self.trusted = array.array("q")  # 3 numbers a member (_identity)
+        self.paths = bytearray()
+        self.path_starts = array.array("q")
+        self.flags = bytearray()
+        self.digests = bytearray()  # 32 bytes a member
+        # the member now at each path (the last one), and the first of each content
+        # that still is at its path (a repeated content is copied from it)
+        self.at_path = _IndexTable(self._has_path, self.path)
+        self.first_holder = _IndexTable(self._has_digest, self.digest)
         self.earlier: dict[int, bytes] = {}  # SAME_RELEASE member index -> source path
         self.reused_bytes = 0
         self.reused_files = 0
@@ -199,11 +255,6 @@ class LocalContent:
         self.link = link
         # the source directory linked from last (_source_directory)
         self._directory_key, self._directory_fd = None, -1
-        # path -> digest of the new release's files (None: the last member at that path
-        # is not a file with data), for the record of the new release; and the member
-        # index of those planned from a read-only release, which may be linked
-        self.final: dict[bytes, bytes | None] = {}
-        self.linkable_members: dict[bytes, int] = {}
         # Shared with the extraction child (prepare_extraction): per member, the ctime of
         # the inode it hard-linked, 0 if none; write() records those without a look.
         self.link_times = None
@@ -245,10 +296,43 @@ class LocalContent:
             name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
         return kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
 
-    def note_member(self, path: bytes, digest: bytes | None):
-        """Member `path` of the new release holds `digest` (None: no file data)."""
-        self.final[path] = digest
-        self.linkable_members.pop(path, None)  # an earlier member at the path is gone
+    def note_member(self, index: int, path: bytes, digest: bytes | None):
+        """Member `index` of the new release, the next one, is at `path` and holds
+        `digest` (None: no file data)."""
+        self.path_starts.append(len(self.paths))
+        self.paths += path
+        self.paths.append(0)
+        self.flags.append(_HAS_DATA if digest else 0)
+        self.digests += digest or bytes(32)
+        if not self.aliased:  # else no record is written, no repeated content copied
+            earlier = self.at_path.put(path, index)
+            if earlier >= 0:  # not in the record, and no longer a source of its content
+                self.flags[earlier] |= _REPLACED
+
+    def path(self, index: int) -> bytes:
+        start = self.path_starts[index]
+        return bytes(self.paths[start:self.paths.index(0, start)])
+
+    def digest(self, index: int) -> bytes:
+        return bytes(self.digests[32 * index:32 * index + 32])
+
+    def _has_path(self, index: int, path: bytes) -> bool:
+        start = self.path_starts[index]
+        return self.paths.startswith(path, start) and self.paths[start + len(path)] == 0
+
+    def _has_digest(self, index: int, digest: bytes) -> bool:
+        return self.digests.startswith(digest, 32 * index)
+
+    def first_with(self, index: int, digest: bytes) -> int:
+        """The index of the first member that holds `digest` and is still at its path;
+        member `index` (noted last) if none, which is then that first one."""
+        first = self.first_holder.put(digest, index, replace=False)
+        if first < 0:
+            return index
+        if self.flags[first] & _REPLACED:  # its path holds something else now
+            self.first_holder.put(digest, index)
+            return index
+        return first
 
     def prepare_extraction(self):
         """Called once the plan is made, before the extraction child is forked."""
@@ -262,7 +346,7 @@ class LocalContent:
             if self.names[position] == self.recorded_release:
                 identity = self._unchanged(position, path, size, digest)
                 if identity:
-                    self._reuse(index, path, position, size, digest, identity)
+                    self._reuse(index, position, size, identity)
                     return True
             try:
                 fd = self.open_source(position, path)
@@ -275,16 +359,13 @@ class LocalContent:
             finally:
                 os.close(fd)
             # A read-only release: no app can have changed it since.
-            self._reuse(index, path, position, size, digest,
+            self._reuse(index, position, size,
                         _identity(info) if position in self.linkable else ())
             return True
         return False
 
-    def _reuse(self, index: int, path: bytes, position: int, size: int, digest: bytes,
-               identity: tuple):
-        self._set(index, position + 1, digest, identity)
-        if position in self.linkable:
-            self.linkable_members[path] = index
+    def _reuse(self, index: int, position: int, size: int, identity: tuple):
+        self._set(index, position + 1, identity)
         self.reused_bytes += size
         self.reused_files += 1
 
@@ -310,19 +391,17 @@ class LocalContent:
             return _identity(info)
         return ()
 
-    def same_as(self, index: int, earlier_path: bytes, digest: bytes):
-        """Plan member `index` as a copy of the earlier member at `earlier_path`."""
-        self._set(index, SAME_RELEASE, digest, ())
-        self.earlier[index] = earlier_path
+    def same_as(self, index: int, earlier: int):
+        """Plan member `index` as a copy of the earlier member `earlier`."""
+        self._set(index, SAME_RELEASE, ())
+        self.earlier[index] = self.path(earlier)
 
-    def _set(self, index: int, value: int, digest: bytes, identity: tuple):
+    def _set(self, index: int, value: int, identity: tuple):
         if len(self.plan) <= index:
             missing = index + 1 - len(self.plan)
             self.plan.extend(bytes(missing))
-            self.digests.extend(bytes(32 * missing))
             self.trusted.frombytes(bytes(3 * 8 * missing))
         self.plan[index] = value
-        self.digests[32 * index:32 * index + 32] = digest
         self.trusted[3 * index:3 * index + 3] = array.array("q", identity or (0, 0, 0))
 
     def _trusted(self, index: int) -> tuple:
@@ -441,18 +520,19 @@ class LocalContent:
             try:
                 with AtomicFile(lock.dir_fd, CONTENT_NAME, 0o600, owner=0, group=0) as out:
                     out.write(_RECORD_HEADER + name.encode() + b"\n")
-                    for path, digest in self.final.items():
-                        if digest is not None:
-                            out.write(self._entry(release, path, digest))
+                    # each path's last member, when a file with data
+                    for index, flags in enumerate(self.flags):
+                        if flags == _HAS_DATA:
+                            out.write(self._entry(release, index))
             finally:
                 os.close(release)
         except OSError as error:
             print(f"droot: warning: cannot record the new release's files ({error.strerror}): "
                   "the next delta pull reads them to reuse them", file=sys.stderr)
 
-    def _entry(self, release: int, path: bytes, digest: bytes) -> bytes:
-        index = self.linkable_members.get(path)
-        if self.link_times and index is not None:
+    def _entry(self, release: int, index: int) -> bytes:
+        path, digest = self.path(index), self.digest(index)
+        if self.link_times and self.planned(index) - 1 in self.linkable:
             (ctime,) = _LINK_TIME.unpack_from(self.link_times, index * _LINK_TIME.size)
             if ctime:  # hard-linked to the inode the plan trusted, checked by number and size
                 ino, size, _ = self._trusted(index)

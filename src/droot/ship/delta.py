@@ -382,8 +382,6 @@ def plan(manifest: Manifest, local) -> list[list]:
     source = _RecordHeaders(manifest.records())
     headers = HeaderReader(source.read)
     runs = []
-    first_path: dict[bytes, bytes] = {}  # digest -> the first member holding it
-    first_of: dict[bytes, bytes] = {}  # the same, path -> digest
     parents: set[bytes] = set()  # the directories that members so far were made in
     links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
     try:
@@ -399,21 +397,14 @@ def plan(manifest: Manifest, local) -> list[list]:
                 # `e -> .`, then `e/b`: a member may replace a file that is named by another
                 # path here, so no path is known to hold what its member said.
                 local.aliased = True
-                first_path.clear()
-                first_of.clear()
             if member.type in (SYMLINK, HARDLINK):
                 links.add(member.path)
-            replaced = first_of.pop(member.path, None)
-            if replaced is not None:  # a later copy of that content must not take this one
-                del first_path[replaced]
             if member.type != DIRECTORY and member.path in parents and not local.aliased:
                 # It replaces a directory, and what was below it goes too (`d/a`, then a
                 # file `d`): as above, no path is known to hold what its member said. (Not
                 # forgotten path by path: a manifest doing this over and over would make
                 # the plan quadratic.)
                 local.aliased = True
-                first_path.clear()
-                first_of.clear()
             # The member's own directory, not every ancestor: a manifest of deep, distinct
             # paths would make that megabytes a member. An export has a member for each
             # directory, so every ancestor is some member's own directory.
@@ -426,16 +417,15 @@ def plan(manifest: Manifest, local) -> list[list]:
             elif content is not None:
                 raise DrootError(f"{manifest.where}: corrupt manifest (content for a member "
                                  "without data)")
-            local.note_member(member.path, content and content[0])
+            local.note_member(member.index, member.path, content and content[0])
             if content is None:
                 continue
             digest, size, pack, offset, length = content
-            if digest in first_path:
-                local.same_as(member.index, first_path[digest], digest)
-                continue
-            if not local.aliased:
-                first_path[digest] = member.path
-                first_of[member.path] = digest
+            if not local.aliased:  # a content the release holds twice is downloaded once
+                first = local.first_with(member.index, digest)
+                if first != member.index:
+                    local.same_as(member.index, first)
+                    continue
             if local.find(member.index, member.path, size, digest):
                 continue
             if runs and runs[-1][0] == pack and runs[-1][2] == offset:
