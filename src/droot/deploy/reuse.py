@@ -336,6 +336,10 @@ class LocalContent:
 
     def prepare_extraction(self):
         """Called once the plan is made, before the extraction child is forked."""
+        # What only the plan used goes (the child would start with a copy): the kept
+        # release's record and the tables, 17 MB for an image of 100,000 files.
+        self.recorded = {}
+        self.at_path = self.first_holder = None
         if self.linkable and self.plan:
             self.link_times = mmap.mmap(-1, len(self.plan) * _LINK_TIME.size)  # shared
 
