@@ -233,7 +233,8 @@ class LocalContent:
             self.proc_fd = -1
         # Per member index, in arrays (a dict per member was 200 bytes a file): the plan,
         # its source's recorded identity (0s: none), and from note_member each member's
-        # path (NUL-terminated, from its start), flags and content's digest (0s: none).
+        # path (NUL-terminated: tarformat refuses a NUL in a name), flags and content's
+        # digest (0s: none).
         self.plan = bytearray()
         self.trusted = array.array("q")  # 3 numbers a member (_identity)
         self.paths = bytearray()
