@@ -404,7 +404,9 @@ class S3Download:
             self._fill()
         n = len(self._current) if n is None or n < 0 else n
         data = bytes(self._current[:n])
-        self._current = self._current[n:]
+        # An empty slice would still hold the whole range (the rest of a pull, for a
+        # delta manifest: 5 MB at 100,000 files).
+        self._current = self._current[n:] if n < len(self._current) else memoryview(b"")
         return data
 
     def close(self):
@@ -412,6 +414,7 @@ class S3Download:
             future.cancel()
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending, self._current = [], memoryview(b"")
 
 
 def read_s3_small(client, location: Location, suffix: str, limit: int = 4096) -> bytes | None:
