@@ -536,8 +536,9 @@ class _Frame:
 
 
 def pull(location: stores.Location, data: bytes, expected_sha256: str | None, root,
-         **deploy_options) -> dict:
-    """Deploy the delta release whose manifest is `data` at `root`."""
+         client=None, **deploy_options) -> dict:
+    """Deploy the delta release whose manifest is `data` at `root` (`client`: the S3
+    client that downloaded it, for the packs too)."""
     from droot.deploy.deploy import deploy
     from droot.deploy.pipeline import LocalCopyChanged
     from droot.deploy.releases import Layout
@@ -549,7 +550,7 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
                          f"{expected_sha256.lower()} (corrupt download, or replaced while "
                          "it was read; nothing was switched)")
     manifest = Manifest(data, shown)
-    store = deltastore.open_store(location)
+    store = deltastore.open_store(location, client=client)
     layout = Layout(root)
     current = layout.current()
     names = [release.name for release in reversed(layout.releases())]

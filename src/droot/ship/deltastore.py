@@ -77,11 +77,12 @@ def check_pack_name(name: str) -> str:
     return name
 
 
-def open_store(location: stores.Location, whole: bool = False):
+def open_store(location: stores.Location, whole: bool = False, client=None):
     """The store of the release at `location` (its prefix or directory), or with `whole`,
-    the store that `location` itself names (for gc: s3://BUCKET/PREFIX or a directory)."""
+    the store that `location` itself names (for gc: s3://BUCKET/PREFIX or a directory).
+    `client`: an S3 client of this process to use (each holds ~12 MB of AWS models)."""
     if location.kind == "s3":
-        return S3Store(location, whole)
+        return S3Store(location, whole, client)
     if location.kind == "path":
         return PathStore(location, whole)
     raise DrootError(f"{stores.redact(location.text)}: delta releases live in an s3:// prefix "
@@ -117,9 +118,9 @@ class _Counted:
 
 
 class S3Store(Store):
-    def __init__(self, location: stores.Location, whole: bool = False):
+    def __init__(self, location: stores.Location, whole: bool = False, client=None):
         super().__init__(location)
-        self.client = stores.s3_client()
+        self.client = client or stores.s3_client()
         self.bucket = location.bucket
         key = location.key.rstrip("/") + "/" if whole else location.key
         self.prefix = key.rpartition("/")[0]
