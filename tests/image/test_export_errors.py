@@ -28,11 +28,12 @@ with warnings.catch_warnings():
 
 @pytest.fixture(scope="module")
 def small_image(docker_client, tmp_path_factory):
-    """An image of its own, so the containers made from it are this module's alone."""
+    """An image of its own, so the containers made from it are this module's alone
+    (tagged per test session: another session on the same engine removes its own)."""
     context = tmp_path_factory.mktemp("export-errors")
     (context / "app").write_bytes(open("/bin/busybox", "rb").read())
     (context / "Dockerfile").write_text('FROM scratch\nCOPY app /app\nVOLUME /data\nCMD ["/app"]\n')
-    tag = f"{PREFIX}/errors:latest"
+    tag = f"{PREFIX}/errors:{os.getpid()}"
     image_id = docker_build(docker_client, context, tag)
     yield tag, image_id
     docker_client.images.remove(tag, force=True)
