@@ -97,81 +97,49 @@ def _identity(info: os.stat_result) -> tuple[int, int, int]:
     return info.st_ino, info.st_size, info.st_ctime_ns
 
 
-class _Record:
-    """The entries of a `.content` record, looked up by path: get(path) is (digest,
-    identity) or None. Kept as the record's bytes and a table of where each entry's path
-    starts, by the path's hash (open addressing, 8 bytes a slot): a dict of tuples took
-    ~500 bytes a file, 50 MB of a pull's memory for an image of 100,000 files."""
-
-    def __init__(self, body: bytes):
-        self._body = body
-        count = body.count(b"\0")
-        self._mask = (1 << max(3, (2 * count).bit_length())) - 1  # at most half full
-        self._slots = array.array("q", bytes(8 * (self._mask + 1)))
-        start = 0
-        while start < len(body):
-            end = body.index(b"\0", start)
-            path = self._fields(start, end)[4]  # ValueError if malformed
-            self._slots[self._slot(path)] = end - len(path) + 1  # a path again: the last wins
-            start = end + 1
-
-    def _fields(self, start: int, end: int) -> list[bytes]:
-        fields = self._body[start:end].split(b" ", 4)
-        digest, ino, size, ctime, _ = fields
-        if len(digest) != 64:
-            raise ValueError("not a SHA-256")
-        bytes.fromhex(digest.decode()), int(ino), int(size), int(ctime)
-        return fields
-
-    def _slot(self, path: bytes) -> int:
-        """The slot holding `path`'s entry, or the empty one where it would go."""
-        body, slot = self._body, hash(path) & self._mask
-        while (at := self._slots[slot]) and not (body.startswith(path, at - 1)
-                                                 and body[at - 1 + len(path)] == 0):
-            slot = (slot + 1) & self._mask
-        return slot
-
-    def get(self, path: bytes) -> tuple[bytes, tuple[int, int, int]] | None:
-        at = self._slots[self._slot(path)]
-        if not at:
-            return None
-        start = self._body.rfind(b"\0", 0, at - 1) + 1
-        digest, ino, size, ctime, _ = self._body[start:at - 1].split(b" ")  # checked by _fields
-        return bytes.fromhex(digest.decode()), (int(ino), int(size), int(ctime))
-
-
 class _IndexTable:
-    """Member indexes of the new release found by a key of theirs (a path, a digest):
-    open addressing, 8 bytes a slot (index + 1; 0: empty), probed linearly from the key's
-    hash(), at most half full. A dict would hold each key as an object too, ~120 bytes an
-    entry against 16 to 32 here. A slot is taken for a key only when `holds(index, key)`,
-    which compares the bytes stored for that member: keys of one hash never mix."""
+    """Numbers (member indexes, offsets in a record) found by a key of theirs (a path, a
+    digest): open addressing, 8 bytes a slot (number + 1; 0: empty), probed linearly from
+    the key's hash(), at most half full. A dict would hold each key as an object too,
+    ~120 bytes an entry against 16 to 32 here. A slot is taken for a key only when
+    `holds(number, key)`, which compares the bytes stored for that number: keys of one
+    hash never mix."""
 
     SLOTS = 1 << 16  # to start with, 512 KB: a Debian image's 20,000 members, not grown
 
-    def __init__(self, holds, key_of):
+    def __init__(self, holds, key_of, expected: int = 0):
+        """`key_of(number)`: its key as stored, to grow the table; `expected`: how many
+        keys, if known (the table is made big enough at once)."""
         self._holds = holds
-        self._key_of = key_of  # the stored key of an index, as bytes (to grow the table)
-        self._mask = self.SLOTS - 1
+        self._key_of = key_of
+        self._mask = max(self.SLOTS, 1 << (2 * expected).bit_length()) - 1
         self._slots = array.array("q", bytes(8 * (self._mask + 1)))
         self._count = 0
 
-    def put(self, key, index: int, replace: bool = True) -> int:
-        """Store `index` for `key`, unless not `replace` and it has one; returns the
-        index it had, -1 if none."""
-        if 2 * self._count >= self._mask:
-            self._grow()
+    def _slot(self, key) -> int:
+        """The slot holding `key`, or the empty one where it would go."""
         slots, mask = self._slots, self._mask
         slot = hash(key) & mask
-        while at := slots[slot]:
-            if self._holds(at - 1, key):
-                if replace:
-                    slots[slot] = index + 1
-                return at - 1
+        while (at := slots[slot]) and not self._holds(at - 1, key):
             slot = (slot + 1) & mask
-        slots[slot] = index + 1
-        self._count += 1
-        return -1
+        return slot
+
+    def find(self, key) -> int:
+        """The number stored for `key`, -1 if none."""
+        return self._slots[self._slot(key)] - 1
+
+    def put(self, key, number: int, replace: bool = True) -> int:
+        """Store `number` for `key`, unless not `replace` and it has one; returns the
+        number it had, -1 if none."""
+        if 2 * self._count >= self._mask:
+            self._grow()
+        slot = self._slot(key)
+        had = self._slots[slot] - 1
+        if had < 0:
+            self._count += 1
+        if had < 0 or replace:
+            self._slots[slot] = number + 1
+        return had
 
     def _grow(self):
         old = self._slots
@@ -183,6 +151,45 @@ class _IndexTable:
                 while slots[slot]:
                     slot = (slot + 1) & mask
                 slots[slot] = at
+
+
+class _Record:
+    """The entries of a `.content` record, looked up by path: get(path) is (digest,
+    identity) or None. Kept as the record's bytes and an _IndexTable of where each
+    entry's path starts: a dict of tuples took ~500 bytes a file, 50 MB of a pull's
+    memory for an image of 100,000 files."""
+
+    def __init__(self, body: bytes):
+        self._body = body
+        self._paths = _IndexTable(self._holds, self._path_at, expected=body.count(b"\0"))
+        start = 0
+        while start < len(body):
+            end = body.index(b"\0", start)
+            path = self._fields(start, end)[4]  # ValueError if malformed
+            self._paths.put(path, end - len(path))  # a path again: the last wins
+            start = end + 1
+
+    def _fields(self, start: int, end: int) -> list[bytes]:
+        fields = self._body[start:end].split(b" ", 4)
+        digest, ino, size, ctime, _ = fields
+        if len(digest) != 64:
+            raise ValueError("not a SHA-256")
+        bytes.fromhex(digest.decode()), int(ino), int(size), int(ctime)
+        return fields
+
+    def _holds(self, at: int, path: bytes) -> bool:
+        return self._body.startswith(path, at) and self._body[at + len(path)] == 0
+
+    def _path_at(self, at: int) -> bytes:
+        return self._body[at:self._body.index(b"\0", at)]
+
+    def get(self, path: bytes) -> tuple[bytes, tuple[int, int, int]] | None:
+        at = self._paths.find(path)
+        if at < 0:
+            return None
+        start = self._body.rfind(b"\0", 0, at) + 1
+        digest, ino, size, ctime, _ = self._body[start:at].split(b" ")  # checked by _fields
+        return bytes.fromhex(digest.decode()), (int(ino), int(size), int(ctime))
 
 
 def _read_record(releases_fd: int) -> tuple[str | None, _Record | dict]:
@@ -286,7 +293,7 @@ class LocalContent:
         finally:
             os.close(located)
 
-    def locate(self, position: int, path: bytes) -> int:
+    def locate(self, position: int, path: bytes, flags: int = _LOCATE) -> int:
         """An O_PATH descriptor of `path` in kept release `position` (SAME_RELEASE - 1: in
         the new release), resolved beneath it without following any symlink (a trailing
         one is the symlink itself); it opens nothing."""
@@ -295,7 +302,7 @@ class LocalContent:
         else:
             directory = self.releases_fd
             name = self.names[position] + "/" + path.decode("utf-8", "surrogateescape")
-        return kernel.openat2(directory, name, _LOCATE, 0, _RESOLVE)
+        return kernel.openat2(directory, name, flags, 0, _RESOLVE)
 
     def note_member(self, index: int, path: bytes, digest: bytes | None):
         """Member `index` of the new release, the next one, is at `path` and holds
@@ -468,14 +475,7 @@ class LocalContent:
         if self._directory_fd >= 0:
             os.close(self._directory_fd)
             self._directory_key, self._directory_fd = None, -1
-        name = directory.decode("utf-8", "surrogateescape") or "."
-        if position == SAME_RELEASE - 1:  # in the extraction child, chrooted in the release
-            self._directory_fd = kernel.openat2(kernel.AT_FDCWD, name,
-                                                _LOCATE | os.O_DIRECTORY, 0, _RESOLVE)
-        else:
-            self._directory_fd = kernel.openat2(self.releases_fd,
-                                                f"{self.names[position]}/{name}",
-                                                _LOCATE | os.O_DIRECTORY, 0, _RESOLVE)
+        self._directory_fd = self.locate(position, directory or b".", _LOCATE | os.O_DIRECTORY)
         self._directory_key = (position, directory)
         return self._directory_fd
 
@@ -508,7 +508,7 @@ class LocalContent:
             landed = os.fstat(written)
             made = os.fstat(fd)
             if ((landed.st_dev, landed.st_ino) != (made.st_dev, made.st_ino)
-                    or _sha256_of(written, m.size) != self.digests[32 * m.index:32 * m.index + 32]):
+                    or _sha256_of(written, m.size) != self.digest(m.index)):
                 raise _changed(m)
         finally:
             os.close(written)

@@ -168,7 +168,8 @@ def _pull_delta(location, download, head: bytes, expected: str | None, root,
             raise DrootError(f"{location.text}: larger than any manifest droot writes")
     download.stream.close()  # its connection and threads: the packs come another way
     return delta.pull(location, manifest.getvalue(), expected, root,
-                      client=getattr(download.stream, "client", None), **deploy_options)
+                      client=download.stream.client if location.kind == "s3" else None,
+                      **deploy_options)
 
 
 def _skipped(available: str | None, deployed: dict | None,
