@@ -66,14 +66,18 @@ def test_a_recorded_file_is_reused_without_being_read(versions, store, tmp_path)
     assert not releases_dir(recorded).exists()
 
 
+# Each flips the first byte: a fixed byte would leave a random file whose first byte it
+# already is unchanged (one session in 256).
 def _write_in_place(path: Path):
     with open(path, "r+b") as app_file:
-        app_file.write(b"X")
+        first = app_file.read(1)[0]
+        app_file.seek(0)
+        app_file.write(bytes([first ^ 0xFF]))
 
 
 def _write_through_a_mapping(path: Path):
     with open(path, "r+b") as app_file, mmap.mmap(app_file.fileno(), 4096) as mapping:
-        mapping[0:1] = b"X"
+        mapping[0] ^= 0xFF
         mapping.flush()
 
 
