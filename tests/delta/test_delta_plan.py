@@ -30,28 +30,48 @@ def manifest(members) -> delta.Manifest:
     return delta.Manifest(writer.finish({}), "test manifest")
 
 
-def planned(members, tmp_path) -> tuple[list, LocalContent]:
-    local = LocalContent(tmp_path, [])  # no kept release: nothing on this host to reuse
-    try:
-        runs = delta.plan(manifest(members), local)
-    finally:
+def plan(manifest: delta.Manifest, local: LocalContent) -> list[list]:
+    """Plan every member, as the stream does ahead of each; the downloads."""
+    planner = delta._Planner(manifest, local)
+    planner.plan_through(manifest.record_count())
+    return [list(run) for run in planner.runs]
+
+
+@pytest.fixture
+def planned(tmp_path):
+    """Plans (name, data) files with no kept release (nothing on this host to reuse):
+    planned(members) is (downloads, LocalContent), closed after the test."""
+    made = []
+
+    def planned(members, releases_dir=tmp_path) -> tuple[list, LocalContent]:
+        release = manifest(members)
+        local = LocalContent(releases_dir, [], release.record_count())
+        made.append(local)
+        return plan(release, local), local
+    yield planned
+    for local in made:
         local.close()
-    return runs, local
 
 
-def test_a_repeated_content_is_downloaded_once(tmp_path):
-    runs, local = planned([("a", b"same"), ("b", b"other"), ("c", b"same")], tmp_path)
+def copied_from(local: LocalContent, members: int) -> dict[int, bytes]:
+    """The members planned as copies of an earlier member: index -> that member's path."""
+    return {index: local.source_path(types.SimpleNamespace(index=index, path=None))
+            for index in range(members) if local.planned(index) == SAME_RELEASE}
+
+
+def test_a_repeated_content_is_downloaded_once(planned):
+    runs, local = planned([("a", b"same"), ("b", b"other"), ("c", b"same")])
     assert [local.planned(index) for index in range(3)] == [0, 0, SAME_RELEASE]
-    assert local.earlier == {2: b"a"}
+    assert copied_from(local, 3) == {2: b"a"}
     assert runs == [[PACK, 0, 29]]  # a and b's frames: one ranged GET
 
 
-def test_a_replaced_first_file_is_not_copied_from(tmp_path):
+def test_a_replaced_first_file_is_not_copied_from(planned):
     """`a` holds the content first, then a later member replaces `a`: the third member,
     with a's first content, must come from the store (or it would get the new a)."""
-    runs, local = planned([("a", b"same"), ("a", b"new a"), ("c", b"same")], tmp_path)
+    runs, local = planned([("a", b"same"), ("a", b"new a"), ("c", b"same")])
     assert [local.planned(index) for index in range(3)] == [0, 0, 0]
-    assert local.earlier == {}
+    assert copied_from(local, 3) == {}
     assert runs == [[PACK, 0, 43]]
 
 
@@ -62,24 +82,43 @@ def test_a_record_longer_than_a_members_headers_is_refused_unread(tmp_path):
     writer = delta._ManifestWriter()
     writer.add(bytes(9 << 20))
     writer.add(delta.END_OF_ARCHIVE)
-    local = LocalContent(tmp_path, [])
+    release = delta.Manifest(writer.finish({}), "test manifest")
+    local = LocalContent(tmp_path, [], release.record_count())
     try:
         with pytest.raises(DrootError, match=r"^test manifest: corrupt manifest \(a record\)$"):
-            delta.plan(delta.Manifest(writer.finish({}), "test manifest"), local)
+            plan(release, local)
     finally:
         local.close()
 
 
-def test_a_later_copy_takes_over_from_a_replaced_first_file(tmp_path):
+def test_more_records_than_the_head_says_are_refused(tmp_path):
+    """The shared plan is sized by the head's record count: a record past it is refused
+    before it is planned."""
+    writer = delta._ManifestWriter()
+    for name in ("a", "b"):
+        writer.add(member_bytes(name, b"")[:512])
+    writer.add(delta.END_OF_ARCHIVE)
+    data = writer.finish({})
+    data = data.replace(b'"records": 3', b'"records": 2')
+    release = delta.Manifest(data, "test manifest")
+    local = LocalContent(tmp_path, [], release.record_count())
+    try:
+        with pytest.raises(DrootError, match=r"^test manifest: corrupt manifest \(more "
+                           r"records than its head says\)$"):
+            plan(release, local)
+    finally:
+        local.close()
+
+
+def test_a_later_copy_takes_over_from_a_replaced_first_file(planned):
     """Once `a` is replaced, the next file with its first content (`c`) is where a
     repeat (`d`) is copied from."""
-    runs, local = planned([("a", b"same"), ("a", b"new a"), ("c", b"same"), ("d", b"same")],
-                          tmp_path)
+    runs, local = planned([("a", b"same"), ("a", b"new a"), ("c", b"same"), ("d", b"same")])
     assert [local.planned(index) for index in range(4)] == [0, 0, 0, SAME_RELEASE]
-    assert local.earlier == {3: b"c"}
+    assert copied_from(local, 4) == {3: b"c"}
 
 
-def recorded(members, tmp_path) -> dict[bytes, bytes]:
+def recorded(planned, members, tmp_path) -> dict[bytes, bytes]:
     """The `.content` record a pull of these (name, data) files writes, as path -> digest,
     with the release made as the extraction would (the last member at a path wins)."""
     release = tmp_path / "release"
@@ -101,25 +140,26 @@ def recorded(members, tmp_path) -> dict[bytes, bytes]:
     return record
 
 
-def test_the_record_holds_the_last_member_at_a_path(tmp_path):
-    assert recorded([("a", b"one"), ("b", b"bee"), ("a", b"two")], tmp_path) == {
+def test_the_record_holds_the_last_member_at_a_path(planned, tmp_path):
+    assert recorded(planned, [("a", b"one"), ("b", b"bee"), ("a", b"two")], tmp_path) == {
         b"a": hashlib.sha256(b"two").digest(), b"b": hashlib.sha256(b"bee").digest()}
 
 
 @pytest.fixture
 def colliding(monkeypatch):
-    """Every key of the plan's tables has the same hash, and the tables start with 8
-    slots (so they grow): only the keys' stored bytes tell them apart."""
+    """Every key of the plan's tables has the same hash, and a table made without a
+    size starts with 8 slots (so the digests' grows): only the keys' stored bytes tell
+    them apart."""
     monkeypatch.setattr(reuse, "hash", lambda key: 7, raising=False)
     monkeypatch.setattr(reuse._IndexTable, "SLOTS", 8)
 
 
-def test_keys_of_one_hash_never_pass_for_each_other(colliding, tmp_path):
+def test_keys_of_one_hash_never_pass_for_each_other(colliding, planned, tmp_path):
     files = [(f"d/{n}", b"%d" % n) for n in range(40)]
     files += [("d/1", b"one again"), ("x", b"5"), ("d/10", b"10"), ("d/1x", b"1")]
-    runs, local = planned(files, tmp_path)
+    runs, local = planned(files)
     # x repeats d/5's content, and d/1x d/1's first content, whose path was replaced
     assert [local.planned(index) for index in range(44)] == [0] * 41 + [SAME_RELEASE] + [0] * 2
-    assert local.earlier == {41: b"d/5"}
+    assert copied_from(local, 44) == {41: b"d/5"}
     expected = {name.encode(): hashlib.sha256(data).digest() for name, data in files}
-    assert recorded(files, tmp_path / "record") == expected
+    assert recorded(planned, files, tmp_path / "record") == expected

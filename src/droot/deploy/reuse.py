@@ -1,7 +1,7 @@
 """A delta release's files taken from the releases already on this host.
 
 A delta pull (droot.ship.delta) knows every regular file's SHA-256 from the release's
-manifest. Before the extraction starts, `LocalContent.find` looks for the same path in the
+manifest. Just ahead of the extraction, `LocalContent.find` looks for the same path in the
 releases kept here (the current one first) and reads it: only a file whose bytes hash
 to the manifest's digest is planned for reuse, so a file an app changed in its release
 is downloaded instead. The extraction child then makes each planned file with
@@ -85,9 +85,12 @@ def _sha256_of(fd: int, size: int) -> bytes:
 
 SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new release
 # LocalContent.flags, a byte a member
-_HAS_DATA = 1  # a file with data: its digest is in LocalContent.digests
+_HAS_DATA = 1  # a file with data: its digest is in the shared plan
 _REPLACED = 2  # a later member of the new release has the same path
-_LINK_TIME = struct.Struct("q")  # a linked inode's ctime in LocalContent.link_times
+_IDENTITY = struct.Struct("3q")
+_NUMBER = struct.Struct("q")
+# the shared plan, a member's bytes: plan, digest, identity, earlier member, link time
+_SHARED_SIZE = 1 + 32 + _IDENTITY.size + 2 * _NUMBER.size
 _RECORD_HEADER = b"droot-content 1 "
 _RECORD_LIMIT = 64 << 20  # ~100 bytes a file: 600,000 files
 
@@ -225,10 +228,11 @@ class LocalContent:
     new release with the same content (so a content the release holds twice is
     downloaded once)."""
 
-    def __init__(self, releases_dir, release_names: list[str], link: bool = False,
-                 use_record: bool = True):
-        """`link`: the new release is read-only, so files of read-only kept releases are
-        hard-linked into it. Without `use_record`, every candidate is read."""
+    def __init__(self, releases_dir, release_names: list[str], members: int,
+                 link: bool = False, use_record: bool = True):
+        """For a new release of `members` members. `link`: it is read-only, so files of
+        read-only kept releases are hard-linked into it. Without `use_record`, every
+        candidate is read."""
         self.names = release_names
         self.releases_fd = os.open(releases_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
                                    | os.O_CLOEXEC) if release_names else -1
@@ -238,44 +242,63 @@ class LocalContent:
         except OSError:  # no /proc: nothing is reused, everything is downloaded
             self.names = []
             self.proc_fd = -1
-        # Per member index, in arrays (a dict per member was 200 bytes a file): the plan,
-        # its source's recorded identity (0s: none), and from note_member each member's
-        # path (NUL-terminated: tarformat refuses a NUL in a name), flags and content's
-        # digest (0s: none).
-        self.plan = bytearray()
-        self.trusted = array.array("q")  # 3 numbers a member (_identity)
+        # The plan, in memory shared with the extraction child: the child is forked before
+        # the plan is made (it extracts while the parent plans), and a member's header
+        # reaches it only after the parent planned that member. Per member, in regions of
+        # `members` entries: the plan (a byte), its content's digest (0s: none), its
+        # source's recorded identity (_identity; 0s: none), the earlier member it is
+        # copied from (SAME_RELEASE), and the ctime of the inode the child hard-linked
+        # there (0: none), which write() records without a look.
+        self.members = members
+        self._shared = mmap.mmap(-1, max(1, members * _SHARED_SIZE))
+        self._digests = members
+        self._identities = self._digests + 32 * members
+        self._earlier = self._identities + _IDENTITY.size * members
+        self._link_times = self._earlier + _NUMBER.size * members
+        # Per member index, in arrays (a dict per member was 200 bytes a file): its path
+        # (NUL-terminated: tarformat refuses a NUL in a name), noted by the plan and again
+        # by the child as it extracts, and the plan's flags.
         self.paths = bytearray()
         self.path_starts = array.array("q")
         self.flags = bytearray()
-        self.digests = bytearray()  # 32 bytes a member
         # the member now at each path (the last one), and the first of each content
-        # that still is at its path (a repeated content is copied from it)
-        self.at_path = _IndexTable(self._has_path, self.path)
-        self.first_holder = _IndexTable(self._has_digest, self.digest)
-        self.earlier: dict[int, bytes] = {}  # SAME_RELEASE member index -> source path
+        # that still is at its path (a repeated content is copied from it): begin_plan()
+        self.at_path = self.first_holder = None
         self.reused_bytes = 0
         self.reused_files = 0
-        self.recorded_release, self.recorded = (
-            _read_record(self.releases_fd) if self.names and use_record else (None, {}))
+        self._use_record = use_record and bool(self.names)
+        self.recorded_release, self.recorded = None, {}  # begin_plan()
         # positions of the kept releases whose files may be linked (read-only ones)
         self.linkable = {position for position, name in enumerate(self.names) if link
                          and readonly.is_marked(f"/proc/self/fd/{self.releases_fd}/{name}")}
         self.link = link
         # the source directory linked from last (_source_directory)
         self._directory_key, self._directory_fd = None, -1
-        # Shared with the extraction child (prepare_extraction): per member, the ctime of
-        # the inode it hard-linked, 0 if none; write() records those without a look.
-        self.link_times = None
         # A member is named through a symlink of the release, or replaces a directory
         # (ship.delta.plan): what is at a path may not be its last member's content, so no
         # record is written.
         self.aliased = False
+
+    def begin_plan(self):
+        """Read the newest kept release's `.content` record and make the plan's tables,
+        once the extraction child is forked (it would start with a copy: 12 MB for an
+        image of 100,000 files)."""
+        if self._use_record:
+            self.recorded_release, self.recorded = _read_record(self.releases_fd)
+        self.at_path = _IndexTable(self._has_path, self.path, expected=self.members)
+        self.first_holder = _IndexTable(self._has_digest, self.digest)
+
+    def plan_made(self):
+        """What only the plan used goes, while the extraction goes on."""
+        self.recorded = {}
+        self.at_path = self.first_holder = None
 
     def close(self):
         for name in ("releases_fd", "proc_fd", "_directory_fd"):
             if getattr(self, name) >= 0:
                 os.close(getattr(self, name))
                 setattr(self, name, -1)
+        self._shared.close()
 
     def open_source(self, position: int, path: bytes) -> int:
         """A descriptor, open for reading, of the regular file `path` of kept release
@@ -307,29 +330,37 @@ class LocalContent:
     def note_member(self, index: int, path: bytes, digest: bytes | None):
         """Member `index` of the new release, the next one, is at `path` and holds
         `digest` (None: no file data)."""
-        self.path_starts.append(len(self.paths))
-        self.paths += path
-        self.paths.append(0)
+        self.note_path(index, path)
         self.flags.append(_HAS_DATA if digest else 0)
-        self.digests += digest or bytes(32)
+        if digest:
+            start = self._digests + 32 * index
+            self._shared[start:start + 32] = digest
         if not self.aliased:  # else no record is written, no repeated content copied
             earlier = self.at_path.put(path, index)
             if earlier >= 0:  # not in the record, and no longer a source of its content
                 self.flags[earlier] |= _REPLACED
+
+    def note_path(self, index: int, path: bytes):
+        """Member `index`, the next one, is at `path`: the plan notes each member, and the
+        extraction child again (it only has the shared part of the plan)."""
+        self.path_starts.append(len(self.paths))
+        self.paths += path
+        self.paths.append(0)
 
     def path(self, index: int) -> bytes:
         start = self.path_starts[index]
         return bytes(self.paths[start:self.paths.index(0, start)])
 
     def digest(self, index: int) -> bytes:
-        return bytes(self.digests[32 * index:32 * index + 32])
+        start = self._digests + 32 * index
+        return self._shared[start:start + 32]
 
     def _has_path(self, index: int, path: bytes) -> bool:
         start = self.path_starts[index]
         return self.paths.startswith(path, start) and self.paths[start + len(path)] == 0
 
     def _has_digest(self, index: int, digest: bytes) -> bool:
-        return self.digests.startswith(digest, 32 * index)
+        return self.digest(index) == digest
 
     def first_with(self, index: int, digest: bytes) -> int:
         """The index of the first member that holds `digest` and is still at its path;
@@ -341,15 +372,6 @@ class LocalContent:
             self.first_holder.put(digest, index)
             return index
         return first
-
-    def prepare_extraction(self):
-        """Called once the plan is made, before the extraction child is forked."""
-        # What only the plan used goes (the child would start with a copy): the kept
-        # release's record and the tables, 17 MB for an image of 100,000 files.
-        self.recorded = {}
-        self.at_path = self.first_holder = None
-        if self.linkable and self.plan:
-            self.link_times = mmap.mmap(-1, len(self.plan) * _LINK_TIME.size)  # shared
 
     def find(self, index: int, path: bytes, size: int, digest: bytes) -> bool:
         """Plan member `index` (a regular file) for reuse if a kept release holds `path`
@@ -406,23 +428,31 @@ class LocalContent:
     def same_as(self, index: int, earlier: int):
         """Plan member `index` as a copy of the earlier member `earlier`."""
         self._set(index, SAME_RELEASE, ())
-        self.earlier[index] = self.path(earlier)
+        _NUMBER.pack_into(self._shared, self._earlier + _NUMBER.size * index, earlier)
 
     def _set(self, index: int, value: int, identity: tuple):
-        if len(self.plan) <= index:
-            missing = index + 1 - len(self.plan)
-            self.plan.extend(bytes(missing))
-            self.trusted.frombytes(bytes(3 * 8 * missing))
-        self.plan[index] = value
-        self.trusted[3 * index:3 * index + 3] = array.array("q", identity or (0, 0, 0))
+        self._shared[index] = value
+        _IDENTITY.pack_into(self._shared, self._identities + _IDENTITY.size * index,
+                            *(identity or (0, 0, 0)))
 
     def _trusted(self, index: int) -> tuple:
         """The recorded identity of member `index`'s planned source, () if none."""
-        identity = tuple(self.trusted[3 * index:3 * index + 3])
-        return identity if identity and identity[0] else ()  # no inode is number 0
+        identity = _IDENTITY.unpack_from(self._shared, self._identities + _IDENTITY.size * index)
+        return identity if identity[0] else ()  # no inode is number 0
 
     def planned(self, index: int) -> int:
-        return self.plan[index] if index < len(self.plan) else 0
+        return self._shared[index] if index < self.members else 0
+
+    def source_path(self, m) -> bytes:
+        """The path of member `m`'s planned source: its own in a kept release, or the
+        earlier member's it is copied from in the new release."""
+        if self.planned(m.index) != SAME_RELEASE:
+            return m.path
+        (earlier,) = _NUMBER.unpack_from(self._shared, self._earlier + _NUMBER.size * m.index)
+        return self.path(earlier)
+
+    def _link_time(self, index: int) -> int:
+        return _NUMBER.unpack_from(self._shared, self._link_times + _NUMBER.size * index)[0]
 
     def link_into(self, m) -> bool:
         """Hard-link file member `m` of the new (read-only) release to its planned source
@@ -431,13 +461,14 @@ class LocalContent:
         position = self.planned(m.index) - 1
         if position not in self.linkable and position != SAME_RELEASE - 1:
             return False
-        linked = self._link_if(position, self.earlier.get(m.index, m.path), m, lambda info: (
+        linked = self._link_if(position, self.source_path(m), m, lambda info: (
             stat.S_ISREG(info.st_mode)
             and (info.st_mode & 0o7777, info.st_size) == (m.mode & 0o7777, m.size)
             and (position == SAME_RELEASE - 1
                  or _identity(info)[:2] == self._trusted(m.index)[:2])))
         if linked and position in self.linkable:  # for write(), in the parent
-            _LINK_TIME.pack_into(self.link_times, m.index * _LINK_TIME.size, linked.st_ctime_ns)
+            _NUMBER.pack_into(self._shared, self._link_times + _NUMBER.size * m.index,
+                              linked.st_ctime_ns)
         return linked is not None
 
     def link_symlink(self, m) -> bool:
@@ -483,8 +514,7 @@ class LocalContent:
         """Fill the new file `fd` of member `m` from its planned source, then check it.
         members.LocalChanged, naming the member, when the source is gone or changed."""
         try:
-            source = self.open_source(self.planned(m.index) - 1,
-                                      self.earlier.get(m.index, m.path))
+            source = self.open_source(self.planned(m.index) - 1, self.source_path(m))
         except OSError as error:
             raise members.LocalChanged(error.errno, f"its local copy is gone ({error.strerror})",
                                        m.path) from None
@@ -537,9 +567,9 @@ class LocalContent:
 
     def _entry(self, release: int, index: int) -> bytes:
         path, digest = self.path(index), self.digest(index)
-        if self.link_times and self.planned(index) - 1 in self.linkable:
-            (ctime,) = _LINK_TIME.unpack_from(self.link_times, index * _LINK_TIME.size)
-            if ctime:  # hard-linked to the inode the plan trusted, checked by number and size
+        if self.planned(index) - 1 in self.linkable:
+            # hard-linked to the inode the plan trusted, checked by number and size
+            if ctime := self._link_time(index):
                 ino, size, _ = self._trusted(index)
                 return b"%s %d %d %d %s\0" % (digest.hex().encode(), ino, size, ctime, path)
         try:
@@ -608,6 +638,10 @@ class ReusingUnpacker(members.Unpacker):
 
     def __init__(self, next_chunk, *, devices: bool = True, local: LocalContent):
         super().__init__(_ReusingInput(next_chunk, local), devices=devices)
+
+    def _unpack(self, m):
+        self.source.local.note_path(m.index, m.path)  # a later repeat may be copied from it
+        super()._unpack(m)
 
     def _file(self, m):
         self.source.member = m

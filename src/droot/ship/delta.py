@@ -20,6 +20,7 @@ one zstd frame of records: for each member, `<I` header length, `<B` kind (0: no
 index, offset and length of its frame. The last record is the end-of-archive marker.
 """
 
+import collections
 import functools
 import hashlib
 import io
@@ -50,6 +51,13 @@ _RECORDS_BUFFER = 1 << 16  # bytes of decompressed records read ahead
 # One member's headers: a few extended headers, each at most 1 MiB (the tar reader's
 # limit), and its own block. A longer record is refused before it is read into memory.
 _RECORD_LIMIT = 8 << 20
+# A download's range is closed once the plan is this many members past its last frame
+# (not to wait for a plan of the whole image while the extraction has nothing to do): a
+# next frame after that is another request.
+_RUN_LOOKAHEAD = 1024
+# Records a manifest may say it has: the pull maps 73 bytes a record for its plan (only
+# the pages it uses are memory), 1.2 GB for this many.
+_RECORDS_LIMIT = 1 << 24
 _CONTENT = struct.Struct("<32sQHQQ")
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -76,9 +84,19 @@ class Manifest:
             if self.head["format"] != FORMAT:
                 raise DrootError(f"{where}: manifest format {self.head['format']} is newer "
                                  "than this droot reads (upgrade droot)")
+            self._record_count = self.head.get("records")  # None: pushed before it was said
+            if self._record_count is not None and not (
+                    type(self._record_count) is int and 0 < self._record_count <= _RECORDS_LIMIT):
+                raise ValueError("record count")
         except (ValueError, KeyError, TypeError):
             raise DrootError(f"{where}: corrupt manifest (its head)") from None
         self._records = memoryview(data)[start + length:]  # no copy: a few MB a pull
+
+    def record_count(self) -> int:
+        """How many records the manifest has, as its head says (counted if it does not)."""
+        if self._record_count is None:
+            self._record_count = sum(1 for _ in self.records())
+        return self._record_count
 
     def records(self):
         """(header bytes, content or None) per member, the end marker last; content is
@@ -129,8 +147,10 @@ class _ManifestWriter:
             self._buffer, closefd=False)
         self.packs: list[str] = []
         self._pack_index: dict[str, int] = {}
+        self._records = 0
 
     def add(self, header: bytes, content=None):
+        self._records += 1
         self._writer.write(_RECORD.pack(len(header), 1 if content else 0))
         self._writer.write(header)
         if content:
@@ -143,7 +163,8 @@ class _ManifestWriter:
 
     def finish(self, head: dict) -> bytes:
         self._writer.close()
-        encoded = json.dumps({"format": FORMAT, **head, "packs": self.packs}).encode()
+        encoded = json.dumps({"format": FORMAT, **head, "records": self._records,
+                              "packs": self.packs}).encode()
         return MAGIC + struct.pack("<I", len(encoded)) + encoded + self._buffer.getvalue()
 
 
@@ -408,68 +429,101 @@ class _RecordHeaders:
         return data
 
 
-def plan(manifest: Manifest, local) -> list[list]:
-    """Decide, member by member, what comes from this host (local.find) and what is
-    downloaded; returns the downloads as runs [pack, start, end) of adjacent frames."""
-    source = _RecordHeaders(manifest.records())
-    headers = HeaderReader(source.read)
-    runs = []
-    parents: set[bytes] = set()  # the directories that members so far were made in
-    links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
-    try:
-        while (member := headers.next()) is not None:
-            # The stream is rebuilt record by record and extracted member by member: a
-            # record holding two members' headers, or a member's headers spread over two
-            # records, would hand a file the bytes meant for another, never checked.
-            if source.rest() or source.count != member.index + 1:
-                raise DrootError(f"{manifest.where}: corrupt manifest (a record that is not "
-                                 "one member's headers)")
-            content = source.current[1]
-            if links and not local.aliased and _named_through(member.path, links):
-                # `e -> .`, then `e/b`: a member may replace a file that is named by another
-                # path here, so no path is known to hold what its member said.
-                local.aliased = True
-            if member.type in (SYMLINK, HARDLINK):
-                links.add(member.path)
-            if member.type != DIRECTORY and member.path in parents and not local.aliased:
-                # It replaces a directory, and what was below it goes too (`d/a`, then a
-                # file `d`): as above, no path is known to hold what its member said. (Not
-                # forgotten path by path: a manifest doing this over and over would make
-                # the plan quadratic.)
-                local.aliased = True
-            # The member's own directory, not every ancestor: a manifest of deep, distinct
-            # paths would make that megabytes a member. An export has a member for each
-            # directory, so every ancestor is some member's own directory.
-            if (end := member.path.rfind(b"/")) > 0:
-                parents.add(member.path[:end])
-            if member.type in REGULAR_TYPES and member.data_size:
-                if content is None or content[1] != member.data_size:
-                    raise DrootError(f"{manifest.where}: corrupt manifest (no content for "
-                                     "a file, or not its size)")
-            elif content is not None:
-                raise DrootError(f"{manifest.where}: corrupt manifest (content for a member "
-                                 "without data)")
-            local.note_member(member.index, member.path, content and content[0])
-            if content is None:
-                continue
-            digest, size, pack, offset, length = content
-            if not local.aliased:  # a content the release holds twice is downloaded once
-                first = local.first_with(member.index, digest)
-                if first != member.index:
-                    local.same_as(member.index, first)
+class _Planner:
+    """The plan of a delta pull: member by member, what comes from this host (local.find)
+    and what is downloaded. Made just ahead of the stream the extraction child reads
+    (_ReleaseStream), so the child extracts while the parent plans; `runs` are the
+    downloads planned and not yet made, as [pack, start, end) of adjacent frames."""
+
+    def __init__(self, manifest: Manifest, local):
+        self.runs = collections.deque()
+        self.planned = 0  # how many members are planned
+        self._last_download = 0  # the member whose frame ended the last run so far
+        self._steps = self._plan(manifest, local)
+
+    def plan_through(self, index: int):
+        """Plan the members up to member `index`, or all of them."""
+        while self.planned <= index and next(self._steps, None):
+            pass
+
+    def next_run(self) -> list:
+        """The next download, once no later member can make it longer, or none within
+        _RUN_LOOKAHEAD members (the stream, and the child, wait for this plan)."""
+        while (len(self.runs) < 2 and self.planned - self._last_download <= _RUN_LOOKAHEAD
+               and next(self._steps, None)):
+            pass
+        return self.runs.popleft()
+
+    def _plan(self, manifest: Manifest, local):
+        """Plans one member a step, and checks the manifest's records as it goes."""
+        local.begin_plan()
+        source = _RecordHeaders(manifest.records())
+        headers = HeaderReader(source.read)
+        runs = self.runs
+        parents: set[bytes] = set()  # the directories that members so far were made in
+        links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
+        try:
+            while (member := headers.next()) is not None:
+                # The stream is rebuilt record by record and extracted member by member: a
+                # record holding two members' headers, or a member's headers spread over
+                # two records, would hand a file the bytes meant for another, never checked.
+                if source.rest() or source.count != member.index + 1:
+                    raise DrootError(f"{manifest.where}: corrupt manifest (a record that is "
+                                     "not one member's headers)")
+                if member.index + 1 >= local.members:  # the end marker's record comes last
+                    raise DrootError(f"{manifest.where}: corrupt manifest (more records than "
+                                     "its head says)")
+                content = source.current[1]
+                if links and not local.aliased and _named_through(member.path, links):
+                    # `e -> .`, then `e/b`: a member may replace a file that is named by
+                    # another path here, so no path is known to hold what its member said.
+                    local.aliased = True
+                if member.type in (SYMLINK, HARDLINK):
+                    links.add(member.path)
+                if member.type != DIRECTORY and member.path in parents and not local.aliased:
+                    # It replaces a directory, and what was below it goes too (`d/a`, then
+                    # a file `d`): as above, no path is known to hold what its member said.
+                    # (Not forgotten path by path: a manifest doing this over and over
+                    # would make the plan quadratic.)
+                    local.aliased = True
+                # The member's own directory, not every ancestor: a manifest of deep,
+                # distinct paths would make that megabytes a member. An export has a
+                # member for each directory, so every ancestor is some member's own
+                # directory.
+                if (end := member.path.rfind(b"/")) > 0:
+                    parents.add(member.path[:end])
+                if member.type in REGULAR_TYPES and member.data_size:
+                    if content is None or content[1] != member.data_size:
+                        raise DrootError(f"{manifest.where}: corrupt manifest (no content "
+                                         "for a file, or not its size)")
+                elif content is not None:
+                    raise DrootError(f"{manifest.where}: corrupt manifest (content for a "
+                                     "member without data)")
+                local.note_member(member.index, member.path, content and content[0])
+                self.planned = member.index + 1
+                if content is None:
+                    yield True
                     continue
-            if local.find(member.index, member.path, size, digest):
-                continue
-            if runs and runs[-1][0] == pack and runs[-1][2] == offset:
-                runs[-1][2] = offset + length
-            else:
-                runs.append([pack, offset, offset + length])
-        if not source.at_last_record():  # the extraction would never see them
-            raise DrootError(f"{manifest.where}: corrupt manifest (records after the end "
-                             "of the archive)")
-    except TarFormatError as error:
-        raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
-    return runs
+                digest, size, pack, offset, length = content
+                if not local.aliased:  # a content the release holds twice is downloaded once
+                    first = local.first_with(member.index, digest)
+                    if first != member.index:
+                        local.same_as(member.index, first)
+                        yield True
+                        continue
+                if not local.find(member.index, member.path, size, digest):
+                    if runs and runs[-1][0] == pack and runs[-1][2] == offset:
+                        runs[-1][2] = offset + length
+                    else:
+                        runs.append([pack, offset, offset + length])
+                    self._last_download = member.index
+                yield True
+            if not source.at_last_record():  # the extraction would never see them
+                raise DrootError(f"{manifest.where}: corrupt manifest (records after the "
+                                 "end of the archive)")
+        except TarFormatError as error:
+            raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
+        local.plan_made()
 
 
 def _named_through(path: bytes, links: set[bytes]) -> bool:
@@ -484,17 +538,18 @@ def _named_through(path: bytes, links: set[bytes]) -> bool:
 
 class _ReleaseStream:
     """The tar stream the extraction child reads: the manifest's headers, and the data of
-    the files not taken from this host, downloaded and verified."""
+    the files not taken from this host, downloaded and verified. Each member is planned
+    (_Planner) before its header goes out."""
 
-    def __init__(self, manifest: Manifest, local, runs, store):
-        self._chunks = self._generate(manifest, local, runs, store)
+    def __init__(self, manifest: Manifest, local, store):
+        self._chunks = self._generate(manifest, local, store)
 
     def read(self, n=-1) -> bytes:
         return next(self._chunks, b"")
 
-    def _generate(self, manifest, local, runs, store):
+    def _generate(self, manifest, local, store):
         import zstandard
-        runs = iter(runs)
+        planner = _Planner(manifest, local)
         body, left = None, 0
         decompressor = zstandard.ZstdDecompressor()  # its context serves every frame
         # Headers go out in batches: one pipe write (and one read in the child) for many
@@ -502,6 +557,7 @@ class _ReleaseStream:
         headers, batched = [], 0
         try:
             for index, (header, content) in enumerate(manifest.records()):
+                planner.plan_through(index)  # the end marker's: all, and every check
                 headers.append(header)
                 batched += len(header)
                 if content is None or local.planned(index):
@@ -515,7 +571,7 @@ class _ReleaseStream:
                 if left == 0:
                     if body:
                         body.close()
-                    run = next(runs)
+                    run = planner.next_run()
                     body = store.read_range(f"{deltastore.PACKS}/{run[0]}", run[1], run[2])
                     left = run[2] - run[1]
                 left -= length
@@ -591,12 +647,11 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
         names.insert(0, current)
     for use_record in (True, False):
         local = LocalContent(layout.releases_dir, names[:KNOWN_RELEASES],
+                             manifest.record_count(),
                              link=deploy_options.get("read_only", False),
                              use_record=use_record)
         try:
-            runs = plan(manifest, local)
-            local.prepare_extraction()
-            summary = deploy(_ReleaseStream(manifest, local, runs, store), root,
+            summary = deploy(_ReleaseStream(manifest, local, store), root,
                              expected_sha256=None, release_sha256=digest,
                              unpacker=functools.partial(ReusingUnpacker, local=local),
                              content_record=local, **deploy_options)
