@@ -47,3 +47,34 @@ def test_the_ctypes_package_stays_unloaded():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "[]"
+
+
+MAPPED_AFTER_A_LARGE_FREE = """
+import ctypes, sys
+from droot.core import kernel
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "mapped":
+    kernel.map_large_allocations()
+freed = bytearray(16 << 20)
+del freed  # a large block freed: glibc would raise its threshold to its size
+before = libc.mallinfo2().hblkhd
+block = bytearray(4 << 20)
+print(libc.mallinfo2().hblkhd - before >= 4 << 20)
+"""
+
+
+@pytest.mark.parametrize("mode, mapped", [("mapped", "True"), ("default", "False")])
+def test_large_blocks_get_their_own_mapping_after_map_large_allocations(mode, mapped):
+    """After a large block is freed, glibc serves the next ones from the heap, where they
+    stay; map_large_allocations keeps them mapped on their own (the default's behaviour is
+    checked too, so the test cannot pass without the call doing something)."""
+    result = subprocess.run([sys.executable, "-c", MAPPED_AFTER_A_LARGE_FREE, mode],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == mapped

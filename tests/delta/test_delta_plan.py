@@ -8,8 +8,8 @@ import types
 
 import pytest
 
+from droot.core import indextable
 from droot.core.errors import DrootError
-from droot.deploy import reuse
 from droot.deploy.reuse import SAME_RELEASE, LocalContent
 from droot.ship import delta
 from tests.conftest import member_bytes
@@ -150,8 +150,8 @@ def colliding(monkeypatch):
     """Every key of the plan's tables has the same hash, and a table made without a
     size starts with 8 slots (so the digests' grows): only the keys' stored bytes tell
     them apart."""
-    monkeypatch.setattr(reuse, "hash", lambda key: 7, raising=False)
-    monkeypatch.setattr(reuse._IndexTable, "SLOTS", 8)
+    monkeypatch.setattr(indextable, "hash", lambda key: 7, raising=False)
+    monkeypatch.setattr(indextable.IndexTable, "SLOTS", 8)
 
 
 def test_keys_of_one_hash_never_pass_for_each_other(colliding, planned, tmp_path):

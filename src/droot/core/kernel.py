@@ -2,7 +2,8 @@
 one module of droot that uses ctypes.
 
 unshare, setns, mount, umount2, prctl, capset, keyctl, openat2, open_tree, move_mount,
-mount_setattr, fsopen/fsconfig/fsmount, syncfs, sethostname, and an ioctl on a socket.
+mount_setattr, fsopen/fsconfig/fsmount, syncfs, sethostname, and an ioctl on a socket;
+and mallopt, for the delta pipeline's memory.
 Each raises OSError with the errno, like the `os` functions do (and releases the GIL
 while it runs).
 
@@ -51,6 +52,7 @@ _unshare, _setns, _mount, _umount2, _prctl, _syncfs, _sethostname, _socket, _ioc
     ("unshare", "setns", "mount", "umount2", "prctl", "syncfs", "sethostname", "socket",
      "ioctl"))
 syscall = _function_type(c_long)(("syscall", _libc))
+M_MMAP_THRESHOLD = -3
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -240,3 +242,17 @@ def join_new_session_keyring() -> None:
     except OSError as error:
         if error.errno != errno.ENOSYS:
             raise
+
+
+def map_large_allocations(threshold: int = 2 << 20):
+    """Have malloc give each block of `threshold` bytes or more a mapping of its own, which
+    goes back to the kernel when freed (mallopt M_MMAP_THRESHOLD). Left to itself, glibc
+    raises that threshold to the size of each large block freed (up to 32 MiB), and from
+    then on blocks of megabytes come from the heap and stay there, fragmented: a delta
+    push of 100,000 files peaked 11 MB higher for its 5 MiB upload parts. Nothing is done
+    under a C library without mallopt."""
+    try:
+        mallopt = _function_type(c_int)(("mallopt", _libc))
+    except AttributeError:
+        return
+    mallopt(M_MMAP_THRESHOLD, threshold)

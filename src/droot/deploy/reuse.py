@@ -56,6 +56,7 @@ import struct
 import sys
 
 from droot.core import kernel, readonly
+from droot.core.indextable import IndexTable
 from droot.core.atomicfile import AtomicFile
 from droot.deploy import members
 from droot.deploy.releases import CONTENT_NAME
@@ -100,66 +101,10 @@ def _identity(info: os.stat_result) -> tuple[int, int, int]:
     return info.st_ino, info.st_size, info.st_ctime_ns
 
 
-class _IndexTable:
-    """Numbers (member indexes, offsets in a record) found by a key of theirs (a path, a
-    digest): open addressing, 8 bytes a slot (number + 1; 0: empty), probed linearly from
-    the key's hash(), at most half full. A dict would hold each key as an object too,
-    ~120 bytes an entry against 16 to 32 here. A slot is taken for a key only when
-    `holds(number, key)`, which compares the bytes stored for that number: keys of one
-    hash never mix."""
-
-    SLOTS = 1 << 16  # to start with, 512 KB: a Debian image's 20,000 members, not grown
-
-    def __init__(self, holds, key_of, expected: int = 0):
-        """`key_of(number)`: its key as stored, to grow the table; `expected`: how many
-        keys, if known (the table is made big enough at once)."""
-        self._holds = holds
-        self._key_of = key_of
-        self._mask = max(self.SLOTS, 1 << (2 * expected).bit_length()) - 1
-        self._slots = array.array("q", bytes(8 * (self._mask + 1)))
-        self._count = 0
-
-    def _slot(self, key) -> int:
-        """The slot holding `key`, or the empty one where it would go."""
-        slots, mask = self._slots, self._mask
-        slot = hash(key) & mask
-        while (at := slots[slot]) and not self._holds(at - 1, key):
-            slot = (slot + 1) & mask
-        return slot
-
-    def find(self, key) -> int:
-        """The number stored for `key`, -1 if none."""
-        return self._slots[self._slot(key)] - 1
-
-    def put(self, key, number: int, replace: bool = True) -> int:
-        """Store `number` for `key`, unless not `replace` and it has one; returns the
-        number it had, -1 if none."""
-        if 2 * self._count >= self._mask:
-            self._grow()
-        slot = self._slot(key)
-        had = self._slots[slot] - 1
-        if had < 0:
-            self._count += 1
-        if had < 0 or replace:
-            self._slots[slot] = number + 1
-        return had
-
-    def _grow(self):
-        old = self._slots
-        self._mask = mask = 2 * self._mask + 1
-        self._slots = slots = array.array("q", bytes(8 * (mask + 1)))
-        for at in old:
-            if at:
-                slot = hash(self._key_of(at - 1)) & mask
-                while slots[slot]:
-                    slot = (slot + 1) & mask
-                slots[slot] = at
-
-
 class _Record:
     """The entries of the `.content` record open at `fd`, from offset `start` on, looked
     up by path: get(path) is (digest, identity) or None. The entries stay in the file
-    (root's, read under the deploy lock): in memory is only an _IndexTable of where each
+    (root's, read under the deploy lock): in memory is only an IndexTable of where each
     one starts, and a lookup reads its entry back (pread, from the page cache) to compare
     the path. Read into memory, they took 13 MB of a pull for an image of 100,000 files
     (as a dict of tuples, 50 MB)."""
@@ -168,7 +113,7 @@ class _Record:
         """Checks every entry: ValueError if one is malformed."""
         self._fd = fd
         count = sum(chunk.count(b"\0") for chunk in self._chunks(start))
-        self._entries = _IndexTable(self._holds, self._path_at, expected=count)
+        self._entries = IndexTable(self._holds, self._path_at, expected=count)
         for at, entry in self._scan(start):
             self._entries.put(_fields(entry)[4], at)  # a path again: the last wins
 
@@ -320,8 +265,8 @@ class LocalContent:
         image of 100,000 files)."""
         if self._use_record:
             self.recorded_release, self.recorded = _read_record(self.releases_fd)
-        self.at_path = _IndexTable(self._has_path, self.path, expected=self.members)
-        self.first_holder = _IndexTable(self._has_digest, self.digest)
+        self.at_path = IndexTable(self._has_path, self.path, expected=self.members)
+        self.first_holder = IndexTable(self._has_digest, self.digest)
 
     def plan_made(self):
         """What only the plan used goes, while the extraction goes on."""
