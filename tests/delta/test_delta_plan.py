@@ -3,7 +3,9 @@ a content the release holds twice is downloaded once and copied (or, in a read-o
 release, linked) from its first file, but never from a path a later member replaced."""
 
 import hashlib
+import json
 import os
+import struct
 import types
 
 import pytest
@@ -19,6 +21,10 @@ PACK = "0" * 32 + ".pack"
 
 def manifest(members) -> delta.Manifest:
     """A manifest of (name, data) files; every content in one pack, one frame each."""
+    return delta.Manifest(manifest_bytes(members), "test manifest")
+
+
+def manifest_bytes(members) -> bytes:
     writer = delta._ManifestWriter()
     offset = 0
     for name, data in members:
@@ -27,7 +33,7 @@ def manifest(members) -> delta.Manifest:
         writer.add(header, (digest, len(data), PACK, offset, 10 + len(data)))
         offset += 10 + len(data)
     writer.add(delta.END_OF_ARCHIVE)
-    return delta.Manifest(writer.finish({}), "test manifest")
+    return writer.finish({})
 
 
 def plan(manifest: delta.Manifest, local: LocalContent) -> list[list]:
@@ -108,6 +114,35 @@ def test_more_records_than_the_head_says_are_refused(tmp_path):
             plan(release, local)
     finally:
         local.close()
+
+
+def with_head(data: bytes, change) -> bytes:
+    """The manifest `data` with its JSON head changed by `change(head)`."""
+    start = len(delta.MAGIC) + 4
+    (length,) = struct.unpack_from("<I", data, len(delta.MAGIC))
+    head = json.loads(data[start:start + length])
+    change(head)
+    encoded = json.dumps(head).encode()
+    return delta.MAGIC + struct.pack("<I", len(encoded)) + encoded + data[start + length:]
+
+
+def test_a_manifest_without_a_record_count_is_counted(tmp_path):
+    """Manifests pushed before the head said how many records they have are counted."""
+    data = manifest_bytes([("a", b"same"), ("b", b"other")])
+    older = delta.Manifest(with_head(data, lambda head: head.pop("records")), "older")
+    assert older.record_count() == 3
+    local = LocalContent(tmp_path, [], older.record_count())
+    try:
+        assert plan(older, local) == [[PACK, 0, 29]]
+    finally:
+        local.close()
+
+
+@pytest.mark.parametrize("count", [0, -1, 1 << 30, "3", 3.0, None])
+def test_a_record_count_that_cannot_be_is_refused(count):
+    data = with_head(manifest_bytes([("a", b"a")]), lambda head: head.update(records=count))
+    with pytest.raises(DrootError, match=r"^test manifest: corrupt manifest \(its head\)$"):
+        delta.Manifest(data, "test manifest")
 
 
 def test_a_later_copy_takes_over_from_a_replaced_first_file(planned):

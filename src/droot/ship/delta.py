@@ -14,7 +14,8 @@ the local file and checks it (droot.deploy.reuse). Same extraction, checks and a
 switch as an archive's deploy; memory is bounded by one file held for hashing on push
 (larger ones spill to a temporary file) and a frame's chunks on pull.
 
-Manifest: MAGIC, a 4-byte length and a JSON object (format version, image, packs), then
+Manifest: MAGIC, a 4-byte length and a JSON object (format version, image, the number of
+records, packs), then
 one zstd frame of records: for each member, `<I` header length, `<B` kind (0: no data,
 1: data), the header blocks, and for kind 1: digest (32 bytes), `<QHQQ` size, pack
 index, offset and length of its frame. The last record is the end-of-archive marker.
@@ -56,9 +57,9 @@ _RECORD_LIMIT = 8 << 20
 # (not to wait for a plan of the whole image while the extraction has nothing to do): a
 # next frame after that is another request.
 _RUN_LOOKAHEAD = 1024
-# Records a manifest may say it has: the pull maps 73 bytes a record for its plan (only
-# the pages it uses are memory), 1.2 GB for this many.
-_RECORDS_LIMIT = 1 << 24
+# Records a manifest may say it has (an image of 4 million files): the pull maps 73
+# bytes a record for its plan, of which only the pages used become memory.
+_RECORDS_LIMIT = 1 << 22
 _CONTENT = struct.Struct("<32sQHQQ")
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -86,7 +87,7 @@ class Manifest:
                 raise DrootError(f"{where}: manifest format {self.head['format']} is newer "
                                  "than this droot reads (upgrade droot)")
             self._record_count = self.head.get("records")  # None: pushed before it was said
-            if self._record_count is not None and not (
+            if "records" in self.head and not (
                     type(self._record_count) is int and 0 < self._record_count <= _RECORDS_LIMIT):
                 raise ValueError("record count")
         except (ValueError, KeyError, TypeError):
