@@ -15,10 +15,10 @@ switch as an archive's deploy; memory is bounded by one file held for hashing on
 (larger ones spill to a temporary file) and a frame's chunks on pull.
 
 Manifest: MAGIC, a 4-byte length and a JSON object (format version, image, the number of
-records, packs), then
-one zstd frame of records: for each member, `<I` header length, `<B` kind (0: no data,
-1: data), the header blocks, and for kind 1: digest (32 bytes), `<QHQQ` size, pack
-index, offset and length of its frame. The last record is the end-of-archive marker.
+records, packs), then one zstd frame of records: for each member, `<I` header length,
+`<B` kind (0: no data, 1: data), the header blocks, and for kind 1: digest (32 bytes),
+`<QHQQ` size, pack index, offset and length of its frame. The last record is the
+end-of-archive marker.
 """
 
 import collections
