@@ -28,6 +28,7 @@ Usage: sudo .venv/bin/python bench/delta.py [--rounds N] [--fs ext4|xfs|btrfs]
 """
 
 import argparse
+import compileall
 import hashlib
 import os
 import re
@@ -234,6 +235,7 @@ def main():
     parser.add_argument("--fs", choices=sorted(MKFS), default="ext4",
                         help="the filesystem the pulls deploy to (default: ext4)")
     args = parser.parse_args()
+    compileall.compile_dir(HERE.parent / "src" / "droot", quiet=1)  # as pip install leaves it
     changed = make_v2()
     if not args.skip_layouts:
         with tempfile.TemporaryDirectory(dir=CACHE) as work:
