@@ -112,9 +112,12 @@ def sniff(stream) -> tuple[str, io.BufferedReader]:
     return kind_of(head), io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
 
 
-def decompressing_reader(stream):
+def decompressing_reader(stream, plain: bool = False):
     """A binary reader of the decompressed contents of `stream` (gzip, zstd or plain),
-    and the kind that was detected."""
+    and the kind that was detected; with `plain`, the stream is taken as it is, never
+    sniffed."""
+    if plain:
+        return "none", io.BufferedReader(_Prefixed(b"", stream), buffer_size=1 << 20)
     kind, whole = sniff(stream)
     if kind == "gzip":
         return kind, igzip.IGzipFile(fileobj=whole, mode="rb")

@@ -46,7 +46,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
            signer: str | None = None, pushed: int | None = None,
            allow_downgrade: bool = False, restart_check=None, unpacker=None,
            release_sha256: str | None = None, content_record=None,
-           read_only: bool = False) -> dict:
+           read_only: bool = False, plain_tar: bool = False) -> dict:
     """Make the archive read from `stream` (a readable stream or a file descriptor) the
     new release at `root`. Returns a summary (release name, sha256, compression, counts,
     pruned releases). `source` and `signer` (where the archive came from, the key that
@@ -60,7 +60,8 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
     that takes some files' data from older releases) and `release_sha256`, its
     manifest's, which then names the release and is recorded in place of the rebuilt
     stream's, and its `content_record` (reuse.LocalContent), whose write(lock, name)
-    records the new release's files before the switch, while no app runs in it.
+    records the new release's files before the switch, while no app runs in it, and
+    `plain_tar`: its rebuilt stream is never sniffed for a compression (pipeline.extract).
     `read_only` marks the release (droot.core.readonly): droot run keeps it unchanged,
     and the next delta pull may hard-link its files."""
     if mode not in MODES:
@@ -96,7 +97,7 @@ def deploy(stream, root, *, mode: str = "symlink", keep: int = DEFAULT_KEEP,
             try:
                 result = pipeline.extract(stream, staging, devices=devices,
                                           write_back=(mode == "symlink"), progress=progress,
-                                          unpacker=unpacker)
+                                          unpacker=unpacker, plain_tar=plain_tar)
             except pipeline.DeltaManifestGiven:
                 raise DrootError(
                     "this is a delta release's manifest (droot push --delta), not an "

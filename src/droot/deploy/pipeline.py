@@ -83,12 +83,16 @@ class _Flusher:
 
 
 def extract(source, release_dir, *, devices: bool = True, write_back: bool = False,
-            progress=None, unpacker=None) -> Extracted:
+            progress=None, unpacker=None, plain_tar: bool = False) -> Extracted:
     """Unpack the archive (gzip, zstd or plain tar) read from `source`, a file descriptor
     or a readable stream, into the existing, empty `release_dir`; with `write_back`,
     write it to disk as it goes (the caller still syncs it at the end). `unpacker`, if
     given, makes the Unpacker from the stream's next_chunk function (a delta release's:
-    droot.deploy.reuse). Raises DrootError if the archive is corrupt, truncated or
+    droot.deploy.reuse). With `plain_tar`, the stream is taken as an uncompressed tar,
+    never sniffed: a delta release's rebuilt stream starts with its first member's name,
+    which the image chooses, and a name spelling a magic number would make the child
+    decompress, and extract, another archive than the one planned and checked. Raises
+    DrootError if the archive is corrupt, truncated or
     refused; the caller removes the half-filled directory."""
     if isinstance(source, int):
         archive_read, archive_write = source, None
@@ -114,7 +118,8 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
         if archive_write is not None:
             os.close(archive_write)
         os.close(result_read)
-        _child(parent, str(release_dir), archive_read, result_write, devices, unpacker)
+        _child(parent, str(release_dir), archive_read, result_write, devices, unpacker,
+               plain_tar)
     child = _Child(pid)
     flusher = read_error = None
     try:
@@ -220,8 +225,9 @@ class _Decompression:
 
     QUEUED_CHUNKS = 8
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, plain_tar: bool = False):
         self.kind = None
+        self._plain_tar = plain_tar
         self._queue = queue.Queue(self.QUEUED_CHUNKS)
         self._source = _HashingReader(fd)
         threading.Thread(target=self._run, daemon=True).start()
@@ -236,9 +242,10 @@ class _Decompression:
 
     def _run(self):
         try:
-            self.kind, tar = compression.decompressing_reader(self._source)
+            self.kind, tar = compression.decompressing_reader(self._source, self._plain_tar)
             chunk = tar.read(CHUNK)  # all of CHUNK, or the whole stream: a buffered read
-            if self.kind == "none" and chunk.startswith(compression.DELTA_MANIFEST_PREFIX):
+            if (self.kind == "none" and not self._plain_tar
+                    and chunk.startswith(compression.DELTA_MANIFEST_PREFIX)):
                 raise _DeltaManifestGiven()
             while chunk:
                 self._queue.put(chunk)
@@ -324,7 +331,7 @@ class _Child:
 
 
 def _child(parent: int, release_dir: str, data_read: int, result_write: int, devices: bool,
-           unpacker):
+           unpacker, plain_tar: bool):
     """The extraction process: chroot into the release and unpack. Never returns."""
     status = 1
     try:
@@ -342,7 +349,7 @@ def _child(parent: int, release_dir: str, data_read: int, result_write: int, dev
         # Nothing can be imported from here on: the interpreter's files are outside (the
         # decompressors were imported with droot.core.compression).
         try:
-            decompression = _Decompression(data_read)
+            decompression = _Decompression(data_read, plain_tar)
             if unpacker is None:
                 stats = members.Unpacker(members.Input(decompression.next_chunk),
                                          devices=devices).run()

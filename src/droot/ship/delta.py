@@ -677,7 +677,7 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
             summary = deploy(_ReleaseStream(manifest, local, store), root,
                              expected_sha256=None, release_sha256=digest,
                              unpacker=functools.partial(ReusingUnpacker, local=local),
-                             content_record=local, **deploy_options)
+                             content_record=local, plain_tar=True, **deploy_options)
             break
         except LocalCopyChanged as error:
             # A kept release's file planned from the record is not what it recorded (a
