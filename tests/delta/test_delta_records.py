@@ -65,3 +65,24 @@ def test_records_after_the_end_are_refused(push_members, monkeypatch, tmp_path):
     assert result.stderr.endswith("corrupt manifest (records after the end of the "
                                   "archive)\n"), result.stderr
     assert not root.exists()
+
+
+def test_a_head_that_overstates_its_records_costs_no_memory(push_members, monkeypatch,
+                                                            tmp_path):
+    """The head's record count sizes the shared plan, a mapping of which only the pages
+    used become memory: a small manifest whose head says it has the most records a head
+    may say must not make the pull allocate for all of them."""
+    from droot.ship import delta
+    from tests.conftest import droot_peak_rss_mb
+    from tests.delta.test_delta_plan import with_head
+    store = tmp_path / "store"
+    store.mkdir()
+    members = [file("a", content(b"A")), file("b", content(b"B"))]
+    push_members(members, store / "honest")
+    finish = delta._ManifestWriter.finish
+    monkeypatch.setattr(delta._ManifestWriter, "finish", lambda self, head: with_head(
+        finish(self, head), lambda head: head.update(records=delta._RECORDS_LIMIT)))
+    push_members(members, store / "overstated")
+    honest = droot_peak_rss_mb("pull", store / "honest", "--root", tmp_path / "one")
+    overstated = droot_peak_rss_mb("pull", store / "overstated", "--root", tmp_path / "two")
+    assert overstated - honest < 32, (honest, overstated)

@@ -265,7 +265,9 @@ class LocalContent:
         image of 100,000 files)."""
         if self._use_record:
             self.recorded_release, self.recorded = _read_record(self.releases_fd)
-        self.at_path = IndexTable(self._has_path, self.path, expected=self.members)
+        # Grown as members come, not sized by the head's record count: a manifest may
+        # say it has millions of records and hold three.
+        self.at_path = IndexTable(self._has_path, self.path)
         self.first_holder = IndexTable(self._has_digest, self.digest)
 
     def plan_made(self):
