@@ -1,4 +1,4 @@
-"""The plan of a delta pull (droot.ship.delta.plan) on manifests made member by member:
+"""The plan of a delta pull (droot.ship.delta._Planner) on manifests made member by member:
 a content the release holds twice is downloaded once and copied (or, in a read-only
 release, linked) from its first file, but never from a path a later member replaced."""
 

@@ -255,8 +255,8 @@ class LocalContent:
         # the source directory linked from last (_source_directory)
         self._directory_key, self._directory_fd = None, -1
         # A member is named through a symlink of the release, or replaces a directory
-        # (ship.delta.plan): what is at a path may not be its last member's content, so no
-        # record is written.
+        # (ship.delta._Planner): what is at a path may not be its last member's content,
+        # so no record is written, and no repeated content is copied from an earlier file.
         self.aliased = False
 
     def begin_plan(self):
