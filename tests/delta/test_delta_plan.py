@@ -14,7 +14,8 @@ from droot.core import indextable
 from droot.core.errors import DrootError
 from droot.deploy.reuse import SAME_RELEASE, LocalContent
 from droot.ship import delta
-from tests.conftest import member_bytes
+from tests.conftest import droot, member_bytes
+from tests.delta.hostile import content, file, push_members  # noqa: F401
 
 PACK = "0" * 32 + ".pack"
 
@@ -198,3 +199,22 @@ def test_keys_of_one_hash_never_pass_for_each_other(colliding, planned, tmp_path
     assert copied_from(local, 44) == {41: b"d/5"}
     expected = {name.encode(): hashlib.sha256(data).digest() for name, data in files}
     assert recorded(planned, files, tmp_path / "record") == expected
+
+
+@pytest.mark.parametrize("options", [(), ("--read-only",)])
+def test_a_copy_source_gone_with_its_directory_is_the_manifests_fault(push_members, tmp_path,
+                                                                      options):
+    """`a/b/f`, then a file `a` (no member for `a` or `a/b`, which an export would have,
+    so the plan does not see a directory replaced), then `g` with f's content: g is
+    planned as a copy of a/b/f, which is gone when g is extracted. That is the
+    manifest's doing, not a kept release's file changed: one line says so, and the pull
+    is not made again."""
+    store, root = tmp_path / "store", tmp_path / "app"
+    store.mkdir()
+    x = content(b"X")
+    push_members([file("a/b/f", x), file("a", content(b"Q")), file("g", x)], store / "h")
+    result = droot("pull", store / "h", "--root", root, *options)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "a/b/f, is gone" in result.stderr, \
+        result.stderr
+    assert not root.exists()

@@ -57,6 +57,7 @@ import sys
 
 from droot.core import kernel, readonly
 from droot.core.indextable import IndexTable
+from droot.core.tarformat import show
 from droot.core.atomicfile import AtomicFile
 from droot.deploy import members
 from droot.deploy.releases import CONTENT_NAME
@@ -499,10 +500,17 @@ class LocalContent:
 
     def copy_into(self, fd: int, m):
         """Fill the new file `fd` of member `m` from its planned source, then check it.
-        members.LocalChanged, naming the member, when the source is gone or changed."""
+        members.LocalChanged, naming the member, when the source is gone or changed
+        (members.ArchiveError when that source was a file of the new release)."""
+        position = self.planned(m.index) - 1
         try:
-            source = self.open_source(self.planned(m.index) - 1, self.source_path(m))
+            source = self.open_source(position, self.source_path(m))
         except OSError as error:
+            if position == SAME_RELEASE - 1:  # nothing of this host: pulling again won't help
+                raise members.ArchiveError(
+                    f"{show(m.path)}: the file of the same content it is copied from, "
+                    f"{show(self.source_path(m))}, is gone: a later member replaced a "
+                    "directory above it (a corrupt manifest)") from None
             raise members.LocalChanged(error.errno, f"its local copy is gone ({error.strerror})",
                                        m.path) from None
         try:
