@@ -92,8 +92,8 @@ def extract(source, release_dir, *, devices: bool = True, write_back: bool = Fal
     never sniffed: a delta release's rebuilt stream starts with its first member's name,
     which the image chooses, and a name spelling a magic number would make the child
     decompress, and extract, another archive than the one planned and checked. Raises
-    DrootError if the archive is corrupt, truncated or
-    refused; the caller removes the half-filled directory."""
+    DrootError if the archive is corrupt, truncated or refused; the caller removes the
+    half-filled directory."""
     if isinstance(source, int):
         archive_read, archive_write = source, None
     else:

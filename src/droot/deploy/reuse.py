@@ -56,9 +56,9 @@ import struct
 import sys
 
 from droot.core import kernel, readonly
+from droot.core.atomicfile import AtomicFile
 from droot.core.indextable import IndexTable
 from droot.core.tarformat import show
-from droot.core.atomicfile import AtomicFile
 from droot.deploy import members
 from droot.deploy.releases import CONTENT_NAME
 
@@ -89,7 +89,7 @@ SAME_RELEASE = 255  # in the plan: copied from an earlier member of the new rele
 # LocalContent.flags, a byte a member
 _HAS_DATA = 1  # a file with data: its digest is in the shared plan
 _REPLACED = 2  # a later member of the new release has the same path
-_IDENTITY = struct.Struct("3q")
+_IDENTITY = struct.Struct("Qqq")  # an inode number may use all 64 bits (overlayfs xino)
 _NUMBER = struct.Struct("q")
 # the shared plan, a member's bytes: plan, digest, identity, earlier member, link time
 _SHARED_SIZE = 1 + 32 + _IDENTITY.size + 2 * _NUMBER.size
@@ -318,7 +318,7 @@ class LocalContent:
     def note_member(self, index: int, path: bytes, digest: bytes | None):
         """Member `index` of the new release, the next one, is at `path` and holds
         `digest` (None: no file data)."""
-        self.note_path(index, path)
+        self.note_path(path)
         self.flags.append(_HAS_DATA if digest else 0)
         if digest:
             start = self._digests + 32 * index
@@ -328,9 +328,9 @@ class LocalContent:
             if earlier >= 0:  # not in the record, and no longer a source of its content
                 self.flags[earlier] |= _REPLACED
 
-    def note_path(self, index: int, path: bytes):
-        """Member `index`, the next one, is at `path`: the plan notes each member, and the
-        extraction child again (it only has the shared part of the plan)."""
+    def note_path(self, path: bytes):
+        """The next member is at `path`: the plan notes each member, and the extraction
+        child again (it only has the shared part of the plan)."""
         self.path_starts.append(len(self.paths))
         self.paths += path
         self.paths.append(0)
@@ -635,7 +635,7 @@ class ReusingUnpacker(members.Unpacker):
         super().__init__(_ReusingInput(next_chunk, local), devices=devices)
 
     def _unpack(self, m):
-        self.source.local.note_path(m.index, m.path)  # a later repeat may be copied from it
+        self.source.local.note_path(m.path)  # a later repeat may be copied from it
         super()._unpack(m)
 
     def _file(self, m):
