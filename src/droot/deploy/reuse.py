@@ -271,8 +271,8 @@ class LocalContent:
         self.at_path = IndexTable(self._has_path, self.path)
         self.first_holder = IndexTable(self._has_digest, self.digest)
 
-    def plan_made(self):
-        """What only the plan used goes, while the extraction goes on."""
+    def end_plan(self):
+        """What only the plan used goes (the plan is complete, or the pull is over)."""
         if self.recorded:
             self.recorded.close()
             self.recorded = None
@@ -283,9 +283,7 @@ class LocalContent:
             if getattr(self, name) >= 0:
                 os.close(getattr(self, name))
                 setattr(self, name, -1)
-        if self.recorded:
-            self.recorded.close()
-            self.recorded = None
+        self.end_plan()  # a pull that failed mid-plan still holds the record open
         self._shared.close()
 
     def open_source(self, position: int, path: bytes) -> int:

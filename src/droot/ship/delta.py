@@ -460,7 +460,7 @@ class _Planner:
     def __init__(self, manifest: Manifest, local):
         self.runs = collections.deque()
         self.planned = 0  # how many members are planned
-        self._last_download = 0  # the member whose frame ended the last run so far
+        self._last_download = 0  # the last member planned to be downloaded
         self._steps = self._plan(manifest, local)
 
     def plan_through(self, index: int):
@@ -545,7 +545,7 @@ class _Planner:
                                  "end of the archive)")
         except TarFormatError as error:
             raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
-        local.plan_made()
+        local.end_plan()
 
 
 def _named_through(path: bytes, links: set[bytes]) -> bool:
