@@ -24,11 +24,21 @@ thread; with --pin, the server side is held to CPU 1 (taskset, docker --cpuset-c
 the engine's userland proxy, which relays every connection of `docker run -p`) and wrk to
 CPU 0, so they do not trade places between rounds.
 
+With --side-by-side, each way instead runs at the same time as the host, both servers on
+the same CPU and a wrk for each on the other, for --rounds rounds: the two share whatever
+the machine gives that CPU at that moment, so a neighbour's load slows both alike, and the
+ratio of their req/s is the ratio of what a request costs each (it moves by ~2% from round
+to round here, where interleaved rounds move by 15% and more). The host way then listens on
+ALT_PORT: its copy of a file of the release that names APP_PORT is mounted over it in the
+host way's own mount namespace, and an argument naming it is changed (the release itself
+is never changed). `docker run -p` has the engine's proxy on that CPU too, two processes
+against the host's one: its share, and its ratio, come out too high.
+
     sudo .venv/bin/python bench/apps.py [--rounds 5] [--duration 5] [--connections 16]
                                         [--only nginx,nginx-filecache,gunicorn] [--ways host,...] [--pin]
                                         (a way 'droot run OPTION...', e.g. 'droot run
                                         --no-dropcaps', shows what a protection costs)
-                                        [--json FILE]
+                                        [--side-by-side] [--json FILE]
 """
 
 import argparse
@@ -36,11 +46,13 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +61,11 @@ DROOT = REPO / ".venv" / "bin" / "droot"
 CACHE = Path(os.environ.get("DROOT_BENCH_CACHE", "/var/tmp/droot-bench"))
 APP_PORT = 8080      # inside: what each image listens on
 MAPPED_PORT = 18080  # docker run -p 127.0.0.1:MAPPED_PORT:APP_PORT
+ALT_PORT = 8081      # --side-by-side: the host way's, while the other way has APP_PORT
+# Files of an app's release that name APP_PORT (and what else two servers of one release
+# must not share), rewritten for the host way's copy under --side-by-side.
+PORT_FILES = {"etc/nginx/nginx.conf": ((f"listen {APP_PORT}", f"listen {ALT_PORT}"),
+                                       ("/tmp/nginx.pid", "/tmp/nginx-beside.pid"))}
 CONTAINER = "droot-bench-app"
 WAYS = ("host", "droot run", "docker run -p", "docker --net host")
 
@@ -80,8 +97,10 @@ def image_command(tag: str) -> tuple[list[str], str]:
 SERVER_CPU, WRK_CPU = "1", "0"  # with --pin
 
 
-def start(way: str, tag: str, root: Path, pin: bool = False) -> tuple[subprocess.Popen | None, int]:
-    """Start the app one way; returns (its process, or None for a container) and its port."""
+def start(way: str, tag: str, root: Path, pin: bool = False,
+          beside: Path | None = None) -> tuple[subprocess.Popen | None, int]:
+    """Start the app one way; returns (its process, or None for a container) and its port.
+    With `beside` (a directory for its rewritten files), the host way listens on ALT_PORT."""
     if way.startswith("docker"):
         network = (["-p", f"127.0.0.1:{MAPPED_PORT}:{APP_PORT}"] if way == "docker run -p"
                    else ["--network", "host"])
@@ -95,15 +114,38 @@ def start(way: str, tag: str, root: Path, pin: bool = False) -> tuple[subprocess
         argv = [str(DROOT), "run", "--root", str(root), *way.split()[2:]]
     else:
         command, workdir = image_command(tag)
+        overrides = ""
+        if beside is not None:
+            command = [arg.replace(f":{APP_PORT}", f":{ALT_PORT}") for arg in command]
+            for path, copy in rewrite_port_files(root, beside):
+                overrides += f'mount --bind {shlex.quote(str(copy))} "$1/{path}" && '
         script = ('mount --make-rprivate / && mount --rbind /dev "$1/dev" && '
-                  'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/bin/env -C "$2" "${@:3}"')
+                  f'mount -t proc proc "$1/proc" && {overrides}'
+                  'exec chroot "$1" /usr/bin/env -C "$2" "${@:3}"')
         argv = ["unshare", "-m", "bash", "-c", script, "host", str(root.resolve()), workdir,
                 *command]
     if pin:
         argv = ["taskset", "-c", SERVER_CPU, *argv]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                start_new_session=True)
-    return process, APP_PORT
+    return process, APP_PORT if beside is None else ALT_PORT
+
+
+def rewrite_port_files(root: Path, directory: Path) -> list[tuple[str, Path]]:
+    """The release's PORT_FILES, rewritten into `directory`: (path in the release, its
+    rewritten copy) each."""
+    rewritten = []
+    for path, replacements in PORT_FILES.items():
+        original = root / path
+        if not original.is_file():
+            continue
+        text = original.read_text()
+        for old, new in replacements:
+            text = text.replace(old, new)
+        copy = directory / path.replace("/", "_")
+        copy.write_text(text)
+        rewritten.append((path, copy))
+    return rewritten
 
 
 def pin_port_proxy():
@@ -167,10 +209,25 @@ _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def wrk(port: int, duration: int, connections: int, pin: bool = False) -> dict:
     """One wrk run: req/s, p99 latency (ms) and failed requests (non-2xx, socket errors)."""
-    output = subprocess.run([*(["taskset", "-c", WRK_CPU] if pin else []), "wrk", "-t1",
-                             f"-c{connections}", f"-d{duration}s", "--latency",
-                             f"http://127.0.0.1:{port}/"], check=True, capture_output=True,
-                            text=True, timeout=duration + 60).stdout
+    return wrk_at_once([port], duration, connections, pin)[0]
+
+
+def wrk_at_once(ports: list[int], duration: int, connections: int, pin: bool) -> list[dict]:
+    """A wrk run on each port, all at the same time: wrk's result for each."""
+    runs = [subprocess.Popen([*(["taskset", "-c", WRK_CPU] if pin else []), "wrk", "-t1",
+                              f"-c{connections}", f"-d{duration}s", "--latency",
+                              f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+            for port in ports]
+    results = []
+    for run in runs:
+        output = run.communicate(timeout=duration + 60)[0]
+        if run.returncode:
+            raise SystemExit(f"wrk exited with status {run.returncode}")
+        results.append(wrk_result(output))
+    return results
+
+
+def wrk_result(output: str) -> dict:
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
     return {"rps": rate, "p99_ms": float(p99[1]) * _UNIT[p99[2]],
@@ -197,6 +254,41 @@ def measure(way, tag, root, options) -> dict:
         wait_until_free(port)
 
 
+def measure_side_by_side(way, tag, root, options) -> list[tuple[dict, dict]]:
+    """--rounds of (the way's result, the host's), each run at the same time as the other
+    (see the module)."""
+    with tempfile.TemporaryDirectory(prefix="droot-apps-") as beside:
+        host, host_port = start("host", tag, root, options.pin, beside=Path(beside))
+        try:
+            other, port = start(way, tag, root, options.pin)
+            try:
+                wait_until_serving(host_port, host)
+                wait_until_serving(port, other)
+                wrk_at_once([port, host_port], 1, options.connections, options.pin)  # warm-up
+                return [tuple(wrk_at_once([port, host_port], options.duration,
+                                          options.connections, options.pin))
+                        for _ in range(options.rounds)]
+            finally:
+                stop(other)
+                wait_until_free(port)
+        finally:
+            stop(host)
+            wait_until_free(host_port)
+
+
+def side_by_side(tags, roots, ways, options) -> dict:
+    """{(app, way): [(its result, the host's beside it), ...]} for each way but the host."""
+    pairs = {}
+    for name in tags:
+        for way in ways[1:]:
+            pairs[name, way] = measure_side_by_side(way, tags[name], roots[name], options)
+            for number, (result, host) in enumerate(pairs[name, way]):
+                print(f"round {number + 1}: {name:8} {way:17} {result['rps']:9.0f} req/s beside "
+                      f"the host's {host['rps']:9.0f} ({result['rps'] / host['rps']:.3f})",
+                      file=sys.stderr)
+    return pairs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -208,7 +300,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the medians to FILE (for plot.py)")
     parser.add_argument("--pin", action="store_true",
                         help=f"server on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU}")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run each way at the same time as the host, on the same CPU "
+                             "(implies --pin)")
     options = parser.parse_args()
+    options.pin = options.pin or options.side_by_side
     if os.geteuid() != 0:
         raise SystemExit("apps.py needs root (droot deploy and run, chroot, docker)")
     stop(None)  # a container a killed run left
@@ -224,38 +320,60 @@ def main() -> int:
                                     for way in ways):
         raise SystemExit(f"--ways: host first, then any of {', '.join(WAYS[1:])} or "
                          "'droot run OPTION...'")
-    samples = {(name, way): [] for name in tags for way in ways}
-    for number in range(options.rounds):
-        order = []
-        for name in random.sample(list(tags), len(tags)):
-            order += [(name, way) for way in random.sample(ways, len(ways))]
-        for name, way in order:
-            result = measure(way, tags[name], roots[name], options)
-            samples[name, way].append(result)
-            print(f"round {number + 1}: {name:8} {way:17} {result['rps']:9.0f} req/s  p99 "
-                  f"{result['p99_ms']:6.2f} ms  failed {result['failed']}", file=sys.stderr)
+    # each way's results, and the host's each is paired with (the same round's, or beside it)
+    samples, hosts = {}, {}
+    if options.side_by_side:
+        for (name, way), pairs in side_by_side(tags, roots, ways, options).items():
+            samples[name, way] = [result for result, _ in pairs]
+            hosts[name, way] = [host for _, host in pairs]
+            samples.setdefault((name, "host"), []).extend(hosts[name, way])
+            hosts[name, "host"] = samples[name, "host"]
+        kind = "rounds of each way beside the host"
+    else:
+        samples = {(name, way): [] for name in tags for way in ways}
+        hosts = {(name, way): samples[name, "host"] for name in tags for way in ways}
+        for number in range(options.rounds):
+            order = []
+            for name in random.sample(list(tags), len(tags)):
+                order += [(name, way) for way in random.sample(ways, len(ways))]
+            for name, way in order:
+                result = measure(way, tags[name], roots[name], options)
+                samples[name, way].append(result)
+                print(f"round {number + 1}: {name:8} {way:17} {result['rps']:9.0f} req/s  p99 "
+                      f"{result['p99_ms']:6.2f} ms  failed {result['failed']}", file=sys.stderr)
+        kind = "interleaved rounds"
     medians = {}
-    for (name, way), results in samples.items():
+    for (name, way), results in sorted(samples.items(), key=lambda item: item[0][1] != "host"):
         medians.setdefault(name, {})[way] = {
             key: statistics.median(result[key] for result in results)
             for key in ("rps", "p99_ms", "failed")}
         medians[name][way]["paired_ratio"] = statistics.median(
-            result["rps"] / host["rps"] for result, host in zip(results, samples[name, "host"]))
+            result["rps"] / host["rps"] for result, host in zip(results, hosts[name, way]))
+        medians[name][way]["host_rps"] = statistics.median(host["rps"]
+                                                           for host in hosts[name, way])
     print(f"\nwrk -t1 -c{options.connections} -d{options.duration}s on 127.0.0.1, "
-          f"{options.rounds} interleaved rounds{', pinned' if options.pin else ''}, medians "
+          f"{options.rounds} {kind}{', pinned' if options.pin else ''}, medians "
           "(ratio to the host), and the median of the rounds' req/s ratios to the host\n")
-    print("| app | way | req/s | paired | p99 ms | failed |")
-    print("|---|---|---:|---:|---:|---:|")
+    if options.side_by_side:  # each way has its own host: only its ratios compare
+        print("| app | way | req/s | the host's beside it | ratio (paired) | p99 ms | failed |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+    else:
+        print("| app | way | req/s | paired | p99 ms | failed |")
+        print("|---|---|---:|---:|---:|---:|")
     for name, ways in medians.items():
         host = ways["host"]
         for way, median in ways.items():
-            print(f"| {name} | {way} | {median['rps']:.0f} ({median['rps'] / host['rps']:.2f}) "
-                  f"| {median['paired_ratio']:.2f} "
+            if options.side_by_side and way == "host":
+                continue
+            rate = (f"{median['rps']:.0f} | {median['host_rps']:.0f}" if options.side_by_side
+                    else f"{median['rps']:.0f} ({median['rps'] / host['rps']:.2f})")
+            print(f"| {name} | {way} | {rate} | {median['paired_ratio']:.2f} "
                   f"| {median['p99_ms']:.2f} ({median['p99_ms'] / host['p99_ms']:.2f}) "
                   f"| {median['failed']:.0f} |")
     if options.json:
         options.json.write_text(json.dumps(
             {"rounds": options.rounds, "duration": options.duration,
+             "side_by_side": options.side_by_side,
              "connections": options.connections, "pinned": options.pin, "medians": medians,
              "samples": {f"{name} / {way}": results
                          for (name, way), results in samples.items()}}, indent=1) + "\n")
