@@ -113,6 +113,7 @@ class _Record:
     def __init__(self, fd: int, start: int):
         """Checks every entry: ValueError if one is malformed."""
         self._fd = fd
+        self._last = (-1, b"")  # the entry read last: get() reads the one find() compared
         count = sum(chunk.count(b"\0") for chunk in self._chunks(start))
         self._entries = IndexTable(self._holds, self._path_at, expected=count)
         for at, entry in self._scan(start):
@@ -141,14 +142,20 @@ class _Record:
 
     def _entry(self, at: int) -> bytes:
         """The entry at offset `at`, read back (b"" if the file changed since)."""
+        if self._last[0] == at:
+            return self._last[1]
         size = 512  # most entries are shorter
         while True:
             data = os.pread(self._fd, size, at)
             if (end := data.find(b"\0")) >= 0:
-                return data[:end]
+                entry = data[:end]
+                break
             if len(data) < size:
-                return b""
+                entry = b""
+                break
             size *= 8
+        self._last = (at, entry)
+        return entry
 
     def _holds(self, at: int, path: bytes) -> bool:
         return self._path_at(at) == path
