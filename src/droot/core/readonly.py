@@ -17,6 +17,8 @@ Imported by `droot run`: standard library only.
 import errno
 import os
 
+from droot.core import mountinfo
+
 MARK = "trusted.droot.read-only"
 
 
@@ -64,3 +66,45 @@ def split_at_release(path: str) -> tuple[str, str] | None:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
         resolved = "/" if target.startswith("/") else resolved
         pending[:0] = [part for part in target.split("/") if part]
+
+
+def release_behind_mounts(path: str, mounts: list[mountinfo.Mount]) -> str | None:
+    """A read-only release that the real `path`, or a mount below it, shows part of when
+    the release's own directory is not on the way there: another mount of a directory of
+    a release (`mount --bind REL/srv /mnt/srv`) starts below the mark, which
+    split_at_release looks for on the path. Found from the directory's path in its
+    filesystem (mountinfo), through a mount that shows the release's directory; the path
+    of that directory here, or None (also when no mount here shows it)."""
+    top = mountinfo.containing(path, mounts)
+    shown = [(top, top.in_filesystem(path))]
+    shown += [(mount, mount.root) for mount in mounts
+              if mount is not top and mountinfo.within(path, mount.point)]
+    for mount, inside in shown:
+        directory = inside.rstrip("/") or "/"
+        while True:
+            release = _shown_marked(mount.device, directory, mounts)
+            if release:
+                return release
+            if directory == "/":
+                break
+            directory = os.path.dirname(directory)
+    return None
+
+
+def _shown_marked(device: str, directory: str, mounts: list[mountinfo.Mount]) -> str | None:
+    """The path here of `directory` of the filesystem on `device` (major:minor) when it
+    carries the mark, through any mount that shows it and is not covered."""
+    for mount in mounts:
+        if mount.device != device or not mountinfo.within(mount.root, directory):
+            continue
+        below = directory[len(mount.root.rstrip("/")):].strip("/")
+        here = os.path.join(mount.point, below) if below else mount.point
+        if mountinfo.containing(here, mounts) is not mount:
+            continue  # another mount covers it: the name leads elsewhere
+        try:
+            info = os.stat(here)
+            if f"{os.major(info.st_dev)}:{os.minor(info.st_dev)}" == device and is_marked(here):
+                return here
+        except OSError:  # gone, or not ours to look at: not a release found
+            continue
+    return None

@@ -206,6 +206,17 @@ def mount_sys() -> None:
         hide_directory("/sys/firmware")
 
 
+def bind_releases_read_only(binds: list["BindMount"]) -> None:
+    """Bind read-only each writable bind whose source, or a mount below it, shows a
+    directory of a read-only release through another mount of it (`mount --bind REL/srv
+    /mnt/srv`), as one whose path leads into a release is (BindMount): the same files."""
+    writable = [bind for bind in binds if not bind.read_only]
+    table = mountinfo.read() if writable else []
+    for bind in writable:
+        if readonly.release_behind_mounts(os.path.realpath(bind.source), table):
+            bind.read_only = True
+
+
 class BindMount:
     """`-b/--bind` or `--robind SRC[:DST]`: checked before anything is mounted; cloned
     from droot's mount namespace before chroot (open_tree, Linux 5.2+), its target opened

@@ -49,6 +49,7 @@ def run_container(options) -> None:
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
     if release:
         refuse_privileges_over_shared_files(options, release, binds)
+    mounts.bind_releases_read_only(binds)
     read_only = options.read_only or release is not None
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
