@@ -294,3 +294,25 @@ def test_another_mount_of_a_read_only_release_bound_into_a_writable_root(read_on
             assert (mounted / "own").read_text() == "mine\n"
     finally:
         subprocess.run(["umount", mounted], capture_output=True)
+
+
+def test_a_root_that_is_another_mount_of_a_read_only_release_is_refused(read_only_release,
+                                                                       tmp_path):
+    """Run at another mount of a directory of the release, the root would be writable over
+    the release's files: refused, in one line naming the release."""
+    root, release = read_only_release
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    subprocess.run(["mount", "--bind", f"{release}/nested", mounted], check=True)
+    try:
+        before = snapshot(release)
+        result = sh(mounted, "echo changed > /state")
+        assert result.returncode == 125, result
+        assert result.stderr.count("\n") == 1 and f"read-only release {release}" in \
+            result.stderr, result.stderr
+        assert snapshot(release) == before
+        # The control: the release's own path runs, read-only.
+        allowed = sh(f"{release}/nested", "(echo changed > /state) 2>&1; true")
+        assert allowed.returncode == 0 and "Read-only file system" in allowed.stdout, allowed
+    finally:
+        subprocess.run(["umount", mounted], capture_output=True)

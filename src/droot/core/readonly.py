@@ -76,7 +76,9 @@ def release_behind_mounts(path: str, mounts: list[mountinfo.Mount]) -> str | Non
     filesystem (mountinfo), through a mount that shows the release's directory; the path
     of that directory here, or None (also when no mount here shows it)."""
     top = mountinfo.containing(path, mounts)
-    shown = [(top, top.in_filesystem(path))]
+    # A mount of its filesystem's root shows every directory above `path`, which
+    # split_at_release has looked at.
+    shown = [(top, top.in_filesystem(path))] if top.root != "/" else []
     shown += [(mount, mount.root) for mount in mounts
               if mount is not top and mountinfo.within(path, mount.point)]
     for mount, inside in shown:

@@ -277,7 +277,13 @@ def checked_root(path: str) -> tuple[str, str | None]:
         raise RunError(f"root {path} does not exist")
     if not os.path.isdir(path):
         raise RunError(f"root {path} is not a directory")
-    return os.path.realpath(path), None
+    real = os.path.realpath(path)
+    behind = readonly.release_behind_mounts(real, mountinfo.read())
+    if behind:  # made writable here, it would let the app change the release's files
+        raise RunError(f"root {path} shows the read-only release {behind} through another "
+                       "mount: run it as --root under the release's own path, which droot "
+                       "runs read-only")
+    return real, None
 
 
 def read_host_files(paths) -> dict[str, tuple[bytes, int]]:
