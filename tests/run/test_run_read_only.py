@@ -286,6 +286,7 @@ def test_another_mount_of_a_read_only_release_bound_into_a_writable_root(read_on
         result = sh(other, f"echo changed > {inside}/state", "-b", f"{bound}:/srv")
         assert (mounted / "state").read_text() == "deployed\n", "the app wrote the release"
         assert result.returncode != 0 and "Read-only file system" in result.stderr, result
+        assert f"shows the read-only release {release} through another mount" in result.stderr
         # The control: a writable bind of the same place without the mount below it.
         if source == "above it":
             subprocess.run(["umount", mounted], check=True)
@@ -316,3 +317,26 @@ def test_a_root_that_is_another_mount_of_a_read_only_release_is_refused(read_onl
         assert allowed.returncode == 0 and "Read-only file system" in allowed.stdout, allowed
     finally:
         subprocess.run(["umount", mounted], capture_output=True)
+
+
+def test_a_covered_mount_does_not_hide_the_release_behind_a_bind(read_only_release, tmp_path):
+    """A tmpfs at X/bin, then another mount of the release's /nested over X: `-b X/bin`
+    resolves into the release, though the longest mount point on its path is the
+    covered tmpfs. Mounts are told apart by their IDs (the one the source's descriptor
+    is on), not by their mount points."""
+    root, release = read_only_release
+    covered = tmp_path / "covered"
+    (covered / "bin").mkdir(parents=True)
+    mounted = []
+    try:
+        for command in (["mount", "-t", "tmpfs", "tmpfs", covered / "bin"],
+                        ["mount", "--bind", f"{release}/nested", covered]):
+            subprocess.run(command, check=True)
+            mounted.insert(0, covered / "bin" if len(mounted) == 0 else covered)
+        other = make_busybox_root(tmp_path / "other")
+        result = sh(other, "echo changed > /srv/planted", "-b", f"{covered}/bin:/srv")
+        assert not os.path.exists(f"{release}/nested/bin/planted"), "the app wrote the release"
+        assert result.returncode != 0 and "Read-only file system" in result.stderr, result
+    finally:
+        for path in mounted:
+            subprocess.run(["umount", path], capture_output=True)

@@ -17,7 +17,7 @@ Imported by `droot run`: standard library only.
 import errno
 import os
 
-from droot.core import mountinfo
+from droot.core import kernel, mountinfo
 
 MARK = "trusted.droot.read-only"
 
@@ -69,44 +69,81 @@ def split_at_release(path: str) -> tuple[str, str] | None:
 
 
 def release_behind_mounts(path: str, mounts: list[mountinfo.Mount]) -> str | None:
-    """A read-only release that the real `path`, or a mount below it, shows part of when
-    the release's own directory is not on the way there: another mount of a directory of
-    a release (`mount --bind REL/srv /mnt/srv`) starts below the mark, which
-    split_at_release looks for on the path. Found from the directory's path in its
-    filesystem (mountinfo), through a mount that shows the release's directory; the path
-    of that directory here, or None (also when no mount here shows it)."""
-    top = mountinfo.containing(path, mounts)
-    # A mount of its filesystem's root shows every directory above `path`, which
-    # split_at_release has looked at.
-    shown = [(top, top.in_filesystem(path))] if top.root != "/" else []
-    shown += [(mount, mount.root) for mount in mounts
-              if mount is not top and mountinfo.within(path, mount.point)]
+    """A read-only release that `path`, or a mount below it, shows part of when the
+    release's own directory is not on the way there: another mount of a directory of a
+    release (`mount --bind REL/srv /mnt/srv`) starts below the mark, which
+    split_at_release looks for on the path. Found from each directory's path in its
+    filesystem (mountinfo), through a mount that shows the release's directory; that
+    directory's path here, or None (also when no mount here shows it). Mounts are told
+    apart by their IDs, not by paths or device numbers: a covered mount, or a btrfs
+    subvolume's own st_dev, would otherwise hide the release."""
+    try:
+        source = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None  # gone: the bind itself reports it
+    try:
+        real, top_id = os.readlink(f"/proc/self/fd/{source}"), _mount_id(source)
+    finally:
+        os.close(source)
+    # the mounts of each filesystem directory: (device, root) -> mounts
+    showing: dict[tuple[str, str], list[mountinfo.Mount]] = {}
+    for mount in mounts:
+        showing.setdefault((mount.device, mount.root.rstrip("/") or "/"), []).append(mount)
+    shown = [(mount, mount.in_filesystem(real) if mount.mount_id == top_id else mount.root)
+             for mount in mounts if mount.mount_id == top_id
+             or (mountinfo.within(real, mount.point) and mount.point != real.rstrip("/"))]
+    looked: dict[tuple[str, str], str | None] = {}
     for mount, inside in shown:
+        if mount.mount_id == top_id and mount.root == "/":
+            continue  # it shows every directory above `path`: split_at_release looked
         directory = inside.rstrip("/") or "/"
         while True:
-            release = _shown_marked(mount.device, directory, mounts)
-            if release:
-                return release
+            key = (mount.device, directory)
+            if key not in looked:
+                looked[key] = _marked_here(mount.device, directory, showing)
+            if looked[key]:
+                return looked[key]
             if directory == "/":
                 break
             directory = os.path.dirname(directory)
     return None
 
 
-def _shown_marked(device: str, directory: str, mounts: list[mountinfo.Mount]) -> str | None:
-    """The path here of `directory` of the filesystem on `device` (major:minor) when it
-    carries the mark, through any mount that shows it and is not covered."""
-    for mount in mounts:
-        if mount.device != device or not mountinfo.within(mount.root, directory):
-            continue
-        below = directory[len(mount.root.rstrip("/")):].strip("/")
-        here = os.path.join(mount.point, below) if below else mount.point
-        if mountinfo.containing(here, mounts) is not mount:
-            continue  # another mount covers it: the name leads elsewhere
-        try:
-            info = os.stat(here)
-            if f"{os.major(info.st_dev)}:{os.minor(info.st_dev)}" == device and is_marked(here):
-                return here
-        except OSError:  # gone, or not ours to look at: not a release found
-            continue
-    return None
+def _mount_id(descriptor: int) -> int:
+    with open(f"/proc/self/fdinfo/{descriptor}", "rb") as info:
+        return int(info.read().split(b"mnt_id:", 1)[1].split()[0])
+
+
+def _marked_here(device: str, directory: str, showing: dict) -> str | None:
+    """The path here of `directory` of the filesystem on `device` when it carries the
+    mark, looked at through the first mount that shows it (a mount of it or of a
+    directory above it, per `showing`) and can be reached: from its mount point, not
+    covered by another mount, with no symlink or mount on the way below it."""
+    above = directory
+    while True:
+        for mount in showing.get((device, above), ()):
+            below = directory[len(above):].strip("/")
+            try:
+                point = os.open(mount.point, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if _mount_id(point) != mount.mount_id:
+                    continue  # covered: the name leads to another mount
+                found = kernel.openat2(point, below or ".", os.O_PATH | os.O_DIRECTORY, 0,
+                                       kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS
+                                       | kernel.RESOLVE_NO_XDEV)
+            except OSError:  # not there, or not ours to look at: another mount may show it
+                continue
+            finally:
+                os.close(point)
+            try:  # the magic link followed: that inode (an O_PATH descriptor has no xattrs)
+                os.getxattr(f"/proc/self/fd/{found}", MARK)
+                return os.path.join(mount.point, below) if below else mount.point
+            except OSError:  # no mark (ENODATA), or none to be had: not a release
+                return None
+            finally:
+                os.close(found)
+        if above == "/":
+            return None
+        above = os.path.dirname(above)

@@ -213,8 +213,11 @@ def bind_releases_read_only(binds: list["BindMount"]) -> None:
     writable = [bind for bind in binds if not bind.read_only]
     table = mountinfo.read() if writable else []
     for bind in writable:
-        if readonly.release_behind_mounts(os.path.realpath(bind.source), table):
+        release = readonly.release_behind_mounts(bind.source, table)
+        if release:
             bind.read_only = True
+            print(f"droot: warning: {bind.flag} {bind.source} shows the read-only release "
+                  f"{release} through another mount of it: bound read-only", file=sys.stderr)
 
 
 class BindMount:
