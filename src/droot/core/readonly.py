@@ -11,7 +11,11 @@ Why a `trusted.*` attribute: setting or removing one needs CAP_SYS_ADMIN, which 
 under `droot run` never has, and the release's own mount is read-only to it anyway. An
 image that carries the attribute only makes itself read-only.
 
-Imported by `droot run`: standard library only.
+A root or bind source that shows a release's directory through another mount of it
+(`mount --bind REL/srv /mnt/srv`) never passes the mark on its path:
+release_behind_mounts finds the release from the directory's path in its filesystem.
+
+Imported by `droot run`: the standard library and droot.core only.
 """
 
 import errno
