@@ -319,11 +319,14 @@ def test_a_root_that_is_another_mount_of_a_read_only_release_is_refused(read_onl
         subprocess.run(["umount", mounted], capture_output=True)
 
 
-def test_a_covered_mount_does_not_hide_the_release_behind_a_bind(read_only_release, tmp_path):
+@pytest.mark.parametrize("run_in", ["another root", "the release"])
+def test_a_covered_mount_does_not_hide_the_release_behind_a_bind(read_only_release, tmp_path,
+                                                                 run_in):
     """A tmpfs at X/bin, then another mount of the release's /nested over X: `-b X/bin`
     resolves into the release, though the longest mount point on its path is the
     covered tmpfs. Mounts are told apart by their IDs (the one the source's descriptor
-    is on), not by their mount points."""
+    is on), not by their mount points: into another root the bind is made read-only,
+    into the release itself it is refused."""
     root, release = read_only_release
     covered = tmp_path / "covered"
     (covered / "bin").mkdir(parents=True)
@@ -333,10 +336,13 @@ def test_a_covered_mount_does_not_hide_the_release_behind_a_bind(read_only_relea
                         ["mount", "--bind", f"{release}/nested", covered]):
             subprocess.run(command, check=True)
             mounted.insert(0, covered / "bin" if len(mounted) == 0 else covered)
-        other = make_busybox_root(tmp_path / "other")
+        other = make_busybox_root(tmp_path / "other") if run_in == "another root" else root
         result = sh(other, "echo changed > /srv/planted", "-b", f"{covered}/bin:/srv")
         assert not os.path.exists(f"{release}/nested/bin/planted"), "the app wrote the release"
-        assert result.returncode != 0 and "Read-only file system" in result.stderr, result
+        if run_in == "another root":
+            assert result.returncode != 0 and "Read-only file system" in result.stderr, result
+        else:
+            assert result.returncode == 125 and "holds the release" in result.stderr, result
     finally:
         for path in mounted:
             subprocess.run(["umount", path], capture_output=True)

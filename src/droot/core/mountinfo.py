@@ -1,6 +1,8 @@
 """The kernel's mount table of a process (/proc/PID/mountinfo), parsed in this one place
 for every stage. Standard library only, and no `re`: `droot run` reads it on every start."""
 
+import os
+
 
 class Mount:
     """One line of mountinfo: its ID, the directory of its filesystem it shows (`root`),
@@ -67,3 +69,28 @@ def containing(path: str, mounts: list[Mount]) -> Mount:
     candidates = [mount for mount in mounts if within(mount.point, path)]
     longest = max(len(mount.point) for mount in candidates)
     return [mount for mount in candidates if len(mount.point) == longest][-1]
+
+
+def mount_id(descriptor: int) -> int:
+    """The ID of the mount that the open `descriptor` is on (as mountinfo lists it)."""
+    with open(f"/proc/self/fdinfo/{descriptor}", "rb") as info:
+        return int(info.read().split(b"mnt_id:", 1)[1].split()[0])
+
+
+def shown_by(path: str, mounts: list[Mount]) -> list[tuple[Mount, str]]:
+    """What a recursive bind of `path` shows: first the mount it resolves onto (told by
+    its ID, not by the longest mount point, which a covered or moved mount would fool)
+    with the path of `path` in that mount's filesystem, then each mount below `path` with
+    its own root; (mount, path in its filesystem) each. Empty when `path` cannot be
+    opened."""
+    try:
+        source = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        real, top = os.readlink(f"/proc/self/fd/{source}"), mount_id(source)
+    finally:
+        os.close(source)
+    shown = [(mount, mount.in_filesystem(real)) for mount in mounts if mount.mount_id == top]
+    return shown + [(mount, mount.root) for mount in mounts if mount.mount_id != top
+                    and within(real, mount.point) and mount.point != real.rstrip("/")]

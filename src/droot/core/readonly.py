@@ -81,24 +81,13 @@ def release_behind_mounts(path: str, mounts: list[mountinfo.Mount]) -> str | Non
     directory's path here, or None (also when no mount here shows it). Mounts are told
     apart by their IDs, not by paths or device numbers: a covered mount, or a btrfs
     subvolume's own st_dev, would otherwise hide the release."""
-    try:
-        source = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return None  # gone: the bind itself reports it
-    try:
-        real, top_id = os.readlink(f"/proc/self/fd/{source}"), _mount_id(source)
-    finally:
-        os.close(source)
     # the mounts of each filesystem directory: (device, root) -> mounts
     showing: dict[tuple[str, str], list[mountinfo.Mount]] = {}
     for mount in mounts:
         showing.setdefault((mount.device, mount.root.rstrip("/") or "/"), []).append(mount)
-    shown = [(mount, mount.in_filesystem(real) if mount.mount_id == top_id else mount.root)
-             for mount in mounts if mount.mount_id == top_id
-             or (mountinfo.within(real, mount.point) and mount.point != real.rstrip("/"))]
     looked: dict[tuple[str, str], str | None] = {}
-    for mount, inside in shown:
-        if mount.mount_id == top_id and mount.root == "/":
+    for number, (mount, inside) in enumerate(mountinfo.shown_by(path, mounts)):
+        if number == 0 and mount.root == "/":
             continue  # it shows every directory above `path`: split_at_release looked
         directory = inside.rstrip("/") or "/"
         while True:
@@ -111,11 +100,6 @@ def release_behind_mounts(path: str, mounts: list[mountinfo.Mount]) -> str | Non
                 break
             directory = os.path.dirname(directory)
     return None
-
-
-def _mount_id(descriptor: int) -> int:
-    with open(f"/proc/self/fdinfo/{descriptor}", "rb") as info:
-        return int(info.read().split(b"mnt_id:", 1)[1].split()[0])
 
 
 def _marked_here(device: str, directory: str, showing: dict) -> str | None:
@@ -132,7 +116,7 @@ def _marked_here(device: str, directory: str, showing: dict) -> str | None:
             except OSError:
                 continue
             try:
-                if _mount_id(point) != mount.mount_id:
+                if mountinfo.mount_id(point) != mount.mount_id:
                     continue  # covered: the name leads to another mount
                 found = kernel.openat2(point, below or ".", os.O_PATH | os.O_DIRECTORY, 0,
                                        kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS

@@ -206,13 +206,12 @@ def mount_sys() -> None:
         hide_directory("/sys/firmware")
 
 
-def bind_releases_read_only(binds: list["BindMount"]) -> None:
+def bind_releases_read_only(binds: list["BindMount"], table: list) -> None:
     """Bind read-only each writable bind whose source, or a mount below it, shows a
     directory of a read-only release through another mount of it (`mount --bind REL/srv
-    /mnt/srv`), as one whose path leads into a release is (BindMount): the same files."""
-    writable = [bind for bind in binds if not bind.read_only]
-    table = mountinfo.read() if writable else []
-    for bind in writable:
+    /mnt/srv`), as one whose path leads into a release is (BindMount): the same files.
+    `table`: droot's mounts (mountinfo)."""
+    for bind in [bind for bind in binds if not bind.read_only]:
         release = readonly.release_behind_mounts(bind.source, table)
         if release:
             bind.read_only = True

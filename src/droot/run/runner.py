@@ -34,7 +34,8 @@ def run_container(options) -> None:
     if os.geteuid() != 0:
         raise RunError("droot run needs root (it mounts, chroots and drops capabilities); "
                        "run it as root, the app itself can run as any user with -u")
-    root, release = checked_root(options.root)
+    table = mountinfo.read()  # droot's mounts, for the checks made before unshare
+    root, release = checked_root(options.root, table)
     share = checked_sharing(options)
     allowed_calls = seccomp.checked_allowances(options.allow_syscall)
     if not options.no_dropcaps:
@@ -48,8 +49,8 @@ def run_container(options) -> None:
     # A read-only release stays unchanged (its files may be another release's too, hard
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
     if release:
-        refuse_privileges_over_shared_files(options, release, binds)
-    mounts.bind_releases_read_only(binds)
+        refuse_privileges_over_shared_files(options, release, binds, table)
+    mounts.bind_releases_read_only(binds, table)
     read_only = options.read_only or release is not None
     tmpfs = [mounts.TmpfsMount(target) for target in options.tmpfs]
     host_files = read_host_files(COPIED_FILES) if options.copy_files else {}
@@ -194,7 +195,7 @@ RELEASE_BREAKING = ("SYS_ADMIN", "DAC_READ_SEARCH", "MKNOD", "SYS_RAWIO", "SYS_M
                     "SYS_CHROOT")
 
 
-def refuse_privileges_over_shared_files(options, release: str, binds) -> None:
+def refuse_privileges_over_shared_files(options, release: str, binds, table: list) -> None:
     """A read-only release's files may be other releases' too (hard links), a rollback
     target's among them: no option may give the app (whose root is `release` or a
     directory of it) a way to change them, nor droot write into it."""
@@ -207,10 +208,8 @@ def refuse_privileges_over_shared_files(options, release: str, binds) -> None:
         raise RunError(f"{release} is a read-only release: --cp would write the host's files "
                        "into it; bind them read-only instead (--robind /etc/resolv.conf), "
                        "or deploy the release without --read-only")
-    writable = [bind for bind in binds if not bind.read_only]
-    table = mountinfo.read() if writable else []
-    for bind in writable:  # a source found inside a release is bound read-only (BindMount)
-        if _shows(table, os.path.realpath(bind.source), release):
+    for bind in binds:  # a source found inside a release is bound read-only (BindMount)
+        if not bind.read_only and _shows(table, bind.source, release):
             raise RunError(why % f"{bind.flag} {bind.source} (which holds the release, "
                            "writable)")
     kept = capabilities.kept_capabilities(True, options.cap_add, options.cap_drop)
@@ -220,19 +219,15 @@ def refuse_privileges_over_shared_files(options, release: str, binds) -> None:
 
 
 def _shows(table: list, source: str, directory: str) -> bool:
-    """Whether a bind of the real `source`, with the mounts below it (open_tree clones
-    them), shows the real `directory` or a directory of it. Compared as paths in the
-    filesystem each mount shows, not on the host: another mount of the same directory
-    (`mount --bind /srv /mnt/srv`) is found too."""
+    """Whether a bind of `source`, with the mounts below it (open_tree clones them),
+    shows the real `directory` or a directory of it. Compared as paths in the filesystem
+    each mount shows, not on the host: another mount of the same directory (`mount
+    --bind /srv /mnt/srv`) is found too."""
     home = mountinfo.containing(directory, table)
     release = home.in_filesystem(directory)
-    top = mountinfo.containing(source, table)
-    shown = [(top, top.in_filesystem(source))]
-    shown += [(mount, mount.root) for mount in table
-              if mount is not top and mountinfo.within(source, mount.point)]
     return any(mount.device == home.device
                and (mountinfo.within(path, release) or mountinfo.within(release, path))
-               for mount, path in shown)
+               for mount, path in mountinfo.shown_by(source, table))
 
 
 def checked_sharing(options) -> set[str]:
@@ -253,9 +248,9 @@ def image_step(what: str, function, *args):
         raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
 
 
-def checked_root(path: str) -> tuple[str, str | None]:
+def checked_root(path: str, table: list) -> tuple[str, str | None]:
     """The real path of the root, and that of the read-only release it lies in (None if
-    none)."""
+    none); `table`: droot's mounts (mountinfo)."""
     if not path:
         raise RunError("--root is empty: give the directory to run in")
     try:
@@ -278,7 +273,7 @@ def checked_root(path: str) -> tuple[str, str | None]:
     if not os.path.isdir(path):
         raise RunError(f"root {path} is not a directory")
     real = os.path.realpath(path)
-    behind = readonly.release_behind_mounts(real, mountinfo.read())
+    behind = readonly.release_behind_mounts(real, table)
     if behind:  # made writable here, it would let the app change the release's files
         raise RunError(f"root {path} shows the read-only release {behind} through another "
                        "mount: run it as --root under the release's own path, which droot "
