@@ -35,10 +35,10 @@ from droot.core.kernel import Structure, byref, c_int32, c_uint64, check, sizeof
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
-_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_EXECUTE, _WRITE_FILE, READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _ABI1 = (1 << 13) - 1  # execute, write_file, read_file, read_dir, remove_*, make_*
 _REFER = 1 << 13  # ABI 2
-_TRUNCATE = 1 << 14  # ABI 3
+TRUNCATE = 1 << 14  # ABI 3
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
 
@@ -57,6 +57,12 @@ def abi_version() -> int:
     return max(syscall(_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION), 0)
 
 
+def handled_access(abi: int) -> int:
+    """The file rights droot's domain handles on a kernel of Landlock ABI `abi`: those of
+    ABIs 1 to 3 that it has."""
+    return _ABI1 | (_REFER if abi >= 2 else 0) | (TRUNCATE if abi >= 3 else 0)
+
+
 def confine_to_root(scopes: int, writable: list[str | int] | None = None) -> int:
     """Confine this process and its future children to `/` (the chroot) as the module
     says, with the `scopes` (SCOPE_* bits) the kernel has. With `writable` (paths, or
@@ -70,7 +76,7 @@ def confine_to_root(scopes: int, writable: list[str | int] | None = None) -> int
     if abi < 6 and scopes:
         _warn(f"this kernel's Landlock is ABI {abi} (< 6, Linux < 6.12): the app may "
               "signal host processes of its uid and reach host abstract sockets")
-    handled = _ABI1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
+    handled = handled_access(abi)
     attr = _RulesetAttr(handled, 0, scopes if abi >= 6 else 0)
     size = sizeof(attr) if abi >= 6 else 8
     ruleset = check(syscall(_CREATE_RULESET, byref(attr), size, 0), "Landlock")
@@ -78,7 +84,7 @@ def confine_to_root(scopes: int, writable: list[str | int] | None = None) -> int
         if writable is None:
             _allow(ruleset, "/", handled)
         else:
-            _allow(ruleset, "/", handled & (_EXECUTE | _READ_FILE | _READ_DIR))
+            _allow(ruleset, "/", handled & (_EXECUTE | READ_FILE | _READ_DIR))
             for path in writable:
                 _allow(ruleset, path, handled)
         for descriptor in (0, 1, 2):
@@ -104,8 +110,8 @@ def _stdio_access(descriptor: int) -> int:
     if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
         return 0  # pipes and sockets are not reopened through a path Landlock checks
     access_mode = flags & os.O_ACCMODE
-    return ((_READ_FILE if access_mode in (os.O_RDONLY, os.O_RDWR) else 0)
-            | (_WRITE_FILE | _TRUNCATE if access_mode in (os.O_WRONLY, os.O_RDWR) else 0))
+    return ((READ_FILE if access_mode in (os.O_RDONLY, os.O_RDWR) else 0)
+            | (_WRITE_FILE | TRUNCATE if access_mode in (os.O_WRONLY, os.O_RDWR) else 0))
 
 
 def _allow(ruleset: int, path: str | int, access: int) -> None:
@@ -113,7 +119,7 @@ def _allow(ruleset: int, path: str | int, access: int) -> None:
     descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC) if isinstance(path, str) else path
     try:
         if not stat.S_ISDIR(os.fstat(descriptor).st_mode):  # a file takes file rights only
-            access &= _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE
+            access &= _EXECUTE | _WRITE_FILE | READ_FILE | TRUNCATE
         rule = _PathBeneathAttr(access, descriptor)
         check(syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, byref(rule), 0), "Landlock")
     finally:
