@@ -346,3 +346,46 @@ def test_a_covered_mount_does_not_hide_the_release_behind_a_bind(read_only_relea
     finally:
         for path in mounted:
             subprocess.run(["umount", path], capture_output=True)
+
+
+def test_a_bind_source_swapped_after_it_was_opened_binds_what_was_checked(read_only_release,
+                                                                          tmp_path, capsys):
+    """A host user who owns the bind's source swaps it for a symlink into a read-only
+    release between droot's checks and its clone (the race of a path looked up twice):
+    the clone is made from the descriptor opened before the checks, so it shows the
+    directory that was checked, writable, and never the release."""
+    from droot.core import mountinfo
+    from droot.run import mounts
+    _, release = read_only_release
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mine").write_text("mine\n")
+    bind = mounts.BindMount(str(data), "/data", False, "--bind")
+    data.rename(tmp_path / "data-before")
+    data.symlink_to(os.path.join(release, "srv"))  # the swap, after droot opened it
+    mounts.bind_releases_read_only([bind], mountinfo.read())
+    bind.clone()
+    try:
+        assert os.listdir(f"/proc/self/fd/{bind.tree}") == ["mine"]
+        assert not bind.read_only and capsys.readouterr().err == ""
+    finally:
+        os.close(bind.tree)
+
+
+@pytest.mark.parametrize("entry", ["srv", "srv/state"])
+def test_a_bind_source_opened_in_a_release_is_bound_read_only(read_only_release, entry,
+                                                              monkeypatch, capsys):
+    """The other order: the source's path led elsewhere when droot looked for a release
+    on it, and into one by the time droot opened it. What was opened is looked at again,
+    by walking up from its descriptor, and bound read-only (a directory, or a file whose
+    inode a rollback target shares)."""
+    from droot.core import readonly
+    from droot.run import mounts
+    _, release = read_only_release
+    monkeypatch.setattr(readonly, "split_at_release", lambda path: None)  # looked before
+    bind = mounts.BindMount(os.path.join(release, entry), "/data", False, "--bind")
+    os.close(bind.pinned)
+    assert bind.read_only
+    assert capsys.readouterr().err == (
+        f"droot: warning: --bind {release}/{entry} now leads into the read-only release "
+        f"{release}: bound read-only\n")

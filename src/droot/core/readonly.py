@@ -20,10 +20,12 @@ Imported by `droot run`: the standard library and droot.core only.
 
 import errno
 import os
+import stat
 
 from droot.core import kernel, mountinfo
 
 MARK = "trusted.droot.read-only"
+_DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def mark(directory_fd: int) -> None:
@@ -70,6 +72,39 @@ def split_at_release(path: str) -> tuple[str, str] | None:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
         resolved = "/" if target.startswith("/") else resolved
         pending[:0] = [part for part in target.split("/") if part]
+
+
+def release_holding(descriptor: int) -> str | None:
+    """The path here of the read-only release that the entry open as `descriptor` lies
+    in, or None. Found by walking up its directories with ".." from the descriptor
+    (a file's: from the directory it was opened in, checked to still hold it), so no name
+    of the path it was opened by is looked up again: a name swapped on that path since
+    changes nothing. OSError when the file moved meanwhile."""
+    if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+        current = os.open(".", _DIRECTORY, dir_fd=descriptor)
+    else:
+        opened_at = os.readlink(f"/proc/self/fd/{descriptor}")
+        current = os.open(os.path.dirname(opened_at), _DIRECTORY)
+        if not os.path.samestat(os.fstat(descriptor), os.stat(
+                os.path.basename(opened_at), dir_fd=current, follow_symlinks=False)):
+            os.close(current)
+            raise OSError(errno.ESTALE, "it moved while droot looked at it")
+    try:
+        while True:
+            try:  # the magic link followed: that inode (an O_PATH descriptor has no xattrs)
+                os.getxattr(f"/proc/self/fd/{current}", MARK)
+                return os.readlink(f"/proc/self/fd/{current}")
+            except OSError as error:
+                if error.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                    raise
+            parent = os.open("..", _DIRECTORY, dir_fd=current)
+            if os.path.samestat(os.fstat(parent), os.fstat(current)):  # "/": the top
+                os.close(parent)
+                return None
+            os.close(current)
+            current = parent
+    finally:
+        os.close(current)
 
 
 def release_behind_mounts(path: str, mounts: list[mountinfo.Mount]) -> str | None:

@@ -212,7 +212,7 @@ def bind_releases_read_only(binds: list["BindMount"], table: list) -> None:
     /mnt/srv`), as one whose path leads into a release is (BindMount): the same files.
     `table`: droot's mounts (mountinfo)."""
     for bind in [bind for bind in binds if not bind.read_only]:
-        release = readonly.release_behind_mounts(bind.source, table)
+        release = readonly.release_behind_mounts(bind.pinned_path, table)
         if release:
             bind.read_only = True
             print(f"droot: warning: {bind.flag} {bind.source} shows the read-only release "
@@ -220,9 +220,10 @@ def bind_releases_read_only(binds: list["BindMount"], table: list) -> None:
 
 
 class BindMount:
-    """`-b/--bind` or `--robind SRC[:DST]`: checked before anything is mounted; cloned
-    from droot's mount namespace before chroot (open_tree, Linux 5.2+), its target opened
-    inside the root before /proc exists, attached to that descriptor after."""
+    """`-b/--bind` or `--robind SRC[:DST]`: its source resolved once, when it is made
+    (`pinned`); checked through that descriptor; cloned from it in droot's mount
+    namespace before unshare (open_tree, Linux 5.2+); its target opened inside the root
+    before /proc exists, and the clone attached to that descriptor after."""
 
     def __init__(self, source: str, target: str, read_only: bool, flag: str):
         """The host's absolute `source` at the absolute `target` inside; `flag` names the
@@ -236,12 +237,37 @@ class BindMount:
             self.in_release = readonly.split_at_release(source)
         except OSError as error:  # a symlink loop, a directory droot may not search
             raise RunError(f"{flag} source {source}: {error.strerror}") from None
+        # Every check, and the clone, look at this descriptor through its magic link, never
+        # at the source's path again: a host user who swaps a name on that path (a
+        # directory for a symlink into a release) after this changes nothing droot binds.
         if self.in_release:
             self.read_only = True
-            os.close(self._open_in_release())  # there? (opened again in droot's namespace)
-        elif not os.path.exists(self.source):
-            raise RunError(f"{flag} source {self.source} does not exist on the host")
+            self.pinned = self._open_in_release()
+        else:
+            try:
+                self.pinned = os.open(source, os.O_PATH | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise RunError(f"{flag} source {source} does not exist on the host") from None
+            except OSError as error:
+                raise RunError(f"{flag} source {source}: {error.strerror}") from None
+            self._bind_release_read_only()
         self.read_only_after_mount = False  # Linux < 5.12: no mount_setattr(2)
+
+    @property
+    def pinned_path(self) -> str:
+        return f"/proc/self/fd/{self.pinned}"
+
+    def _bind_release_read_only(self) -> None:
+        """Read-only if what was opened lies in a read-only release after all: its path
+        led elsewhere when split_at_release looked, and was changed before the open."""
+        try:
+            release = readonly.release_holding(self.pinned)
+        except OSError as error:
+            raise RunError(f"{self.flag} source {self.source}: {error.strerror}") from None
+        if release and not self.read_only:
+            self.read_only = True
+            print(f"droot: warning: {self.flag} {self.source} now leads into the read-only "
+                  f"release {release}: bound read-only", file=sys.stderr)
 
     @classmethod
     def of_option(cls, spec: str, read_only: bool) -> "BindMount":
@@ -253,19 +279,20 @@ class BindMount:
         source = os.path.abspath(source)
         return cls(source, os.path.normpath(target or source), read_only, flag)
 
-    def open(self) -> None:
-        """A detached copy of the source and every mount below it, read-only if asked."""
-        resolved = self._open_in_release() if self.in_release else -1
-        source = self.source if resolved < 0 else f"/proc/self/fd/{resolved}"
+    def clone(self) -> None:
+        """A detached copy of the source and every mount below it, read-only if asked;
+        made before unshare, where the pinned descriptor's mount is (open_tree clones
+        only from the caller's own mount namespace)."""
         try:
-            self.tree = kernel.open_tree(source, kernel.OPEN_TREE_CLONE | kernel.AT_RECURSIVE)
+            self.tree = kernel.open_tree(self.pinned_path,
+                                         kernel.OPEN_TREE_CLONE | kernel.AT_RECURSIVE)
         except OSError as error:
             hint = " (needs Linux 5.2 or later)" if error.errno == errno.ENOSYS else ""
             raise RunError(f"cannot open {self.flag} source {self.source}: "
                            f"{error.strerror}{hint}") from None
         finally:
-            if resolved >= 0:
-                os.close(resolved)
+            os.close(self.pinned)
+            self.pinned = -1
         self.is_directory = os.path.isdir(f"/proc/self/fd/{self.tree}")
         if self.read_only:
             try:
@@ -301,6 +328,9 @@ class BindMount:
         except OSError as error:
             raise RunError(f"cannot bind {self.source} on {self.target} inside the root: "
                            f"{error.strerror}") from None
+        # Cloned in the host's namespace, it is a peer of the source if that is shared:
+        # made private, as every other mount of the run, so no mount event crosses.
+        mount("none", f"/proc/self/fd/{self.tree}", None, MS_REC | kernel.MS_PRIVATE)
         if self.read_only_after_mount:  # this mount only, not those below it
             mount("none", f"/proc/self/fd/{self.tree}", None,
                   MS_BIND | kernel.MS_REMOUNT | MS_RDONLY)

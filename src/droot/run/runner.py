@@ -1,7 +1,8 @@
 """`droot run`: one sequence of steps from the command line to the app's exec.
 
-    validate (host side) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
-    → binds cloned, the root nodev → seal imports, chroot → the image's files (config,
+    validate (host side; each bind's source opened once, checked and cloned from that
+    descriptor) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
+    → the root nodev → seal imports, chroot → the image's files (config,
     users, --cp, bind and tmpfs targets, mount points), before /proc exists → the root
     read-only if asked → /proc, /dev, /sys, bind and tmpfs mounts → a new session keyring
     → Landlock and seccomp → capabilities, user, no_new_privs → working dir → close
@@ -69,6 +70,8 @@ def run_container(options) -> None:
         passed[notify.VARIABLE] = notify_socket
     if notify_bind:
         binds.append(notify_bind)
+    for bind in binds:  # from the descriptors checked, in the host's mount namespace
+        bind.clone()
     isolation = None
     if options.pid or options.net or options.hostname or options.userns or \
             options.memory or options.cpus or options.pids_limit:
@@ -86,8 +89,6 @@ def run_container(options) -> None:
     mounts.make_all_private()
     if isolation:
         isolation.enter_namespaces()
-    for bind in binds:
-        bind.open()
     root_mounts = mounts.forbid_image_devices(root)
 
     # 3. chroot; from here on every path is inside the root, the standard library too:
@@ -209,7 +210,7 @@ def refuse_privileges_over_shared_files(options, release: str, binds, table: lis
                        "into it; bind them read-only instead (--robind /etc/resolv.conf), "
                        "or deploy the release without --read-only")
     for bind in binds:  # a source found inside a release is bound read-only (BindMount)
-        if not bind.read_only and _shows(table, bind.source, release):
+        if not bind.read_only and _shows(table, bind.pinned_path, release):
             raise RunError(why % f"{bind.flag} {bind.source} (which holds the release, "
                            "writable)")
     kept = capabilities.kept_capabilities(True, options.cap_add, options.cap_drop)
