@@ -389,3 +389,32 @@ def test_a_bind_source_opened_in_a_release_is_bound_read_only(read_only_release,
     assert capsys.readouterr().err == (
         f"droot: warning: --bind {release}/{entry} now leads into the read-only release "
         f"{release}: bound read-only\n")
+
+
+def test_a_root_swapped_after_its_checks_is_refused(read_only_release, tmp_path):
+    """The same race for --root: checked through a descriptor, entered only if the path
+    still names that directory in droot's namespace (a swap for a symlink into a
+    read-only release would otherwise run the release writable)."""
+    from droot.core import mountinfo
+    from droot.core.errors import RunError
+    from droot.run import runner
+    _, release = read_only_release
+    root = make_busybox_root(tmp_path / "mine")
+    real, inside, checked = runner.checked_root(str(root), mountinfo.read())
+    assert (real, inside) == (str(root), None)
+    root.rename(tmp_path / "mine-before")
+    root.symlink_to(release)  # the swap, after the checks
+    with pytest.raises(RunError, match=r"changed while droot was starting"):
+        runner.reopened_root(real, checked)
+    os.close(os.open(tmp_path / "mine-before", os.O_PATH))  # still there, untouched
+
+
+def test_a_root_opened_in_a_release_its_path_did_not_lead_to_is_refused(read_only_release,
+                                                                        monkeypatch):
+    from droot.core import mountinfo, readonly
+    from droot.core.errors import RunError
+    from droot.run import runner
+    _, release = read_only_release
+    monkeypatch.setattr(readonly, "split_at_release", lambda path: None)  # looked before
+    with pytest.raises(RunError, match=rf"now leads into the read-only release {release}"):
+        runner.checked_root(os.path.join(release, "nested"), mountinfo.read())

@@ -149,10 +149,14 @@ def test_preserve_fds_keeps_exactly_those_and_their_variables(run_root, tmp_path
     ("1.5", "--preserve-fds '1.5': give a number of descriptors"),
     ("x", "--preserve-fds 'x': give a number of descriptors"),
 ])
-def test_bad_preserve_fds_is_one_line(run_root, tmp_path, value, message):
+@pytest.mark.parametrize("bind", [False, True])
+def test_bad_preserve_fds_is_one_line(run_root, tmp_path, value, message, bind):
+    """Also with a bind, whose source droot opens early: a descriptor of droot's own must
+    never count as one the supervisor passed."""
     (tmp_path / "f").write_text("x")
+    binds = f"-b {tmp_path}:/mnt" if bind else ""
     result = subprocess.run(
-        ["/bin/sh", "-c", f'exec 3<{tmp_path}/f; exec {DROOT} run --root {run_root} '
+        ["/bin/sh", "-c", f'exec 3<{tmp_path}/f; exec {DROOT} run --root {run_root} {binds} '
          f'--preserve-fds={value} -- /bin/true'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 125
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

@@ -35,8 +35,12 @@ def run_container(options) -> None:
     if os.geteuid() != 0:
         raise RunError("droot run needs root (it mounts, chroots and drops capabilities); "
                        "run it as root, the app itself can run as any user with -u")
+    # The descriptors the app gets, looked at before droot opens any of its own.
+    passed_fds = launch.listen_fds()
+    preserved_fds = launch.preserved_fds(options.preserve_fds)
+    passed = launch.supervisor_variables() if preserved_fds else {}
     table = mountinfo.read()  # droot's mounts, for the checks made before unshare
-    root, release = checked_root(options.root, table)
+    root, release, pinned_root = checked_root(options.root, table)
     share = checked_sharing(options)
     allowed_calls = seccomp.checked_allowances(options.allow_syscall)
     if not options.no_dropcaps:
@@ -61,9 +65,6 @@ def run_container(options) -> None:
     if options.user or options.group or not options.app_argv:
         host_passwd = users.read_entries(users.PASSWD)
         host_group = users.read_entries(users.GROUP)
-    passed_fds = launch.listen_fds()
-    preserved_fds = launch.preserved_fds(options.preserve_fds)
-    passed = launch.supervisor_variables() if preserved_fds else {}
     notify_socket, notify_bind = notify.passed_socket(
         options.net, not options.no_dropcaps and "abstract-sockets" not in share)
     if notify_socket:
@@ -89,12 +90,15 @@ def run_container(options) -> None:
     mounts.make_all_private()
     if isolation:
         isolation.enter_namespaces()
+    root_descriptor = reopened_root(root, pinned_root)
     root_mounts = mounts.forbid_image_devices(root)
 
     # 3. chroot; from here on every path is inside the root, the standard library too:
     #    whatever is imported later must be imported before this, and nothing can be.
     importseal.seal()
-    os.chroot(root)
+    os.fchdir(root_descriptor)  # the directory checked, not what its path names now
+    os.close(root_descriptor)
+    os.chroot(".")
     os.chdir("/")
 
     # 4. The image's own files, while the root has no /proc and so no magic link.
@@ -249,9 +253,11 @@ def image_step(what: str, function, *args):
         raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
 
 
-def checked_root(path: str, table: list) -> tuple[str, str | None]:
-    """The real path of the root, and that of the read-only release it lies in (None if
-    none); `table`: droot's mounts (mountinfo)."""
+def checked_root(path: str, table: list) -> tuple[str, str | None, int]:
+    """The real path of the root, that of the read-only release it lies in (None if
+    none), and an O_PATH descriptor of the directory checked (reopened_root compares it
+    with what the path names in droot's own namespace); `table`: droot's mounts
+    (mountinfo)."""
     if not path:
         raise RunError("--root is empty: give the directory to run in")
     try:
@@ -265,21 +271,49 @@ def checked_root(path: str, table: list) -> tuple[str, str | None]:
         except OSError as error:
             raise RunError(f"root {path}: cannot open {release[1]} inside the read-only "
                            f"release {release[0]}: {error.strerror}") from None
-        try:  # its real path: no symbolic link left, in a release nothing changes
-            return os.readlink(f"/proc/self/fd/{descriptor}"), release[0]
-        finally:
-            os.close(descriptor)
-    if not os.path.exists(path):
-        raise RunError(f"root {path} does not exist")
-    if not os.path.isdir(path):
-        raise RunError(f"root {path} is not a directory")
-    real = os.path.realpath(path)
-    behind = readonly.release_behind_mounts(real, table)
+        # its real path: no symbolic link left, in a release nothing changes
+        return os.readlink(f"/proc/self/fd/{descriptor}"), release[0], descriptor
+    try:
+        descriptor = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RunError(f"root {path} does not exist") from None
+    except NotADirectoryError:
+        raise RunError(f"root {path} is not a directory") from None
+    except OSError as error:
+        raise RunError(f"root {path}: {error.strerror}") from None
+    # Looked at through the descriptor from here on, never by the path again.
+    try:
+        inside = readonly.release_holding(descriptor)
+    except OSError as error:
+        raise RunError(f"root {path}: {error.strerror}") from None
+    if inside:  # its path led elsewhere when split_at_release looked: it was changed
+        raise RunError(f"root {path} changed while droot looked at it: it now leads into "
+                       f"the read-only release {inside}; run it again")
+    behind = readonly.release_behind_mounts(f"/proc/self/fd/{descriptor}", table)
     if behind:  # made writable here, it would let the app change the release's files
         raise RunError(f"root {path} shows the read-only release {behind} through another "
                        "mount: run it as --root under the release's own path, which droot "
                        "runs read-only")
-    return real, None
+    return os.readlink(f"/proc/self/fd/{descriptor}"), None, descriptor
+
+
+def reopened_root(real: str, checked: int) -> int:
+    """The root, opened by its real path in droot's own mount namespace (a descriptor
+    from the host's cannot be entered there: mounts made beneath it would be the host's),
+    and compared with the directory `checked` (then closed): a host user who swapped a
+    name on that path since the checks gets one line, not a root droot did not check."""
+    try:
+        descriptor = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        same = os.path.samestat(os.fstat(descriptor), os.fstat(checked))
+    except OSError as error:
+        raise RunError(f"root {real}: {error.strerror}") from None
+    finally:
+        os.close(checked)
+    if not same:
+        os.close(descriptor)
+        raise RunError(f"root {real} changed while droot was starting (another directory "
+                       "is at that path now): run it again")
+    return descriptor
 
 
 def read_host_files(paths) -> dict[str, tuple[bytes, int]]:
