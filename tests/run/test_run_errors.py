@@ -27,6 +27,9 @@ def bad_input_cases(root):
         (["--root", root, "-b", f"{loop}/x:/x", "--", "/bin/true"], 125, ["source", "Too many levels"]),
         (["--root", root, "-b", "/tmp:relative", "--", "/bin/true"], 125, ["malformed --bind"]),
         (["--root", root, "--robind", ":/x", "--", "/bin/true"], 125, ["malformed --robind"]),
+        # droot's own descriptor of a bind's source must not pass for a supervisor's
+        (["--root", root, "--preserve-fds", "1", "-b", f"{root}/afile:/x", "--", "/bin/true"],
+         125, ["--preserve-fds 1", "descriptor 3 is not open"]),
         (["--root", root, "-e", "NOEQUALS", "--", "/bin/true"], 125, ["malformed --env"]),
         (["--root", root, "-e", "=value", "--", "/bin/true"], 125, ["malformed --env"]),
         (["--root", root, "--env-file", missing, "--", "/bin/true"], 125, ["--env-file"]),

@@ -400,8 +400,9 @@ def test_a_root_swapped_after_its_checks_is_refused(read_only_release, tmp_path)
     from droot.run import runner
     _, release = read_only_release
     root = make_busybox_root(tmp_path / "mine")
-    real, inside, checked = runner.checked_root(str(root), mountinfo.read())
-    assert (real, inside) == (str(root), None)
+    checked, release_found = runner.opened_root(str(root))
+    real = runner.checked_root(str(root), checked, release_found, mountinfo.read())
+    assert (real, release_found) == (str(root), None)
     root.rename(tmp_path / "mine-before")
     root.symlink_to(release)  # the swap, after the checks
     with pytest.raises(RunError, match=r"changed while droot was starting"):
@@ -416,5 +417,43 @@ def test_a_root_opened_in_a_release_its_path_did_not_lead_to_is_refused(read_onl
     from droot.run import runner
     _, release = read_only_release
     monkeypatch.setattr(readonly, "split_at_release", lambda path: None)  # looked before
-    with pytest.raises(RunError, match=rf"now leads into the read-only release {release}"):
-        runner.checked_root(os.path.join(release, "nested"), mountinfo.read())
+    path = os.path.join(release, "nested")
+    descriptor, release_found = runner.opened_root(path)
+    try:
+        with pytest.raises(RunError, match=rf"now leads into the read-only release {release}"):
+            runner.checked_root(path, descriptor, release_found, mountinfo.read())
+    finally:
+        os.close(descriptor)
+
+
+@pytest.mark.parametrize("what", ["--bind", "--root"])
+def test_a_source_on_a_detached_mount_tree_is_refused(read_only_release, busybox_root, what):
+    """A release's directory mounted in a detached mount tree that another process holds
+    (open_tree; an unprivileged user can make one in a user namespace from any other
+    mount of the release it can reach), reached through /proc/PID/fd/N: walking up with
+    ".." stops at the tree's root and mountinfo does not list it, so no check would find
+    the release. Refused, as a bind source and as the root."""
+    from droot.core import kernel
+    _, release = read_only_release
+    tree = kernel.new_mount("tmpfs", {}, 0)
+    try:
+        os.mkdir(f"/proc/self/fd/{tree}/zz")
+        shown = kernel.open_tree(release if what == "--root" else os.path.join(release, "srv"),
+                                 kernel.OPEN_TREE_CLONE | kernel.AT_RECURSIVE)
+        target = os.open(f"/proc/self/fd/{tree}/zz", os.O_PATH | os.O_CLOEXEC)
+        try:
+            kernel.move_mount_to(shown, target)
+        finally:
+            os.close(target)
+            os.close(shown)
+        reached = f"/proc/{os.getpid()}/fd/{tree}/zz"
+        if what == "--bind":
+            result = sh(busybox_root, "echo changed > /data/state", "-b", f"{reached}:/data")
+        else:
+            result = sh(reached, "echo changed > /srv/state")
+    finally:
+        os.close(tree)
+    assert result.returncode == 125, result
+    assert "outside droot's mount namespace" in result.stderr and \
+        len(result.stderr.splitlines()) == 1, result.stderr
+    assert open(os.path.join(release, "srv", "state")).read() == "deployed\n"

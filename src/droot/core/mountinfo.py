@@ -77,6 +77,15 @@ def mount_id(descriptor: int) -> int:
         return int(info.read().split(b"mnt_id:", 1)[1].split()[0])
 
 
+def is_listed(descriptor: int, mounts: list[Mount]) -> bool:
+    """Whether the mount that the open `descriptor` is on is one of `mounts` (read while
+    the descriptor was open: an ID is unique among the mounts alive, and an open
+    descriptor keeps its mount alive). Not listed: a mount of another namespace, or of a
+    detached tree (open_tree, fsmount) that some process holds, reached through
+    /proc/PID/fd/N, where walking up with ".." stops at the tree's root."""
+    return mount_id(descriptor) in {mount.mount_id for mount in mounts}
+
+
 def shown_by(path: str, mounts: list[Mount]) -> list[tuple[Mount, str]]:
     """What a recursive bind of `path` shows: first the mount it resolves onto (told by
     its ID, not by the longest mount point, which a covered or moved mount would fool)

@@ -219,6 +219,16 @@ def bind_releases_read_only(binds: list["BindMount"], table: list) -> None:
                   f"{release} through another mount of it: bound read-only", file=sys.stderr)
 
 
+def refuse_sources_off_namespace(binds: list["BindMount"], table: list) -> None:
+    """Refuse a bind whose source is on a mount droot's namespace does not list (a
+    detached tree another process holds, mountinfo.is_listed): no check would find a
+    release's directory mounted in it. `table`: read after the sources were opened."""
+    for bind in binds:
+        if not mountinfo.is_listed(bind.pinned, table):
+            raise RunError(f"{bind.flag} source {bind.source} is on a mount outside droot's "
+                           "mount namespace (a detached mount tree?): bind a path of the host")
+
+
 class BindMount:
     """`-b/--bind` or `--robind SRC[:DST]`: its source resolved once, when it is made
     (`pinned`); checked through that descriptor; cloned from it in droot's mount

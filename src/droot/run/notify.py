@@ -42,6 +42,7 @@ def passed_socket(net: str | None, sandboxed: bool) -> tuple[str | None, BindMou
         is_socket = stat.S_ISSOCK(os.stat(address).st_mode)
     except OSError as error:
         raise RunError(f"{VARIABLE}={address}: {error.strerror}") from None
-    if not is_socket:
+    bind = BindMount(address, IN_ROOT, True, VARIABLE) if is_socket else None
+    if not bind or not stat.S_ISSOCK(os.fstat(bind.pinned).st_mode):  # what is bound too
         raise RunError(f"{VARIABLE}={address} is not a socket")
-    return IN_ROOT, BindMount(address, IN_ROOT, True, VARIABLE)
+    return IN_ROOT, bind

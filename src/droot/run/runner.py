@@ -39,8 +39,7 @@ def run_container(options) -> None:
     passed_fds = launch.listen_fds()
     preserved_fds = launch.preserved_fds(options.preserve_fds)
     passed = launch.supervisor_variables() if preserved_fds else {}
-    table = mountinfo.read()  # droot's mounts, for the checks made before unshare
-    root, release, pinned_root = checked_root(options.root, table)
+    pinned_root, release = opened_root(options.root)
     share = checked_sharing(options)
     allowed_calls = seccomp.checked_allowances(options.allow_syscall)
     if not options.no_dropcaps:
@@ -51,6 +50,11 @@ def run_container(options) -> None:
     settings += [launch.parse_env_option(item) for item in options.env]
     binds = [mounts.BindMount.of_option(spec, False) for spec in options.bind]
     binds += [mounts.BindMount.of_option(spec, True) for spec in options.robind]
+    # droot's mounts, for the checks made before unshare: read once the root and every
+    # bind source are open, so the mounts they are on are listed (mountinfo.is_listed)
+    table = mountinfo.read()
+    root = checked_root(options.root, pinned_root, release, table)
+    mounts.refuse_sources_off_namespace(binds, table)
     # A read-only release stays unchanged (its files may be another release's too, hard
     # links: droot.deploy.reuse), as the root or through a bind (mounts.BindMount).
     if release:
@@ -253,11 +257,10 @@ def image_step(what: str, function, *args):
         raise RunError(f"cannot {what} inside the root: {error.strerror}") from None
 
 
-def checked_root(path: str, table: list) -> tuple[str, str | None, int]:
-    """The real path of the root, that of the read-only release it lies in (None if
-    none), and an O_PATH descriptor of the directory checked (reopened_root compares it
-    with what the path names in droot's own namespace); `table`: droot's mounts
-    (mountinfo)."""
+def opened_root(path: str) -> tuple[int, str | None]:
+    """An O_PATH descriptor of the root, opened once (every check, and the chroot through
+    reopened_root, look at it, never at the path again), and the real path of the
+    read-only release it lies in by its path (None if none)."""
     if not path:
         raise RunError("--root is empty: give the directory to run in")
     try:
@@ -266,35 +269,42 @@ def checked_root(path: str, table: list) -> tuple[str, str | None, int]:
         raise RunError(f"root {path}: {error.strerror}") from None
     if release:  # below it, the image's symlinks lead only inside it (rootfs)
         try:
-            descriptor = rootfs.open_in_root(release[1], os.O_PATH | os.O_DIRECTORY,
-                                             root=release[0])
+            return rootfs.open_in_root(release[1], os.O_PATH | os.O_DIRECTORY,
+                                       root=release[0]), release[0]
         except OSError as error:
             raise RunError(f"root {path}: cannot open {release[1]} inside the read-only "
                            f"release {release[0]}: {error.strerror}") from None
-        # its real path: no symbolic link left, in a release nothing changes
-        return os.readlink(f"/proc/self/fd/{descriptor}"), release[0], descriptor
     try:
-        descriptor = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), None
     except FileNotFoundError:
         raise RunError(f"root {path} does not exist") from None
     except NotADirectoryError:
         raise RunError(f"root {path} is not a directory") from None
     except OSError as error:
         raise RunError(f"root {path}: {error.strerror}") from None
-    # Looked at through the descriptor from here on, never by the path again.
-    try:
-        inside = readonly.release_holding(descriptor)
-    except OSError as error:
-        raise RunError(f"root {path}: {error.strerror}") from None
-    if inside:  # its path led elsewhere when split_at_release looked: it was changed
-        raise RunError(f"root {path} changed while droot looked at it: it now leads into "
-                       f"the read-only release {inside}; run it again")
-    behind = readonly.release_behind_mounts(f"/proc/self/fd/{descriptor}", table)
-    if behind:  # made writable here, it would let the app change the release's files
-        raise RunError(f"root {path} shows the read-only release {behind} through another "
-                       "mount: run it as --root under the release's own path, which droot "
-                       "runs read-only")
-    return os.readlink(f"/proc/self/fd/{descriptor}"), None, descriptor
+
+
+def checked_root(path: str, descriptor: int, release: str | None, table: list) -> str:
+    """The real path of the root open as `descriptor` (opened_root, by `path`, in
+    `release` if not None), checked through the descriptor; `table`: droot's mounts,
+    read while it was open (mountinfo)."""
+    if not mountinfo.is_listed(descriptor, table):
+        raise RunError(f"root {path} is on a mount outside droot's mount namespace (a "
+                       "detached mount tree?): give a path of the host")
+    if release is None:
+        try:
+            inside = readonly.release_holding(descriptor)
+        except OSError as error:
+            raise RunError(f"root {path}: {error.strerror}") from None
+        if inside:  # its path led elsewhere when split_at_release looked: it was changed
+            raise RunError(f"root {path} changed while droot looked at it: it now leads "
+                           f"into the read-only release {inside}; run it again")
+        behind = readonly.release_behind_mounts(f"/proc/self/fd/{descriptor}", table)
+        if behind:  # made writable here, it would let the app change the release's files
+            raise RunError(f"root {path} shows the read-only release {behind} through "
+                           "another mount: run it as --root under the release's own path, "
+                           "which droot runs read-only")
+    return os.readlink(f"/proc/self/fd/{descriptor}")  # no symbolic link left
 
 
 def reopened_root(real: str, checked: int) -> int:
