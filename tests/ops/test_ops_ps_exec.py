@@ -184,3 +184,25 @@ def test_exec_into_a_read_only_release_writes_only_where_the_app_may(root):
         assert not (root / "srv" / "f").exists() and not (root / "new").exists()
     finally:
         stop_app(app)
+
+
+def test_a_link_that_changes_while_ps_looks_is_passed_over(tmp_path, monkeypatch):
+    """`droot ps` names an app by a symlink to its release. One that a host user swaps for
+    a directory between the look and the resolve (os.path.realpath then fails with
+    EINVAL, as a suite run beside such a swap loop saw) is passed over, not an internal
+    error."""
+    import errno
+    from droot.ops import apps
+    release = tmp_path / "app.releases" / "000001"
+    release.mkdir(parents=True)
+    (tmp_path / "app.releases" / "flipping").symlink_to(release)
+    (tmp_path / "app").symlink_to(release)
+    resolve = os.path.realpath
+
+    def changed_meanwhile(path, *args, **kwargs):
+        if str(path).endswith("flipping"):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(path))
+        return resolve(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", changed_meanwhile)
+    assert apps.given_root(str(release)) == str(tmp_path / "app")

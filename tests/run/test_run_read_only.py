@@ -410,6 +410,36 @@ def test_a_root_swapped_after_its_checks_is_refused(read_only_release, tmp_path)
     os.close(os.open(tmp_path / "mine-before", os.O_PATH))  # still there, untouched
 
 
+def test_a_root_swapped_for_a_magic_link_to_itself_in_another_namespace_is_refused(
+        read_only_release, tmp_path):
+    """The same directory on a mount of another mount namespace (a host user's, in a user
+    namespace of theirs), with that namespace's mounts below it: reached through
+    /proc/PID/root, it has the inode checked, and droot would write (--cp, bind and tmpfs
+    targets) into whatever that namespace mounted there, the release's /etc among them."""
+    from droot.core import mountinfo
+    from droot.core.errors import RunError
+    from droot.run import runner
+    _, release = read_only_release
+    root = make_busybox_root(tmp_path / "mine")
+    shown = tmp_path / "shown"
+    shown.mkdir()
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f"mount --bind {root} {shown} && mount --bind {release}/etc "
+                               f"{shown}/etc && echo ready && exec sleep 60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        checked, release_found = runner.opened_root(str(root))
+        real = runner.checked_root(str(root), checked, release_found, mountinfo.read())
+        root.rename(tmp_path / "mine-before")
+        root.symlink_to(f"/proc/{holder.pid}/root{shown}")  # the swap, after the checks
+        with pytest.raises(RunError, match=r"changed while droot was starting"):
+            runner.reopened_root(real, checked)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_root_opened_in_a_release_its_path_did_not_lead_to_is_refused(read_only_release,
                                                                         monkeypatch):
     from droot.core import mountinfo, readonly

@@ -124,8 +124,11 @@ def given_root(release: str) -> str:
             continue
         with entries:
             for entry in entries:
-                if entry.is_symlink() and os.path.realpath(entry.path) == release:
-                    return entry.path
+                try:
+                    if entry.is_symlink() and os.path.realpath(entry.path) == release:
+                        return entry.path
+                except OSError:  # changed meanwhile (a symlink no longer one): not it
+                    continue
     return release
 
 

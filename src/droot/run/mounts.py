@@ -38,7 +38,7 @@ def make_all_private() -> None:
     kernel.mount("none", "/", None, MS_REC | kernel.MS_PRIVATE)
 
 
-def forbid_image_devices(root: str) -> list[int] | None:
+def forbid_image_devices(root: str, root_descriptor: int) -> list[int] | None:
     """Device nodes in the image (an archive can carry one for the host's disk) open
     nothing: droot's copies of the mount holding the root and of every mount below the
     root are made `nodev`, in droot's namespace only (the host's mounts keep their flags),
@@ -48,14 +48,28 @@ def forbid_image_devices(root: str) -> list[int] | None:
     would take a file opened by handle through that bind for one beneath the root.)
     Returns descriptors of those mounts for make_read_only (None: this kernel cannot)."""
     mounts = mountinfo.read()
+    # The mount the root (open as `root_descriptor`, the directory droot enters) is on, by
+    # its ID: not the longest mount point of `root`, which a covered mount fools; and
+    # still at `root` once its mounts are read, or those below it would be missed.
+    top = mountinfo.mount_id(root_descriptor)
+    holding = [mount for mount in mounts if mount.mount_id == top]
+    if not holding:
+        raise RunError(f"root {root} is on a mount outside droot's mount namespace: "
+                       "give a path of the host")
+    if os.readlink(f"/proc/self/fd/{root_descriptor}") != root:
+        raise RunError(f"root {root} moved or was removed while droot was starting: run it "
+                       "again")
     below = root.rstrip("/") + "/"
-    points = [mountinfo.containing(root, mounts).point]
+    points = [holding[0].point]
     points += [mount.point for mount in mounts if mount.point.startswith(below)]
     descriptors = []
-    for point in points:
+    for number, point in enumerate(points):
         try:
             descriptor = os.open(point, os.O_PATH | os.O_CLOEXEC)
             descriptors.append(descriptor)
+            if number == 0 and mountinfo.mount_id(descriptor) != top:
+                raise RunError(f"cannot make the root's device nodes inert: {point} leads "
+                               "to another mount than the root's (covered?)")
             kernel.set_mount_attributes(descriptor, kernel.MOUNT_ATTR_NODEV, recursive=False)
         except OSError as error:
             if error.errno != errno.ENOSYS:

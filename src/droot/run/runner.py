@@ -15,6 +15,7 @@ clean-up either. Every path the image controls is opened inside the root only
 (droot.run.rootfs), and nothing is imported after chroot (droot.core.importseal).
 """
 
+import errno
 import os
 
 from droot.core import importseal
@@ -95,7 +96,7 @@ def run_container(options) -> None:
     if isolation:
         isolation.enter_namespaces()
     root_descriptor = reopened_root(root, pinned_root)
-    root_mounts = mounts.forbid_image_devices(root)
+    root_mounts = mounts.forbid_image_devices(root, root_descriptor)
 
     # 3. chroot; from here on every path is inside the root, the standard library too:
     #    whatever is imported later must be imported before this, and nothing can be.
@@ -311,16 +312,24 @@ def reopened_root(real: str, checked: int) -> int:
     """The root, opened by its real path in droot's own mount namespace (a descriptor
     from the host's cannot be entered there: mounts made beneath it would be the host's),
     and compared with the directory `checked` (then closed): a host user who swapped a
-    name on that path since the checks gets one line, not a root droot did not check."""
+    name on that path since the checks gets one line, not a root droot did not check.
+    `real` has no symbolic link (it is the kernel's path of `checked`), so none is
+    followed: a magic link (/proc/PID/root/...) would reach the same directory on a mount
+    of another namespace, with that namespace's mounts below it."""
     try:
-        descriptor = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        same = os.path.samestat(os.fstat(descriptor), os.fstat(checked))
-    except OSError as error:
-        raise RunError(f"root {real}: {error.strerror}") from None
+        try:
+            descriptor = kernel.openat2(kernel.AT_FDCWD, real, os.O_PATH | os.O_DIRECTORY,
+                                        0, kernel.RESOLVE_NO_SYMLINKS)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise RunError(f"root {real}: {error.strerror}") from None
+            descriptor = -1  # a symbolic link on the path now: swapped
+        same = descriptor >= 0 and os.path.samestat(os.fstat(descriptor), os.fstat(checked))
     finally:
         os.close(checked)
     if not same:
-        os.close(descriptor)
+        if descriptor >= 0:
+            os.close(descriptor)
         raise RunError(f"root {real} changed while droot was starting (another directory "
                        "is at that path now): run it again")
     return descriptor
