@@ -1,7 +1,8 @@
 """The mounts of a run: /proc, a read-only /sys, a minimal /dev, and the bind mounts.
 
-All of them are made in droot's private mount namespace after chroot, and they all
-vanish with the namespace. The bind targets, named by the image, are opened (and made)
+All of them are attached in droot's private mount namespace after chroot, and they all
+vanish with the namespace (a bind's copy is cloned before unshare, detached, from the
+descriptor its source was checked through). The bind targets, named by the image, are opened (and made)
 inside the root before /proc exists (droot.run.rootfs), and the binds are attached to
 those descriptors: no path the image controls is resolved once /proc is there.
 """

@@ -1,8 +1,9 @@
 """`droot run`: one sequence of steps from the command line to the app's exec.
 
-    validate (host side; each bind's source opened once, checked and cloned from that
-    descriptor) → unshare(CLONE_NEWNS | CLONE_NEWIPC), all mounts private
-    → the root nodev → seal imports, chroot → the image's files (config,
+    validate (host side; the root and each bind's source opened once and checked
+    through that descriptor, the binds cloned from theirs) → unshare(CLONE_NEWNS |
+    CLONE_NEWIPC), all mounts private → the root reopened by its path and compared, and
+    made nodev → seal imports, chroot into it → the image's files (config,
     users, --cp, bind and tmpfs targets, mount points), before /proc exists → the root
     read-only if asked → /proc, /dev, /sys, bind and tmpfs mounts → a new session keyring
     → Landlock and seccomp → capabilities, user, no_new_privs → working dir → close
