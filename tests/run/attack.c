@@ -45,6 +45,17 @@ static int chroot_escape(const char *marker) {
     return access(marker, F_OK) == 0 ? worked("ESCAPED") : refused("marker");
 }
 
+/* with CAP_SYS_CHROOT: leave the root as above, chroot into the host's `directory` (Landlock
+   still confines the process) and run `argv` there: a process of the app rooted elsewhere. */
+static int leave_into(const char *directory, char **argv) {
+    mkdir("/tmp/escape", 0755);
+    if (chroot("/tmp/escape") != 0) return refused("chroot");
+    for (int i = 0; i < 64; i++) chdir("..");
+    if (chroot(".") != 0 || chroot(directory) != 0 || chdir("/") != 0) return refused("chroot");
+    execv(argv[0], argv);
+    return refused("execv");
+}
+
 /* a directory descriptor of the host, inherited through droot: fchdir out of the root. */
 static int fchdir_escape(int fd, const char *marker_name) {
     if (fchdir(fd) != 0) return refused("fchdir");
@@ -192,6 +203,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     const char *what = argc > 1 ? argv[1] : "";
     if (!strcmp(what, "chroot-escape") && argc == 3) return chroot_escape(argv[2]);
+    if (!strcmp(what, "leave-into") && argc >= 4) return leave_into(argv[2], argv + 3);
     if (!strcmp(what, "fchdir-escape") && argc == 4) return fchdir_escape(atoi(argv[2]), argv[3]);
     if (!strcmp(what, "open-write") && argc == 3) return open_for_writing(argv[2]);
     if (!strcmp(what, "exe-attack") && argc == 3) return exe_attack(atoi(argv[2]));
@@ -243,7 +255,7 @@ int main(int argc, char **argv) {
     if (!strcmp(what, "shm-make") && argc == 4) return shm_make(atoi(argv[2]), argv[3]);
     if (!strcmp(what, "keyring-id") && argc == 3) return keyring_id(argv[2]);
     if (!strcmp(what, "syscall-probe") && argc == 3) return syscall_probe(argv[2]);
-    fprintf(stderr, "usage: attack chroot-escape|fchdir-escape|open-write|exe-attack|tiocsti|"
+    fprintf(stderr, "usage: attack chroot-escape|leave-into|fchdir-escape|open-write|exe-attack|tiocsti|"
                     "mknod-block|mount-tmpfs|remount-rw|raw-socket|load-module|ptrace|fds|euid|"
                     "open-handle|name-handle|kill-as|abstract-connect|shm-read|shm-make|"
                     "keyring-id|syscall-probe ...\n");

@@ -2,12 +2,12 @@
 
 A process belongs to a droot app when it is chrooted (its /proc/PID/root is not `/`), lives
 in a mount namespace other than the host's (droot unshares one for every run) and sees a
-proc filesystem at `/proc` (droot mounts one inside the root), or when it sits in a droot
-cgroup (`droot/<escaped root>.<pid>`, made for --memory/--cpus/--pids-limit). Processes of
-one mount namespace and root form one app; its main process is the oldest one whose parent
-is not part of the app (later ones are `droot exec` sessions, counted in). Under --pid the
-droot relay outside the namespace is reported as the PID, since that is the process the
-supervisor started and signals.
+proc filesystem at `/proc` (droot mounts one inside the root, and the app can mount none);
+a droot cgroup (`droot/<escaped root>.<pid>`, made for --memory/--cpus/--pids-limit) gives
+the root's name. Processes of one mount namespace and root form one app; its main process
+is the oldest one whose parent is not part of the app (later ones are `droot exec`
+sessions, counted in). Under --pid the droot relay outside the namespace is reported as
+the PID, since that is the process the supervisor started and signals.
 
 Docker and other pivot_root(2) runtimes are not chrooted (their root is their namespace's
 root) and are not listed; a hand-made `unshare -m chroot` with /proc mounted inside is
@@ -164,8 +164,12 @@ def find_apps() -> list[App]:
         processes[process.pid] = process
     members = {}
     for process in processes.values():
+        # A process of an app that left its root (--cap-add SYS_CHROOT: Landlock still
+        # confines it) for another directory stays in the app's cgroup: it is no app, and
+        # `droot exec` must not make that directory a session's root and Landlock domain.
+        # Only the root droot made has a /proc mounted in it; the app can mount none.
         chrooted = process.root != "/" and process.mount_ns != host_ns
-        if chrooted and (process.cgroup_root or has_proc_inside(process.pid)):
+        if chrooted and has_proc_inside(process.pid):
             members[process.pid] = process
     apps: dict[tuple[str, str], list[Process]] = {}
     for process in members.values():

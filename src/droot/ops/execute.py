@@ -10,9 +10,11 @@ kernel sandboxes apply too, in their default form: a new session keyring, Landlo
 signals and abstract sockets confined to the root, in a domain of the command's own, so
 the app's processes are hidden from it in /proc unless the app shares /proc), and the
 seccomp filter; in a read-only release, Landlock's read-only rules too (writable_mounts).
-Nothing is imported after chroot (droot.core.importseal). Without a PID
-namespace it execs in place; with one it must fork (joining a PID namespace takes effect
-for children only) and waits, forwarding signals.
+Nothing is imported after chroot (droot.core.importseal). `-w DIR` is entered
+last, as the user and confined, as `droot run` does. On a terminal the command gets a
+pseudo-terminal of its own, which droot relays from the host (droot.ops.terminal).
+Without a PID namespace it execs in place; with one it must fork (joining a PID namespace
+takes effect for children only) and waits, forwarding signals.
 """
 
 import os
@@ -20,6 +22,7 @@ import signal
 
 from droot.core import kernel, readonly
 from droot.core.errors import CommandNotExecutable, CommandNotFound, RunError
+from droot.ops import terminal
 from droot.ops.apps import App, app_of, find_apps, inside_id
 
 # Joined in this order: the user namespace last, since after it droot is no longer
@@ -128,6 +131,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     app = find_target(root, pid)
     target = app.main.pid
     own = {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES}
+    own_bounding = int(status_fields(os.getpid())["CapBnd"], 16)
     try:
         status = status_fields(target)
         # The app's ids as its user namespace numbers them (read while /proc is the host's).
@@ -151,6 +155,11 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
             raise RunError(f"exec: --env {item!r}: use NAME=VALUE")
         env[name] = value
 
+    # The command gets a terminal of its own, never the operator's (droot.ops.terminal).
+    ttys = terminal.terminals()
+    if ttys:
+        terminal.on_new_terminal(ttys, [fd for _, fd in namespaces] + [root_fd, cwd_fd])
+
     # Everything below runs in the app's world: import what it needs now, from the host,
     # and nothing after.
     import resource  # noqa: F401  (pidinit.end_like)
@@ -168,8 +177,6 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         os.fchdir(root_fd)
         os.chroot(".")
         os.fchdir(cwd_fd)
-        if workdir:
-            os.chdir(workdir)
     except OSError as error:
         raise RunError(f"exec: cannot enter the app (PID {target}): {error.strerror}") from None
     finally:
@@ -189,7 +196,10 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         if home:
             env["HOME"] = home
     bounding = int(status["CapBnd"], 16)
-    privileged = bool(bounding >> 21 & 1)  # CAP_SYS_ADMIN left to the app: --no-dropcaps
+    # --no-dropcaps: the app kept every capability droot has (--cap-add ALL is as good as
+    # that). An app given only some, CAP_SYS_ADMIN among them, is still under Landlock,
+    # which refuses it every mount: so is the command.
+    privileged = own_bounding & ~bounding == 0
     # Root gets the app's capabilities, or a run's default ones if the app is not root;
     # never one outside the app's bounding set. Another user gets none.
     keep = set()
@@ -221,6 +231,14 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
     except OSError as error:
         raise RunError(f"exec: cannot take on the app's user and capabilities: "
                        f"{error.strerror}") from None
+    # Entered as the user, confined (as `droot run` does): a /proc magic link on the way
+    # (/proc/PID/cwd of a host process) is the kernel's to refuse, as it does the app.
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as error:
+            raise RunError(f"exec: cannot enter the working directory {workdir}: "
+                           f"{error.strerror}") from None
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     try:
         os.execvpe(command[0], command, env)

@@ -32,14 +32,21 @@ def release_label(app: dict) -> str:
     return "-"
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters escaped: the user name is the app's (its
+    /etc/passwd), and an escape sequence in it would reach the operator's terminal
+    (clipboard writes, a line of the table erased or forged)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def ps(as_json: bool, write) -> int:
     apps = [app.describe() for app in find_apps()]
     if as_json:
         write(json.dumps(apps, indent=2) + "\n")
         return 0
-    rows = [COLUMNS] + [(str(a["pid"]), a["root"], release_label(a), a["user"],
-                         human_duration(a["uptime_seconds"]), human_size(a["rss_bytes"]),
-                         f"{a['cpu_percent']:.1f}%") for a in apps]
+    rows = [COLUMNS] + [(str(a["pid"]), printable(a["root"]), printable(release_label(a)),
+                         printable(a["user"]), human_duration(a["uptime_seconds"]),
+                         human_size(a["rss_bytes"]), f"{a['cpu_percent']:.1f}%") for a in apps]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
         write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
