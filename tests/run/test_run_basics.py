@@ -120,6 +120,19 @@ def test_users_and_groups_from_the_image(run_root):
     assert result.stdout.split() == ["4242", "4242"]
 
 
+@pytest.mark.parametrize("number", ["99999999999", "4294967295", "\u00b2", "1" * 5000])
+def test_an_image_user_whose_number_no_kernel_takes_is_no_user(run_root, number):
+    """The image writes its own /etc/passwd: a record whose uid is too large, (uid_t) -1,
+    a digit int() refuses, or longer than int() parses is skipped like any malformed
+    record (by users.find_entry, which `droot exec -u` reads it with too): one line, not
+    an internal error."""
+    with open(run_root / "etc" / "passwd", "a", encoding="utf-8") as passwd:
+        passwd.write(f"odd:x:{number}:0::/:/bin/sh\n")
+    result = sh(run_root, "id -u", "-u", "odd")
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert "unknown user 'odd'" in result.stderr and "internal error" not in result.stderr
+
+
 def test_host_user_missing_in_the_image_is_added(run_root):
     host = next(line for line in open("/etc/passwd") if line.startswith("daemon:")).split(":")
     passwd = run_root / "etc" / "passwd"

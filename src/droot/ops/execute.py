@@ -109,7 +109,7 @@ def resolve_user(spec: str) -> tuple[int, int, list[int], str | None]:
     name, _, group = spec.partition(":")
     entry = users.find_entry(users.image_entries(users.PASSWD), name, 7)
     if entry is None:
-        if not name.isdigit():
+        if not users.is_id(name):
             raise RunError(f"exec: unknown user {name!r} in the app's /etc/passwd")
         uid = gid = int(name)
         home, login = None, None
@@ -118,11 +118,11 @@ def resolve_user(spec: str) -> tuple[int, int, list[int], str | None]:
     groups_file = users.image_entries(users.GROUP)
     if group:
         found = users.find_entry(groups_file, group, 4)
-        if found is None and not group.isdigit():
+        if found is None and not users.is_id(group):
             raise RunError(f"exec: unknown group {group!r} in the app's /etc/group")
         gid = int(found[2]) if found else int(group)
     groups = [gid] + [int(e[2]) for e in groups_file if login and len(e) >= 4
-                      and login in e[3].split(",") and e[2].isdigit() and int(e[2]) != gid]
+                      and login in e[3].split(",") and users.is_id(e[2]) and int(e[2]) != gid]
     return uid, gid, groups, home
 
 
@@ -239,7 +239,7 @@ def run(root: str | None, pid: int | None, user: str | None, env_overrides: list
         except OSError as error:
             raise RunError(f"exec: cannot enter the working directory {workdir}: "
                            f"{error.strerror}") from None
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.closerange(3, 1 << 20)  # as `droot run`: not only below the soft limit
     try:
         os.execvpe(command[0], command, env)
     except FileNotFoundError:

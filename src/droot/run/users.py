@@ -46,14 +46,24 @@ def parse_entries(text: str) -> list[list[str]]:
             if line and not line.startswith(("#", "+", "-"))]
 
 
+MAX_ID = (1 << 32) - 2  # (uid_t) -1 tells the kernel "leave it as it is"
+
+
+def is_id(text: str) -> bool:
+    """Whether `text` is a user or group number the kernel takes: ASCII digits
+    (str.isdigit takes "²", which int() refuses), at most MAX_ID (an image's passwd file
+    may say anything)."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID
+
+
 def find_entry(entries: list[list[str]], wanted: str, fields: int) -> list[str] | None:
     """The first record whose name (or, for a number, whose id) is `wanted`."""
-    records = [entry for entry in entries if len(entry) >= fields and entry[2].isdigit()
-               and (fields == 4 or entry[3].isdigit())]
+    records = [entry for entry in entries if len(entry) >= fields and is_id(entry[2])
+               and (fields == 4 or is_id(entry[3]))]
     for entry in records:
         if entry[0] == wanted:
             return entry
-    if wanted.isdigit():
+    if is_id(wanted):
         for entry in records:
             if entry[2] == wanted:
                 return entry
@@ -92,7 +102,7 @@ def resolve(user_spec: str, group_spec: str, host_passwd: list[list[str]],
             if find_entry(image_entries(GROUP), passwd[3], 4) is None:
                 copy_host_entry(GROUP, host_group, passwd[3], 4)
     if passwd is None:
-        if not user_part.isdigit():
+        if not is_id(user_part):
             raise RunError(f"unknown user {user_part!r}: neither the image's /etc/passwd nor "
                            "the host's has it (give a number, or add the user to the image)")
         uid = gid = int(user_part)
@@ -106,7 +116,7 @@ def resolve(user_spec: str, group_spec: str, host_passwd: list[list[str]],
             entry = copy_host_entry(GROUP, host_group, group_spec, 4)
         if entry is not None:
             gid = int(entry[2])
-        elif group_spec.isdigit():
+        elif is_id(group_spec):
             gid = int(group_spec)
         else:
             raise RunError(f"unknown group {group_spec!r}: neither the image's /etc/group nor "
@@ -114,7 +124,7 @@ def resolve(user_spec: str, group_spec: str, host_passwd: list[list[str]],
     supplementary = [gid]
     if name is not None:
         for entry in groups:
-            if len(entry) >= 4 and name in entry[3].split(",") and entry[2].isdigit():
+            if len(entry) >= 4 and name in entry[3].split(",") and is_id(entry[2]):
                 if int(entry[2]) not in supplementary:
                     supplementary.append(int(entry[2]))
     return User(uid=uid, gid=gid, groups=supplementary, home=home, name=name)
