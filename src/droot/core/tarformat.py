@@ -279,6 +279,10 @@ class HeaderReader:
     def _where(self) -> str:
         return f"the tar header at byte {self._block_at}"
 
+    def has_globals(self) -> bool:
+        """Whether a global pax header (type `g`) is in effect for the members read next."""
+        return bool(self._globals)
+
     def _error(self, problem: str):
         raise TarFormatError(f"{self._where()}: {problem}")
 

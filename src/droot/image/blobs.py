@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import platform
+import re
 from dataclasses import dataclass, field
 
 from droot.core.errors import DrootError
@@ -26,10 +27,31 @@ class DigestMismatch(DrootError):
     pass
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+
+
+def checked_digest(digest, what: str) -> str:
+    """`digest` if it is one droot checks blobs against (sha256 or sha512, lowercase hex):
+    it also names a blob in a URL or a file name, so nothing else may pass."""
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise DrootError(f"{what}: bad digest {str(digest)[:80]!r} (expected sha256:HEX)")
+    return digest
+
+
+def descriptor(value, what: str) -> dict:
+    """A content descriptor ({"digest": ..., ...}) of a manifest or index, checked."""
+    if not isinstance(value, dict):
+        raise DrootError(f"{what}: a descriptor that is not a JSON object")
+    checked_digest(value.get("digest"), what)
+    return value
+
+
 class VerifyingReader:
     """Reads `stream` and, at its end, checks the bytes against `digest` ("sha256:…")."""
 
     def __init__(self, stream, digest: str, what: str):
+        if not isinstance(digest, str):
+            raise DrootError(f"{what}: bad digest {str(digest)[:80]!r}")
         algorithm, _, self._expected = digest.partition(":")
         if algorithm not in ("sha256", "sha512") or not self._expected:
             raise DrootError(f"{what}: unsupported digest {digest!r}")
@@ -135,7 +157,18 @@ class Image:
 def config_from_document(document: dict, digest: str, what: str) -> ImageConfig:
     if not isinstance(document, dict):
         raise DrootError(f"{what} is not an image config")
-    return ImageConfig.from_docker(document.get("config") or document.get("Config"), digest)
+    config = document.get("config") or document.get("Config")
+    if config is not None and not isinstance(config, dict):
+        raise DrootError(f"{what}: its config is not a JSON object")
+    for key, kind in (("Env", "strings"), ("Entrypoint", "strings"), ("Cmd", "strings"),
+                      ("WorkingDir", "string"), ("User", "string")):
+        value = (config or {}).get(key)
+        if value is None:
+            continue
+        if kind == "string" and not isinstance(value, str) or kind == "strings" and not (
+                isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            raise DrootError(f"{what}: {key} is not a {'list of strings' if kind == 'strings' else 'string'}")
+    return ImageConfig.from_docker(config, digest)
 
 
 def host_platform() -> tuple[str, str, str]:
@@ -154,18 +187,22 @@ def choose_manifest(index: dict, what: str) -> dict:
     """The descriptor of an index's manifest for this host's platform."""
     os_name, architecture, variant = host_platform()
     candidates = []
-    for descriptor in index.get("manifests") or []:
-        platform_ = descriptor.get("platform") or {}
+    manifests = index.get("manifests") or []
+    if not isinstance(manifests, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("platform") or {}, dict) for d in manifests):
+        raise DrootError(f"{what}: an image index whose manifests are not descriptors")
+    for descriptor_ in manifests:
+        platform_ = descriptor_.get("platform") or {}
         if platform_.get("os") == os_name and platform_.get("architecture") == architecture:
             exact = not variant or platform_.get("variant") in (None, "", variant)
-            candidates.append((not exact, descriptor))
+            candidates.append((not exact, descriptor_))
     if not candidates:
         offered = sorted({f"{(d.get('platform') or {}).get('os')}/"
                           f"{(d.get('platform') or {}).get('architecture')}"
                           for d in index.get("manifests") or []})
         raise DrootError(f"{what} has no image for {os_name}/{architecture} "
                          f"(it has: {', '.join(offered) or 'nothing'})")
-    return min(candidates, key=lambda candidate: candidate[0])[1]
+    return descriptor(min(candidates, key=lambda candidate: candidate[0])[1], what)
 
 
 def manifest_layers(manifest: dict, what: str) -> tuple[dict, list]:
@@ -174,7 +211,9 @@ def manifest_layers(manifest: dict, what: str) -> tuple[dict, list]:
     layers = manifest.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list) or "digest" not in config:
         raise DrootError(f"{what} is not an image manifest")
+    descriptor(config, f"{what}: config")
     for layer in layers:
+        descriptor(layer, f"{what}: layer")
         if layer.get("urls") and "nondistributable" in (layer.get("mediaType") or ""):
             raise DrootError(f"{what} has a foreign layer ({layer.get('digest')}), which droot "
                              "does not fetch")

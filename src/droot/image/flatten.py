@@ -26,8 +26,13 @@ from droot.core.errors import DrootError
 from droot.core.releasefiles import DROOT_FILES
 from droot.image.tarstream import (OPAQUE_MARKER, WHITEOUT_PREFIX, TarFormatError, TarReader,
                                    header_for, normalise)
-from droot.core.tarformat import DIRECTORY, HARDLINK
+from droot.core.tarformat import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR_TYPES,
+                                  SYMLINK)
 
+# Longest member name and link target taken from a layer: Linux's PATH_MAX (with its
+# NUL). No file system path is longer, and it bounds what pass 1 keeps per entry.
+MAX_NAME = 4095
+SUPPORTED_TYPES = REGULAR_TYPES | {DIRECTORY, SYMLINK, HARDLINK, CHARDEV, BLOCKDEV, FIFO}
 
 
 class Shadows:
@@ -69,6 +74,32 @@ class Shadows:
         return False
 
 
+class Symlinks:
+    """The symlinks written so far (path -> target). A member written beneath one, or of
+    the same name after it, or a hard link to a path beneath one, would be extracted
+    through it by a tar that follows symlinks (anywhere on the host: the target may be absolute or climb with `..`): such
+    an image is refused. A hard link to a symlink is written as a copy of the symlink
+    (a tar that links with link(2)'s default would link the file the symlink names)."""
+
+    def __init__(self):
+        self.targets = {}
+
+    def check(self, path: str, what: str, role: str = ""):
+        targets = self.targets
+        if not targets:
+            return
+        if not role and path in targets:  # a layer with two members of one name
+            raise DrootError(f"{what}: {path} comes again after a symlink of that name: a "
+                             "tar would write through it")
+        end = path.rfind("/")
+        while end > 0:
+            parent = path[:end]
+            if parent in targets:
+                raise DrootError(f"{what}: {role}{path} lies beneath the symlink {parent} "
+                                 f"(-> {targets[parent]}): a tar would write through it")
+            end = path.rfind("/", 0, end)
+
+
 def is_marker(path: str) -> bool:
     return path.rpartition("/")[2].startswith(WHITEOUT_PREFIX)
 
@@ -85,30 +116,47 @@ def flatten(layers, output):
             for entry in reader:
                 shadows.add(entry, index)
     carried = {}
+    symlinks = Symlinks()
     for index, layer in enumerate(layers):
         if progress is not None:
             progress.note = f"layer {index + 1}/{count}"
         with reading(layer, verify=True) as reader:
-            copy_layer(reader, index, layers, shadows, output, carried)
+            copy_layer(reader, index, layers, shadows, output, carried, symlinks)
 
 
-def copy_layer(reader, index, layers, shadows, output, carried):
+def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
     write = output.write
     hidden = shadows.hidden
     for entry in reader:
         path = entry.path
         if is_marker(path) or path in DROOT_FILES or hidden(path, index):
             continue
+        if entry.type not in SUPPORTED_TYPES or entry.parsed.sparse:
+            raise TarFormatError(f"{reader.what}: {path}: sparse, multi-volume and other "
+                                 f"members of type {bytes([entry.type])!r} are not supported")
+        symlinks.check(path, reader.what)
+        header = entry.header if entry.plain else None
         if entry.type == HARDLINK:
             target = normalise(entry.linkname)
             if hidden(target, index):
-                carry_link(entry, target, index, layers, shadows, output, carried)
+                carry_link(entry, target, index, layers, shadows, output, carried, symlinks)
                 continue
-        write(entry.header)
+            symlinks.check(target, reader.what, f"{path}: hard link target ")
+            if target in symlinks.targets:
+                info = entry.tarinfo()
+                info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
+                symlinks.targets[path] = info.linkname
+                write(header_for(info))
+                continue
+            if header is None:
+                header = entry.rewritten(target)
+        elif entry.type == SYMLINK:
+            symlinks.targets[path] = entry.linkname
+        write(header if header is not None else entry.rewritten())
         reader.copy_data(write)
 
 
-def carry_link(link, target, index, layers, shadows, output, carried):
+def carry_link(link, target, index, layers, shadows, output, carried, symlinks):
     """Write `link` (in layer `index`) with the content its target had at that layer,
     now that a higher layer replaced or deleted the target."""
     key = (target, index)  # `carried` also maps (layer, entry index) of a version to its link
@@ -141,7 +189,12 @@ def carry_link(link, target, index, layers, shadows, output, carried):
                 break
         target = normalise(entry.linkname)  # a link to a link: follow it
         if not shadows.hidden(target, layer_index):
-            info.linkname = target  # that file is in the output as it was
+            symlinks.check(target, layers[index].name, f"{link.path}: hard link target ")
+            if target in symlinks.targets:
+                info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
+                symlinks.targets[link.path] = info.linkname
+            else:
+                info.linkname = target  # that file is in the output as it was
             output.write(header_for(info))
             break
     carried[key] = link.path
@@ -196,7 +249,7 @@ class reading:
             if (clear := clear_error(error, self.layer)) is not None:
                 raise clear from None
             raise
-        self.reader = TarReader(self.stream, self.layer.name)
+        self.reader = TarReader(self.stream, self.layer.name, MAX_NAME)
         return self.reader
 
     def __exit__(self, exc_type, exc, traceback):
@@ -224,5 +277,6 @@ def clear_error(error, layer) -> DrootError | None:
 
 
 def is_decompression_error(error) -> bool:
-    return (isinstance(error, (zlib.error, EOFError, gzip.BadGzipFile))
+    from isal import isal_zlib  # ISA-L's errors (igzip_lib.IsalError) are its own
+    return (isinstance(error, (zlib.error, EOFError, gzip.BadGzipFile, isal_zlib.error))
             or type(error).__module__.split(".")[0] in ("zstandard", "isal"))
