@@ -11,9 +11,9 @@ import stat
 
 from droot.core.errors import DrootError
 from droot.image.blobs import (INDEX_TYPES, READ_BUFFER, Image, Layer, VerifyingRaw,
-                               VerifyingReader, checked_digest, choose_manifest, config_from_document,
-                               descriptor as checked_descriptor, manifest_layers, uncompressed,
-                               verified_json)
+                               VerifyingReader, checked_digest, choose_manifest,
+                               config_from_document, descriptor as checked_descriptor,
+                               manifest_layers, uncompressed, verified_json)
 from droot.image.tarstream import TarFormatError, TarReader, normalise
 from droot.core.tarformat import CONTIGUOUS, HARDLINK, OLD_REGULAR, REGULAR, SYMLINK
 

@@ -167,7 +167,8 @@ def config_from_document(document: dict, digest: str, what: str) -> ImageConfig:
             continue
         if kind == "string" and not isinstance(value, str) or kind == "strings" and not (
                 isinstance(value, list) and all(isinstance(item, str) for item in value)):
-            raise DrootError(f"{what}: {key} is not a {'list of strings' if kind == 'strings' else 'string'}")
+            expected = "a list of strings" if kind == "strings" else "a string"
+            raise DrootError(f"{what}: {key} is not {expected}")
     return ImageConfig.from_docker(config, digest)
 
 

@@ -77,9 +77,10 @@ class Shadows:
 class Symlinks:
     """The symlinks written so far (path -> target). A member written beneath one, or of
     the same name after it, or a hard link to a path beneath one, would be extracted
-    through it by a tar that follows symlinks (anywhere on the host: the target may be absolute or climb with `..`): such
-    an image is refused. A hard link to a symlink is written as a copy of the symlink
-    (a tar that links with link(2)'s default would link the file the symlink names)."""
+    through it by a tar that follows symlinks, anywhere on the host (the target may be
+    absolute or climb with `..`): such an image is refused. A hard link to a symlink is
+    written as a copy of the symlink (a tar that links with link(2)'s default would link
+    the file the symlink names)."""
 
     def __init__(self):
         self.targets = {}

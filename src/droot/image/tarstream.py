@@ -161,7 +161,8 @@ class TarReader:
         if parsed is None:
             return None
         self._remaining = padded(parsed.data_size)
-        if self._max_name is not None and max(len(parsed.path), len(parsed.linkname)) > self._max_name:
+        longest = max(len(parsed.path), len(parsed.linkname))
+        if self._max_name is not None and longest > self._max_name:
             raise TarFormatError(f"{self.what}: a member whose name or link target is longer "
                                  f"than {self._max_name} bytes (no file system takes it)")
         return Entry(parsed, plain_header(parsed, self._headers.has_globals()))
