@@ -90,22 +90,22 @@ def test_a_process_that_left_the_root_is_no_app(run_root):
         remove_cgroups(run_root)
 
 
-def test_ps_escapes_control_characters_of_the_apps_user_name(monkeypatch):
+def test_ps_escapes_control_characters_of_the_apps_user_name(run_root):
     """USER comes from the app's /etc/passwd: an escape sequence there (OSC 52 writes the
     operator's clipboard, CSI erases the app's line) is shown escaped, never sent."""
-    from droot.ops import ps
-
-    class Listed:
-        def describe(self):
-            return {"pid": 7, "root": "/srv/app", "release": "/srv/app", "uptime_seconds": 1,
-                    "user": "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2K\x1b[1G[hidden]",
-                    "rss_bytes": 1 << 20, "cpu_percent": 0.0}
-
-    monkeypatch.setattr(ps, "find_apps", lambda: [Listed()])
-    written = []
-    ps.ps(False, written.append)
-    assert "\x1b" not in "".join(written) and "\x07" not in "".join(written)
-    assert "\\x1b]52;c;cm0gLXJmIH4K\\x07\\x1b[2K\\x1b[1G[hidden]" in written[1]
+    name = "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2K\x1b[1G[hidden]"
+    with open(run_root / "etc" / "passwd", "a", encoding="utf-8") as passwd:
+        passwd.write(f"{name}:x:4321:4321::/:/bin/sh\n")
+    app = start_app(run_root, ["-u", "4321"])
+    try:
+        wait_until(lambda: os.readlink(f"/proc/{app.pid}/root") == str(run_root), "the app")
+        listed = subprocess.run([DROOT, "ps"], capture_output=True, text=True, timeout=60,
+                                check=True).stdout
+    finally:
+        stop_app(app)
+    row = next(line for line in listed.splitlines() if str(run_root) in line)
+    assert "\x1b" not in listed and "\x07" not in listed, listed
+    assert "\\x1b]52;c;cm0gLXJmIH4K\\x07\\x1b[2K\\x1b[1G[hidden]" in row, row
 
 
 def typed_until(tty, marker: bytes, timeout: float = 30) -> bytes:

@@ -83,8 +83,9 @@ def release_holding(descriptor: int) -> str | None:
     if stat.S_ISDIR(os.fstat(descriptor).st_mode):
         current = os.open(".", _DIRECTORY, dir_fd=descriptor)
     else:
-        opened_at = os.readlink(f"/proc/self/fd/{descriptor}")
-        current = os.open(os.path.dirname(opened_at), _DIRECTORY)
+        opened_at = os.readlink(f"/proc/self/fd/{descriptor}")  # the kernel's: no symlink
+        current = kernel.openat2(kernel.AT_FDCWD, os.path.dirname(opened_at), _DIRECTORY,
+                                 0, kernel.RESOLVE_NO_SYMLINKS)  # nor one swapped in since
         if not os.path.samestat(os.fstat(descriptor), os.stat(
                 os.path.basename(opened_at), dir_fd=current, follow_symlinks=False)):
             os.close(current)

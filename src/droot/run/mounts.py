@@ -275,7 +275,8 @@ class BindMount:
                 raise RunError(f"{flag} source {source} does not exist on the host") from None
             except OSError as error:
                 raise RunError(f"{flag} source {source}: {error.strerror}") from None
-            self._bind_release_read_only()
+            if not self.read_only:  # a --robind is read-only whatever it shows
+                self._bind_release_read_only()
         self.read_only_after_mount = False  # Linux < 5.12: no mount_setattr(2)
 
     @property
@@ -289,7 +290,7 @@ class BindMount:
             release = readonly.release_holding(self.pinned)
         except OSError as error:
             raise RunError(f"{self.flag} source {self.source}: {error.strerror}") from None
-        if release and not self.read_only:
+        if release:
             self.read_only = True
             print(f"droot: warning: {self.flag} {self.source} now leads into the read-only "
                   f"release {release}: bound read-only", file=sys.stderr)
