@@ -207,3 +207,32 @@ def test_deploy_of_a_manifest_says_to_pull_it(versions, tmp_path):
     assert os.readlink(root) == current and tree(root) == contents
     assert leftovers(root) == []
     assert not (tmp_path / "fresh").exists()
+
+
+def test_scratch_space_in_memory_or_out_of_room(versions, tmp_path):
+    """A pull keeps its manifest and its tables of every member in scratch files, in
+    $TMPDIR (droot.core.scratch). Where none can be made, it pulls with them in memory;
+    where the room runs out while the manifest is kept, one line says where and what to
+    do, and the release stays as it was."""
+    store, root = both_pushed_v1_pulled(versions, tmp_path)
+    current, contents = os.readlink(root), tree(root)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "droot-test-scratch",
+                    small], check=True)
+    try:
+        (small / "filler").write_bytes(b"x" * (64 << 10))  # full
+        result = droot("pull", store / "v2", "--root", root,
+                       env={**os.environ, "TMPDIR": str(small)})
+        assert result.returncode == 1
+        assert result.stderr == (f"droot: no room for the delta release's manifest in {small} "
+                                 "(No space left on device): set TMPDIR to a directory with "
+                                 "room\n")
+    finally:
+        subprocess.run(["umount", "-l", small], check=True)
+    assert os.readlink(root) == current and tree(root) == contents
+    result = droot("pull", store / "v2", "--root", root,
+                   env={**os.environ, "TMPDIR": str(tmp_path / "missing")})
+    assert result.returncode == 0, result.stderr
+    full_deploy(versions[1], tmp_path / "full")
+    assert tree(root) == tree(tmp_path / "full")

@@ -180,13 +180,16 @@ def test_the_record_holds_the_last_member_at_a_path(planned, tmp_path):
         b"a": hashlib.sha256(b"two").digest(), b"b": hashlib.sha256(b"bee").digest()}
 
 
-@pytest.fixture
-def colliding(monkeypatch):
+@pytest.fixture(params=["in memory", "in scratch files"])
+def colliding(monkeypatch, request):
     """Every key of the plan's tables has the same hash, and a table made without a
     size starts with 8 slots (so the digests' grows): only the keys' stored bytes tell
-    them apart."""
+    them apart. The tables' slots are in memory, or in scratch files, as an image's of
+    hundreds of thousands of files are (droot.core.scratch)."""
     monkeypatch.setattr(indextable, "hash", lambda key: 7, raising=False)
     monkeypatch.setattr(indextable.IndexTable, "SLOTS", 8)
+    if request.param == "in scratch files":
+        monkeypatch.setattr(indextable.IndexTable, "MEMORY_SLOTS", 0)
 
 
 def test_keys_of_one_hash_never_pass_for_each_other(colliding, planned, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from droot.core.scratch import Scratch
 from droot.deploy.reuse import _Record
 
 
@@ -22,13 +23,15 @@ def body(entries: dict) -> bytes:
 
 @contextlib.contextmanager
 def record_of(entries: bytes):
-    """A _Record of a file holding `entries` after a header line."""
-    with tempfile.TemporaryFile() as file:
+    """A _Record of a file holding `entries` after a header line (its table on the disk,
+    as a pull's)."""
+    scratch = Scratch()
+    with tempfile.TemporaryFile() as file, contextlib.closing(scratch):
         file.write(b"header\n" + entries)
         file.flush()
         fd = os.dup(file.fileno())
         try:
-            record = _Record(fd, len(b"header\n"))
+            record = _Record(fd, len(b"header\n"), scratch)
         except BaseException:
             os.close(fd)
             raise

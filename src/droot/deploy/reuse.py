@@ -45,12 +45,10 @@ file's path, and opening one can act (a watchdog arms, a tape rewinds, a termina
 droot's controlling one).
 """
 
-import array
 import errno
 import fcntl
 import hashlib
 import os
-import mmap
 import stat
 import struct
 import sys
@@ -58,6 +56,7 @@ import sys
 from droot.core import kernel, readonly
 from droot.core.atomicfile import AtomicFile
 from droot.core.indextable import IndexTable
+from droot.core.scratch import Scratch
 from droot.core.tarformat import show
 from droot.deploy import members
 from droot.deploy.releases import CONTENT_NAME
@@ -91,8 +90,10 @@ _HAS_DATA = 1  # a file with data: its digest is in the shared plan
 _REPLACED = 2  # a later member of the new release has the same path
 _IDENTITY = struct.Struct("Qqq")  # an inode number may use all 64 bits (overlayfs xino)
 _NUMBER = struct.Struct("q")
-# the shared plan, a member's bytes: plan, digest, identity, earlier member, link time
-_SHARED_SIZE = 1 + 32 + _IDENTITY.size + 2 * _NUMBER.size
+# the shared plan, a member's bytes: plan, digest, identity, earlier member, link time,
+# where its path starts
+_SHARED_SIZE = 1 + 32 + _IDENTITY.size + 3 * _NUMBER.size
+_PATHS = 1 << 20  # room for paths to start with (grown as needed)
 _RECORD_HEADER = b"droot-content 1 "
 _RECORD_LIMIT = 64 << 20  # ~100 bytes a file: 600,000 files
 
@@ -110,17 +111,24 @@ class _Record:
     the path. Read into memory, they took 13 MB of a pull for an image of 100,000 files
     (as a dict of tuples, 50 MB)."""
 
-    def __init__(self, fd: int, start: int):
-        """Checks every entry: ValueError if one is malformed."""
+    def __init__(self, fd: int, start: int, scratch: Scratch):
+        """Checks every entry: ValueError if one is malformed. Its table is in `scratch`."""
         self._fd = fd
         self._last = (-1, b"")  # the entry read last: get() reads the one find() compared
         count = sum(chunk.count(b"\0") for chunk in self._chunks(start))
-        self._entries = IndexTable(self._holds, self._path_at, expected=count)
-        for at, entry in self._scan(start):
-            self._entries.put(_fields(entry)[4], at)  # a path again: the last wins
+        self._entries = IndexTable(self._holds, expected=count, scratch=scratch)
+        try:
+            for number, (at, entry) in enumerate(self._scan(start)):
+                if number % Scratch.TRIM_EVERY == 0:
+                    scratch.trim()
+                self._entries.put(_fields(entry)[4], at)  # a path again: the last wins
+        except BaseException:
+            self._entries.close()
+            raise
 
     def close(self):
         os.close(self._fd)
+        self._entries.close()
 
     def _chunks(self, start: int):
         while chunk := os.pread(self._fd, HASH_CHUNK, start):
@@ -186,10 +194,10 @@ def _fields(entry: bytes) -> list[bytes]:
     return fields
 
 
-def _read_record(releases_fd: int) -> tuple[str | None, _Record | None]:
+def _read_record(releases_fd: int, scratch: Scratch) -> tuple[str | None, _Record | None]:
     """The `.content` record: the release it describes and its entries (_Record, which
-    keeps the file open). A record that is missing, not a root-only regular file, or
-    malformed is no record."""
+    keeps the file open; its table in `scratch`). A record that is missing, not a root-only
+    regular file, or malformed is no record."""
     try:
         fd = os.open(CONTENT_NAME, _READ | os.O_NOFOLLOW, dir_fd=releases_fd)
     except OSError:
@@ -201,7 +209,7 @@ def _read_record(releases_fd: int) -> tuple[str | None, _Record | None]:
             head = os.pread(fd, 4096, 0)
             if head.startswith(_RECORD_HEADER) and b"\n" in head:
                 release, _ = head[len(_RECORD_HEADER):].split(b"\n", 1)
-                entries = _Record(fd, len(_RECORD_HEADER) + len(release) + 1)
+                entries = _Record(fd, len(_RECORD_HEADER) + len(release) + 1, scratch)
                 return release.decode(errors="replace"), entries
     except (OSError, ValueError):
         pass
@@ -220,7 +228,8 @@ class LocalContent:
                  link: bool = False, use_record: bool = True):
         """For a new release of `members` members. `link`: it is read-only, so files of
         read-only kept releases are hard-linked into it. Without `use_record`, every
-        candidate is read."""
+        candidate is read. Its tables of every member are on the disk (droot.core.scratch):
+        the pull's memory does not grow with the image's number of files."""
         self.names = release_names
         self.releases_fd = os.open(releases_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
                                    | os.O_CLOEXEC) if release_names else -1
@@ -230,25 +239,26 @@ class LocalContent:
         except OSError:  # no /proc: nothing is reused, everything is downloaded
             self.names = []
             self.proc_fd = -1
-        # The plan, in memory shared with the extraction child: the child is forked before
-        # the plan is made (it extracts while the parent plans), and a member's header
-        # reaches it only after the parent planned that member. Per member, in regions of
-        # `members` entries: the plan (a byte), its content's digest (0s: none), its
-        # source's recorded identity (_identity; 0s: none), the earlier member it is
-        # copied from (SAME_RELEASE), and the ctime of the inode the child hard-linked
-        # there (0: none), which write() records without a look.
+        # The plan, shared with the extraction child: the child is forked before the plan
+        # is made (it extracts while the parent plans), and a member's header reaches it
+        # only after the parent planned that member. Per member, in parts of `members`
+        # entries: the plan (a byte), its content's digest (0s: none), its source's
+        # recorded identity (_identity; 0s: none), the earlier member it is copied from
+        # (SAME_RELEASE), the ctime of the inode the child hard-linked there (0: none),
+        # which write() records without a look, and where its path starts in `_paths`
+        # (NUL-terminated: tarformat refuses a NUL in a name), which the plan grows.
         self.members = members
-        self._shared = mmap.mmap(-1, max(1, members * _SHARED_SIZE))
+        self.scratch = Scratch()
+        self._shared_region = self.scratch.region(members * _SHARED_SIZE)
+        self._shared = self._shared_region.map
         self._digests = members
         self._identities = self._digests + 32 * members
         self._earlier = self._identities + _IDENTITY.size * members
         self._link_times = self._earlier + _NUMBER.size * members
-        # Per member index, in arrays (a dict per member was 200 bytes a file): its path
-        # (NUL-terminated: tarformat refuses a NUL in a name), noted by the plan and again
-        # by the child as it extracts, and the plan's flags.
-        self.paths = bytearray()
-        self.path_starts = array.array("q")
-        self.flags = bytearray()
+        self._path_starts = self._link_times + _NUMBER.size * members
+        self._paths = self.scratch.region(_PATHS)
+        self._paths_end = 0
+        self.flags = bytearray()  # the plan's, a byte a member (4 MB at most: _RECORDS_LIMIT)
         # the member now at each path (the last one), and the first of each content
         # that still is at its path (a repeated content is copied from it): begin_plan()
         self.at_path = self.first_holder = None
@@ -272,18 +282,26 @@ class LocalContent:
         once the extraction child is forked (it would start with a copy: 12 MB for an
         image of 100,000 files)."""
         if self._use_record:
-            self.recorded_release, self.recorded = _read_record(self.releases_fd)
+            self.recorded_release, self.recorded = _read_record(self.releases_fd,
+                                                                self.scratch)
         # Grown as members come, not sized by the head's record count: a manifest may
         # say it has millions of records and hold three.
-        self.at_path = IndexTable(self._has_path, self.path)
-        self.first_holder = IndexTable(self._has_digest, self.digest)
+        self.at_path = IndexTable(self._has_path, scratch=self.scratch)
+        self.first_holder = IndexTable(self._has_digest, scratch=self.scratch)
 
     def end_plan(self):
         """What only the plan used goes (the plan is complete, or the pull is over)."""
         if self.recorded:
             self.recorded.close()
             self.recorded = None
+        for table in (self.at_path, self.first_holder):
+            if table:
+                table.close()
         self.at_path = self.first_holder = None
+
+    def trim(self):
+        """Let the scratch regions' pages go from this process (droot.core.scratch)."""
+        self.scratch.trim()
 
     def close(self):
         for name in ("releases_fd", "proc_fd", "_directory_fd"):
@@ -291,7 +309,7 @@ class LocalContent:
                 os.close(getattr(self, name))
                 setattr(self, name, -1)
         self.end_plan()  # a pull that failed mid-plan still holds the record open
-        self._shared.close()
+        self.scratch.close()
 
     def open_source(self, position: int, path: bytes) -> int:
         """A descriptor, open for reading, of the regular file `path` of kept release
@@ -323,7 +341,6 @@ class LocalContent:
     def note_member(self, index: int, path: bytes, digest: bytes | None):
         """Member `index` of the new release, the next one, is at `path` and holds
         `digest` (None: no file data)."""
-        self.note_path(path)
         self.flags.append(_HAS_DATA if digest else 0)
         if digest:
             start = self._digests + 32 * index
@@ -333,24 +350,36 @@ class LocalContent:
             if earlier >= 0:  # not in the record, and no longer a source of its content
                 self.flags[earlier] |= _REPLACED
 
-    def note_path(self, path: bytes):
-        """The next member is at `path`: the plan notes each member, and the extraction
-        child again (it only has the shared part of the plan)."""
-        self.path_starts.append(len(self.paths))
-        self.paths += path
-        self.paths.append(0)
+    def note_path(self, index: int, path: bytes):
+        """Member `index`, the next one, is at `path` (noted before anything else of it)."""
+        if index % Scratch.TRIM_EVERY == 0:
+            self.scratch.trim()
+        start, self._paths_end = self._paths_end, self._paths_end + len(path) + 1
+        self._paths.grow(self._paths_end)
+        self._paths.map[start:start + len(path)] = path  # its NUL: the region's zeros
+        _NUMBER.pack_into(self._shared, self._path_starts + _NUMBER.size * index, start)
 
     def path(self, index: int) -> bytes:
-        start = self.path_starts[index]
-        return bytes(self.paths[start:self.paths.index(0, start)])
+        (start,) = _NUMBER.unpack_from(self._shared, self._path_starts + _NUMBER.size * index)
+        paths = self._paths.map
+        if (end := paths.find(b"\0", start)) >= 0:
+            return paths[start:end]
+        # Past the end of the extraction child's mapping: the plan grew the region since.
+        path = b""
+        while chunk := self._paths.read(4096, start + len(path)):
+            if (end := chunk.find(b"\0")) >= 0:
+                return path + chunk[:end]
+            path += chunk
+        raise ValueError(f"no end to the path of member {index}")  # not written yet
 
     def digest(self, index: int) -> bytes:
         start = self._digests + 32 * index
         return self._shared[start:start + 32]
 
     def _has_path(self, index: int, path: bytes) -> bool:
-        start = self.path_starts[index]
-        return self.paths.startswith(path, start) and self.paths[start + len(path)] == 0
+        (start,) = _NUMBER.unpack_from(self._shared, self._path_starts + _NUMBER.size * index)
+        end = start + len(path)
+        return self._paths.map[start:end] == path and self._paths.map[end] == 0
 
     def _has_digest(self, index: int, digest: bytes) -> bool:
         return self.digest(index) == digest
@@ -557,6 +586,8 @@ class LocalContent:
                     out.write(_RECORD_HEADER + name.encode() + b"\n")
                     # each path's last member, when a file with data
                     for index, flags in enumerate(self.flags):
+                        if index % Scratch.TRIM_EVERY == 0:
+                            self.scratch.trim()
                         if flags == _HAS_DATA:
                             out.write(self._entry(release, index))
             finally:
@@ -640,7 +671,8 @@ class ReusingUnpacker(members.Unpacker):
         super().__init__(_ReusingInput(next_chunk, local), devices=devices)
 
     def _unpack(self, m):
-        self.source.local.note_path(m.path)  # a later repeat may be copied from it
+        if m.index % Scratch.TRIM_EVERY == 0:
+            self.source.local.trim()
         super()._unpack(m)
 
     def _file(self, m):

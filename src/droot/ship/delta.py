@@ -72,16 +72,23 @@ def is_manifest(head: bytes) -> bool:
 
 class Manifest:
     """A parsed manifest: its JSON head and its records, iterated as often as needed
-    (kept compressed in memory: a few MB for tens of thousands of files)."""
+    (kept compressed: a few MB for tens of thousands of files)."""
 
-    def __init__(self, data: bytes, where: str):
+    def __init__(self, data, where: str):
+        """`data`: the manifest's bytes, or a file holding them, read by position (a
+        pull's, which stays on the disk: droot.core.scratch)."""
         self.where = where
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
-            raise DrootError(f"{where}: not a droot delta manifest")
+        if isinstance(data, bytes):
+            self._read_at = lambda size, offset: data[offset:offset + size]
+        else:
+            self._read_at = functools.partial(os.pread, data.fileno())
         start = len(MAGIC) + 4
-        (length,) = struct.unpack_from("<I", data, len(MAGIC))
+        fixed = self._read_at(start, 0)
+        if not fixed.startswith(MAGIC) or len(fixed) < start:
+            raise DrootError(f"{where}: not a droot delta manifest")
+        (length,) = struct.unpack_from("<I", fixed, len(MAGIC))
         try:
-            self.head = json.loads(data[start:start + length])
+            self.head = json.loads(self._read_at(length, start))
             self.packs = [deltastore.check_pack_name(name) for name in self.head["packs"]]
             if self.head["format"] != FORMAT:
                 raise DrootError(f"{where}: manifest format {self.head['format']} is newer "
@@ -92,7 +99,7 @@ class Manifest:
                 raise ValueError("record count")
         except (ValueError, KeyError, TypeError):
             raise DrootError(f"{where}: corrupt manifest (its head)") from None
-        self._records = memoryview(data)[start + length:]  # no copy: a few MB a pull
+        self._records_start = start + length
 
     def record_count(self) -> int:
         """How many records the manifest has, as its head says (counted if it does not)."""
@@ -106,7 +113,7 @@ class Manifest:
         import zstandard
         # Buffered: a record is read in three small pieces, each a call into zstd otherwise.
         reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
-            self._records), _RECORDS_BUFFER)
+            _Positioned(self._read_at, self._records_start)), _RECORDS_BUFFER)
         try:
             while True:
                 fixed = _read_exactly(reader, _RECORD.size, self.where, allow_end=True)
@@ -126,6 +133,18 @@ class Manifest:
                 yield header, content
         except zstandard.ZstdError as error:
             raise DrootError(f"{self.where}: corrupt manifest ({error})") from None
+
+
+class _Positioned:
+    """Bytes from `offset` on, for a reader: read_at(size, offset) gives them."""
+
+    def __init__(self, read_at, offset: int):
+        self._read_at, self._offset = read_at, offset
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._read_at(size if size >= 0 else CHUNK, self._offset)
+        self._offset += len(data)
+        return data
 
 
 def _read_exactly(reader, n: int, where: str, allow_end: bool = False) -> bytes:
@@ -225,16 +244,12 @@ class _KnownContent:
 
     def __init__(self):
         self._entries = bytearray()
-        self._index = IndexTable(self._holds, self._digest_at)
+        self._index = IndexTable(self._holds)
         self.packs: list[str] = []
         self._pack_index: dict[str, int] = {}
 
     def _holds(self, number: int, digest: bytes) -> bool:
         return self._entries.startswith(digest, number * self._ENTRY.size)
-
-    def _digest_at(self, number: int) -> bytes:
-        start = number * self._ENTRY.size
-        return bytes(self._entries[start:start + 32])
 
     def __contains__(self, digest: bytes) -> bool:
         return self._index.find(digest) >= 0
@@ -262,7 +277,7 @@ class _KnownContent:
         """Forget the contents of the packs `gone`."""
         indexes = {self._pack_index[pack] for pack in gone}
         entries, self._entries = self._entries, bytearray()
-        self._index = IndexTable(self._holds, self._digest_at)
+        self._index = IndexTable(self._holds)
         for digest, size, pack, offset, length in self._ENTRY.iter_unpack(entries):
             if pack not in indexes:
                 self._add(digest, size, pack, offset, length)
@@ -482,8 +497,14 @@ class _Planner:
         source = _RecordHeaders(manifest.records())
         headers = HeaderReader(source.read)
         runs = self.runs
-        parents: set[bytes] = set()  # the directories that members so far were made in
-        links: set[bytes] = set()  # symlinks (and hard links, which may be symlinks)
+        # The directories that members so far were made in, and the symlinks (and hard
+        # links, which may be symlinks), as tables of a member each names (on the disk,
+        # as the plan's: droot.core.scratch).
+        parents = IndexTable(lambda number, key: _directory(local.path(number)) == key,
+                             scratch=local.scratch)
+        links = IndexTable(lambda number, path: local.path(number) == path,
+                           scratch=local.scratch)
+        any_links = False
         try:
             while (member := headers.next()) is not None:
                 # The stream is rebuilt record by record and extracted member by member: a
@@ -496,13 +517,16 @@ class _Planner:
                     raise DrootError(f"{manifest.where}: corrupt manifest (more records than "
                                      "its head says)")
                 content = source.current[1]
-                if links and not local.aliased and _named_through(member.path, links):
+                local.note_path(member.index, member.path)
+                if any_links and not local.aliased and _named_through(member.path, links):
                     # `e -> .`, then `e/b`: a member may replace a file that is named by
                     # another path here, so no path is known to hold what its member said.
                     local.aliased = True
                 if member.type in (SYMLINK, HARDLINK):
-                    links.add(member.path)
-                if member.type != DIRECTORY and member.path in parents and not local.aliased:
+                    links.put(member.path, member.index, replace=False)
+                    any_links = True
+                if (member.type != DIRECTORY and not local.aliased
+                        and parents.find(member.path) >= 0):
                     # It replaces a directory, and what was below it goes too (`d/a`, then
                     # a file `d`): as above, no path is known to hold what its member said.
                     # (Not forgotten path by path: a manifest doing this over and over
@@ -512,8 +536,8 @@ class _Planner:
                 # distinct paths would make that megabytes a member. An export has a
                 # member for each directory, so every ancestor is some member's own
                 # directory.
-                if (end := member.path.rfind(b"/")) > 0:
-                    parents.add(member.path[:end])
+                if (directory := _directory(member.path)):
+                    parents.put(directory, member.index, replace=False)
                 if member.type in REGULAR_TYPES and member.data_size:
                     if content is None or content[1] != member.data_size:
                         raise DrootError(f"{manifest.where}: corrupt manifest (no content "
@@ -545,14 +569,22 @@ class _Planner:
                                  "end of the archive)")
         except TarFormatError as error:
             raise DrootError(f"{manifest.where}: corrupt manifest ({error})") from None
+        finally:
+            parents.close()
+            links.close()
         local.end_plan()
 
 
-def _named_through(path: bytes, links: set[bytes]) -> bool:
-    """Whether a parent directory of member `path` is one of the paths `links`."""
+def _directory(path: bytes) -> bytes:
+    """The directory member `path` is in (b"": the release's top)."""
+    return path[:max(path.rfind(b"/"), 0)]
+
+
+def _named_through(path: bytes, links: IndexTable) -> bool:
+    """Whether a parent directory of member `path` is one of the paths in `links`."""
     end = path.find(b"/")
     while end != -1:
-        if path[:end] in links:
+        if links.find(path[:end]) >= 0:
             return True
         end = path.find(b"/", end + 1)
     return False
@@ -645,22 +677,22 @@ class _Frame:
         return data
 
 
-def pull(location: stores.Location, data: bytes, expected_sha256: str | None, root,
+def pull(location: stores.Location, spooled, expected_sha256: str | None, root,
          client=None, **deploy_options) -> dict:
-    """Deploy the delta release whose manifest is `data` at `root` (`client`: the S3
-    client that downloaded it, for the packs too)."""
+    """Deploy the delta release whose manifest is in the file `spooled` at `root`
+    (`client`: the S3 client that downloaded it, for the packs too)."""
     from droot.deploy.deploy import deploy
     from droot.deploy.pipeline import LocalCopyChanged
     from droot.deploy.releases import Layout
     from droot.deploy.reuse import LocalContent, ReusingUnpacker
     kernel.map_large_allocations()  # the manifest and downloaded frames, not kept in the heap
     shown = stores.redact(location.text)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = hashlib.file_digest(spooled, "sha256").hexdigest()
     if expected_sha256 and digest != expected_sha256.lower():
         raise DrootError(f"checksum mismatch: the manifest's SHA-256 is {digest}, expected "
                          f"{expected_sha256.lower()} (corrupt download, or replaced while "
                          "it was read; nothing was switched)")
-    manifest = Manifest(data, shown)
+    manifest = Manifest(spooled, shown)
     store = deltastore.open_store(location, client=client)
     layout = Layout(root)
     current = layout.current()
@@ -690,7 +722,8 @@ def pull(location: stores.Location, data: bytes, expected_sha256: str | None, ro
         finally:
             local.close()
     summary.update(compression="delta", reused_files=local.reused_files,
-                   reused_bytes=local.reused_bytes, downloaded=store.downloaded + len(data),
+                   reused_bytes=local.reused_bytes,
+                   downloaded=store.downloaded + os.fstat(spooled.fileno()).st_size,
                    requests=store.requests + 2)  # + the manifest and its sidecar
     linked = f" ({summary['linked']} hard-linked)" if summary.get("linked") else ""
     print(f"droot: delta: {local.reused_files} files ({local.reused_bytes} bytes) reused "

@@ -5,10 +5,9 @@ verify → switch. With --if-changed, first one small request: the store's check
 against the one the current release was deployed from."""
 
 import hashlib
-import io
 import time
 
-from droot.core import signatures
+from droot.core import scratch, signatures
 from droot.core.errors import DrootError, UsageError
 from droot.ship import delta, stores
 from droot.core.compression import check_kind, compressing_writer
@@ -160,16 +159,24 @@ def _pull_delta(location, download, head: bytes, expected: str | None, root,
         raise DrootError(f"{stores.redact(location.text)} is a delta release: pull it "
                          "from its s3:// prefix or directory (its packs are there)")
     limit = delta.deltastore.MAX_SMALL_OBJECT
-    manifest = io.BytesIO(head)  # its value is then the bytes it holds, not a copy of them
-    manifest.seek(0, io.SEEK_END)
-    while chunk := download.stream.read(1 << 20):
-        manifest.write(chunk)
-        if manifest.tell() > limit:
-            raise DrootError(f"{location.text}: larger than any manifest droot writes")
-    download.stream.close()  # its connection and threads: the packs come another way
-    return delta.pull(location, manifest.getvalue(), expected, root,
-                      client=download.stream.client if location.kind == "s3" else None,
-                      **deploy_options)
+    with scratch.spool() as manifest:  # on the disk, not in memory (droot.core.scratch)
+        def keep(data: bytes):
+            try:
+                manifest.write(data)
+            except OSError as error:
+                raise DrootError(f"no room for the delta release's manifest in "
+                                 f"{scratch.directory()} ({error.strerror}): set TMPDIR to "
+                                 "a directory with room") from None
+        keep(head)
+        while chunk := download.stream.read(1 << 20):
+            keep(chunk)
+            if manifest.tell() > limit:
+                raise DrootError(f"{location.text}: larger than any manifest droot writes")
+        download.stream.close()  # its connection and threads: the packs come another way
+        manifest.seek(0)
+        return delta.pull(location, manifest, expected, root,
+                          client=download.stream.client if location.kind == "s3" else None,
+                          **deploy_options)
 
 
 def _skipped(available: str | None, deployed: dict | None,
