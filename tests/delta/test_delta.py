@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.conftest import DROOT, OpenWatch, docker_build, droot, make_busybox_root
 from tests.deploy.conftest import leftovers
+from tests.delta.hostile import file, push_members  # noqa: F401
 from tests.delta.conftest import MIB, full_deploy, push, random_file, s3_size, summary, tree
 
 
@@ -236,3 +237,31 @@ def test_scratch_space_in_memory_or_out_of_room(versions, tmp_path):
     assert result.returncode == 0, result.stderr
     full_deploy(versions[1], tmp_path / "full")
     assert tree(root) == tree(tmp_path / "full")
+
+
+def test_a_manifest_the_room_holds_only_part_of_is_one_clear_error(push_members, tmp_path):
+    """Room for the manifest's first bytes but not for all of it: the write into the
+    scratch file is short (not an error until the next write), and the manifest must not
+    be taken as downloaded whole when it was cut short, to fail its checksum as a
+    "corrupt download"."""
+    store, root = tmp_path / "store", tmp_path / "app"
+    store.mkdir()
+    push_members([file(f"f{n}", os.urandom(64)) for n in range(1000)], store / "big")
+    manifest_size = (store / "big").stat().st_size
+    assert manifest_size > 3 * 4096
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "droot-test-scratch",
+                    small], check=True)
+    try:
+        room = 4096 * (manifest_size // 8192)  # about half of it, in whole pages
+        (small / "filler").write_bytes(b"x" * ((1 << 20) - room))
+        result = droot("pull", store / "big", "--root", root,
+                       env={**os.environ, "TMPDIR": str(small)})
+        assert result.returncode == 1
+        assert result.stderr == (f"droot: no room for the delta release's manifest in {small} "
+                                 "(No space left on device): set TMPDIR to a directory with "
+                                 "room\n")
+    finally:
+        subprocess.run(["umount", "-l", small], check=True)
+    assert not root.exists()

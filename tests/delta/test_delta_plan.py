@@ -5,6 +5,7 @@ release, linked) from its first file, but never from a path a later member repla
 import hashlib
 import json
 import os
+import resource
 import struct
 import types
 
@@ -143,6 +144,47 @@ def test_a_record_count_that_cannot_be_is_refused(count):
     data = with_head(manifest_bytes([("a", b"a")]), lambda head: head.update(records=count))
     with pytest.raises(DrootError, match=r"^test manifest: corrupt manifest \(its head\)$"):
         delta.Manifest(data, "test manifest")
+
+
+def test_a_head_longer_than_the_manifest_is_refused_without_room_for_it(tmp_path):
+    """A pull's manifest is read by position from its scratch file: a head length of
+    4 GB, in a manifest of a few bytes, is a corrupt head, not 4 GB asked for (a
+    MemoryError, "internal error", where memory is limited) to read it into."""
+    with open(tmp_path / "manifest", "w+b") as spooled:
+        spooled.write(delta.MAGIC + struct.pack("<I", 0xFFFFFFF0) + b'{"packs": []}')
+        spooled.flush()
+        pid = os.fork()
+        if pid == 0:  # a child, whose address space is limited to 1 GB
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+                delta.Manifest(spooled, "test manifest")
+            except DrootError as error:
+                os._exit(0 if str(error) == "test manifest: corrupt manifest (its head)"
+                         else 2)
+            except BaseException:
+                os._exit(3)
+            os._exit(4)
+        assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_a_head_that_overstates_its_records_takes_no_room_for_them(tmp_path, monkeypatch):
+    """The shared plan is in a scratch file sized by the head's record count, whose blocks
+    must be allocated before they are written (a full disk would be a SIGBUS then): a
+    manifest of three records whose head says it has the most a head may say must not
+    take ~300 MB of the scratch directory for them (a shared /var/tmp) for the whole pull,
+    only room for the members planned so far."""
+    from droot.deploy import reuse
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(reuse, "_ALLOCATED_MEMBERS", 2)  # the plan allocates twice
+    local = LocalContent(tmp_path, [], delta._RECORDS_LIMIT)
+    try:
+        assert os.fstat(local._shared_region.fd).st_blocks * 512 < 4 << 20
+        release = manifest([("a", b"same"), ("b", b"other"), ("c", b"same")])
+        assert plan(release, local) == [[PACK, 0, 29]]
+        assert local.planned(2) == SAME_RELEASE and copied_from(local, 3) == {2: b"a"}
+        assert os.fstat(local._shared_region.fd).st_blocks * 512 < 4 << 20
+    finally:
+        local.close()
 
 
 def test_a_later_copy_takes_over_from_a_replaced_first_file(planned):

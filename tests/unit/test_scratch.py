@@ -110,6 +110,10 @@ def test_room_running_out_is_one_clear_error(small_tmpfs, monkeypatch):
                 "device): set TMPDIR to a directory with room")):
             region.grow(4 << 20)
         assert not pool.region(4 << 20).on_disk  # a new one: in memory then
+        sparse = pool.region(4 << 20, allocated=0)  # its blocks allocated as it is used
+        assert sparse.on_disk
+        with pytest.raises(DrootError, match="^no room for a delta pull's tables in "):
+            sparse.allocate(1 << 20, 2 << 20)
     finally:
         pool.close()
 

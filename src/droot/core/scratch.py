@@ -31,9 +31,12 @@ class Region:
     it is made or grown (fallocate): a full disk is an error then, not a SIGBUS at the
     first write to the mapping."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, allocated: int | None = None):
+        """`allocated`: how many of its first bytes have their blocks allocated now (all
+        of them if None); allocate() others before they are written."""
         size = max(size, mmap.PAGESIZE)
-        self.fd, self.on_disk = _scratch_file(size)
+        self.fd, self.on_disk = _scratch_file(size, size if allocated is None
+                                              else min(allocated, size))
         try:
             # Read at random, a few bytes at a time: with readahead, the page cache would
             # hold them in large folios (tens of pages), and a fault maps a whole folio.
@@ -52,14 +55,18 @@ class Region:
         region sees it grown in its mapping: another reads past its own with read()."""
         if size > len(self.map):
             new = max(size, 2 * len(self.map))
-            if self.on_disk:
-                try:
-                    os.posix_fallocate(self.fd, 0, new)
-                except OSError as error:
-                    raise DrootError(f"no room for a delta pull's tables in {directory()} "
-                                     f"({error.strerror}): set TMPDIR to a directory with "
-                                     "room") from None
+            self.allocate(0, new)
             self.map.resize(new)
+
+    def allocate(self, offset: int, length: int):
+        """Allocate the blocks of `length` bytes from `offset` (see the class)."""
+        if self.on_disk and length > 0:
+            try:
+                os.posix_fallocate(self.fd, offset, length)
+            except OSError as error:
+                raise DrootError(f"no room for a delta pull's tables in {directory()} "
+                                 f"({error.strerror}): set TMPDIR to a directory with "
+                                 "room") from None
 
     def read(self, size: int, offset: int) -> bytes:
         """Bytes of the region, read from the file (see grow)."""
@@ -84,8 +91,9 @@ def directory() -> str:
     return os.environ.get("TMPDIR") or DEFAULT_DIRECTORY
 
 
-def _scratch_file(size: int) -> tuple[int, bool]:
-    """(descriptor, whether on the disk) of a new file of `size` zero bytes."""
+def _scratch_file(size: int, allocated: int) -> tuple[int, bool]:
+    """(descriptor, whether on the disk) of a new file of `size` zero bytes, the blocks of
+    the first `allocated` allocated."""
     try:
         with tempfile.TemporaryFile(dir=directory(), buffering=0) as file:
             fd = os.dup(file.fileno())  # close-on-exec, as Python makes them
@@ -93,8 +101,10 @@ def _scratch_file(size: int) -> tuple[int, bool]:
         pass
     else:
         try:
-            if size:
-                os.posix_fallocate(fd, 0, size)
+            if allocated:
+                os.posix_fallocate(fd, 0, allocated)
+            if size > allocated:
+                os.ftruncate(fd, size)
             return fd, True
         except OSError:
             os.close(fd)
@@ -105,7 +115,7 @@ def _scratch_file(size: int) -> tuple[int, bool]:
 
 def spool():
     """A new empty file there (or a memfd), for data read back by position."""
-    return open(_scratch_file(0)[0], "w+b", buffering=0)
+    return open(_scratch_file(0, 0)[0], "w+b", buffering=0)
 
 
 class Scratch:
@@ -117,8 +127,8 @@ class Scratch:
     def __init__(self):
         self._regions: list[Region] = []
 
-    def region(self, size: int) -> Region:
-        region = Region(size)
+    def region(self, size: int, allocated: int | None = None) -> Region:
+        region = Region(size, allocated)
         self._regions = [kept for kept in self._regions if kept.fd >= 0]
         self._regions.append(region)
         return region

@@ -94,6 +94,9 @@ _NUMBER = struct.Struct("q")
 # where its path starts
 _SHARED_SIZE = 1 + 32 + _IDENTITY.size + 3 * _NUMBER.size
 _PATHS = 1 << 20  # room for paths to start with (grown as needed)
+# members whose part of the shared plan is allocated at once: not every member the head
+# says (a manifest may say millions and hold three), only those planned so far
+_ALLOCATED_MEMBERS = 1 << 14
 _RECORD_HEADER = b"droot-content 1 "
 _RECORD_LIMIT = 64 << 20  # ~100 bytes a file: 600,000 files
 
@@ -249,13 +252,18 @@ class LocalContent:
         # (NUL-terminated: tarformat refuses a NUL in a name), which the plan grows.
         self.members = members
         self.scratch = Scratch()
-        self._shared_region = self.scratch.region(members * _SHARED_SIZE)
+        self._shared_region = self.scratch.region(members * _SHARED_SIZE, allocated=0)
         self._shared = self._shared_region.map
         self._digests = members
         self._identities = self._digests + 32 * members
         self._earlier = self._identities + _IDENTITY.size * members
         self._link_times = self._earlier + _NUMBER.size * members
         self._path_starts = self._link_times + _NUMBER.size * members
+        # (start, bytes a member) of each part; the members whose blocks are allocated
+        self._parts = ((0, 1), (self._digests, 32), (self._identities, _IDENTITY.size),
+                       (self._earlier, _NUMBER.size), (self._link_times, _NUMBER.size),
+                       (self._path_starts, _NUMBER.size))
+        self._allocated = 0
         self._paths = self.scratch.region(_PATHS)
         self._paths_end = 0
         self.flags = bytearray()  # the plan's, a byte a member (4 MB at most: _RECORDS_LIMIT)
@@ -354,6 +362,12 @@ class LocalContent:
         """Member `index`, the next one, is at `path` (noted before anything else of it)."""
         if index % Scratch.TRIM_EVERY == 0:
             self.scratch.trim()
+        if index >= self._allocated:  # before anything of it is written, here or in the child
+            end = min(self.members, self._allocated + _ALLOCATED_MEMBERS)
+            for part, size in self._parts:
+                self._shared_region.allocate(part + size * self._allocated,
+                                             size * (end - self._allocated))
+            self._allocated = end
         start, self._paths_end = self._paths_end, self._paths_end + len(path) + 1
         self._paths.grow(self._paths_end)
         self._paths.map[start:start + len(path)] = path  # its NUL: the region's zeros

@@ -57,8 +57,9 @@ _RECORD_LIMIT = 8 << 20
 # (not to wait for a plan of the whole image while the extraction has nothing to do): a
 # next frame after that is another request.
 _RUN_LOOKAHEAD = 1024
-# Records a manifest may say it has (an image of 4 million files): the pull maps 73
-# bytes a record for its plan, of which only the pages used become memory.
+# Records a manifest may say it has (an image of 4 million files): the pull maps 81
+# bytes a record for its plan (droot.deploy.reuse), of which only the pages used become
+# memory, and only the planned members' take room in the scratch file.
 _RECORDS_LIMIT = 1 << 22
 _CONTENT = struct.Struct("<32sQHQQ")
 END_OF_ARCHIVE = bytes(2 * BLOCK)
@@ -80,14 +81,18 @@ class Manifest:
         self.where = where
         if isinstance(data, bytes):
             self._read_at = lambda size, offset: data[offset:offset + size]
+            size = len(data)
         else:
             self._read_at = functools.partial(os.pread, data.fileno())
+            size = os.fstat(data.fileno()).st_size
         start = len(MAGIC) + 4
         fixed = self._read_at(start, 0)
         if not fixed.startswith(MAGIC) or len(fixed) < start:
             raise DrootError(f"{where}: not a droot delta manifest")
         (length,) = struct.unpack_from("<I", fixed, len(MAGIC))
         try:
+            if length > size - start:  # not read: pread would make room for all it says
+                raise ValueError("head length")
             self.head = json.loads(self._read_at(length, start))
             self.packs = [deltastore.check_pack_name(name) for name in self.head["packs"]]
             if self.head["format"] != FORMAT:

@@ -161,8 +161,10 @@ def _pull_delta(location, download, head: bytes, expected: str | None, root,
     limit = delta.deltastore.MAX_SMALL_OBJECT
     with scratch.spool() as manifest:  # on the disk, not in memory (droot.core.scratch)
         def keep(data: bytes):
+            rest = memoryview(data)
             try:
-                manifest.write(data)
+                while rest:  # a write may be short: the room ran out mid-way (ENOSPC next)
+                    rest = rest[manifest.write(rest):]
             except OSError as error:
                 raise DrootError(f"no room for the delta release's manifest in "
                                  f"{scratch.directory()} ({error.strerror}): set TMPDIR to "
