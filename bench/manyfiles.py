@@ -3,12 +3,14 @@
 of memory whatever the image's size"): what a delta pull keeps grows with the number of
 files, not their size, so this image is the hard case.
 
-Image v1: the tests' busybox root plus N files (default 100,000) of 100 to 3,000 random
-bytes, two directories of 25 files for each of N/50 packages (a node_modules-like tree);
-v2: 20 of them rewritten. Both pushed with `push --delta` to a path store, then pulled
-into an empty root: v1 (a first pull), then v2 over it (every other file reused, through
-the record), once into writable releases and once with --read-only (linked). With --s3
-the store is a moto S3 server on loopback instead (botocore's client is then most of the
+Image v1: N files (default 100,000) of 100 to 3,000 random bytes, two directories of 25
+files for each of N/50 packages (a node_modules-like tree); v2: 20 of them rewritten. Each
+is an OCI image layout of one uncompressed layer, written here (a `docker build` of
+300,000 files took over 50 minutes on this machine) and kept in $DROOT_BENCH_CACHE (else
+/var/tmp/droot-bench). Both pushed with `push --delta` to a path store, then pulled into
+an empty root: v1 (a first pull), then v2 over it (every other file reused, through the
+record), once into writable releases and once with --read-only (linked). With --s3 the
+store is a moto S3 server on loopback instead (botocore's client is then most of the
 floor). Prints each command's peak RSS (of droot and its extraction child, the larger),
 taken by GNU time around that command alone (see bench/delta.py's timed: wait4 here
 would report this process's own).
@@ -17,39 +19,79 @@ Usage: sudo .venv/bin/python bench/manyfiles.py [--files N] [--s3]
 """
 
 import argparse
+import hashlib
+import io
+import json
 import random
-import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.conftest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from delta import BIN, DROOT, sh, timed  # noqa: E402
+from delta import BIN, CACHE, DROOT, sh, timed  # noqa: E402
 from ship import start_moto  # noqa: E402
 
 
 def build_images(files: int) -> tuple[str, str]:
-    """droot-bench/many-N:v1 and :v2 (built once, then kept by docker)."""
-    from tests.conftest import make_busybox_root
-    tags = (f"droot-bench/many-{files}:v1", f"droot-bench/many-{files}:v2")
-    if all(subprocess.run(["docker", "image", "inspect", tag],
-                          capture_output=True).returncode == 0 for tag in tags):
-        return tags
+    """The sources of v1 and v2 (oci:PATH), written once, then kept in CACHE."""
+    layouts = [CACHE / f"many-{files}-{version}" for version in ("v1", "v2")]
+    for changed, layout in enumerate(layouts):
+        if not (layout / "index.json").exists():
+            write_layout(layout, files, changed=bool(changed))
+    return tuple(f"oci:{layout}" for layout in layouts)
+
+
+def write_layout(layout: Path, files: int, changed: bool):
+    """An OCI image layout of one layer holding the image's files (see the module)."""
     chance = random.Random(1)
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as context:
-        root = make_busybox_root(Path(context) / "rootfs")
-        paths = [root / f"app/node_modules/pkg{n // 50}/{('dist', 'lib')[n % 2]}/file{n}.js"
-                 for n in range(files)]
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(chance.randbytes(chance.randint(100, 3000)))
-        (Path(context) / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
-        sh(f"docker build -q -t {tags[0]} {context}")
-        for path in paths[::max(1, files // 20)]:
-            path.write_bytes(chance.randbytes(2000))
-        sh(f"docker build -q -t {tags[1]} {context}")
-    return tags
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    directories = set()
+    with tempfile.NamedTemporaryFile(dir=blobs, delete=False) as spool:
+        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for n in range(files):
+                directory = f"app/node_modules/pkg{n // 50}/{('dist', 'lib')[n % 2]}"
+                parts = directory.split("/")
+                for depth in range(1, len(parts) + 1):
+                    if (name := "/".join(parts[:depth])) not in directories:
+                        directories.add(name)
+                        entry = tarfile.TarInfo(name)
+                        entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, 1
+                        tar.addfile(entry)
+                data = chance.randbytes(chance.randint(100, 3000))
+                if changed and n % max(1, files // 20) == 0:
+                    data = random.Random(n).randbytes(2000)
+                entry = tarfile.TarInfo(f"{directory}/file{n}.js")
+                entry.size, entry.mode, entry.mtime = len(data), 0o644, 1
+                tar.addfile(entry, io.BytesIO(data))
+    layer = descriptor(Path(spool.name), "application/vnd.oci.image.layer.v1.tar")
+    config = descriptor(json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}).encode(),
+        "application/vnd.oci.image.config.v1+json", blobs)
+    manifest = descriptor(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": [layer]}).encode(),
+        "application/vnd.oci.image.manifest.v1+json", blobs)
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {**manifest, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+
+
+def descriptor(content, media_type: str, blobs: Path | None = None) -> dict:
+    """The descriptor of a blob: `content` (bytes, written to `blobs`) or a file of it
+    (renamed to its digest)."""
+    if isinstance(content, bytes):
+        digest = hashlib.sha256(content).hexdigest()
+        (blobs / digest).write_bytes(content)
+        size = len(content)
+    else:
+        with open(content, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        size = content.stat().st_size
+        content.rename(content.parent / digest)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": size}
 
 
 def main():
@@ -70,7 +112,7 @@ def main():
                 moto.kill()
                 moto.wait()
     where = "moto S3" if args.s3 else "a path store"
-    print(f"Peak RSS, MB, image of {args.files:,} files + busybox, {where}:")
+    print(f"Peak RSS, MB, image of {args.files:,} files, {where}:")
     for command, peak in peaks.items():
         print(f"  {command:<22} {peak:6.0f}")
 
