@@ -8,12 +8,14 @@ forked child as the same pages, gone with the process however it ends. Its pages
 file's, in the page cache, which the kernel writes back and takes when memory is short;
 but a page stays counted in the process (and kept) while it is mapped there, so
 `Scratch.trim` unmaps every page of the larger regions now and then (MADV_DONTNEED: the
-data stays in the file, and the next access maps the page again, a minor fault). Tables
-of a few MB (an image of tens of thousands of files) are never trimmed: they cost what
-they did in memory.
+data stays in the file, and the next access maps the page again, a minor fault).
+Regions of 1 MB or less (an image of some 10,000 files) are never trimmed: they cost
+what they did in memory. Tables larger than memory should hold are read from their file
+(droot.core.indextable).
 
-Where no temporary file can be made there (a read-only or full /var/tmp), a region is a
-memfd: the pull works as before, in memory that grows with the number of files.
+Where no temporary file can be made there (a read-only or missing /var/tmp, or one
+without room for a region's first blocks), a region is a memfd: the pull works as
+before, in memory that grows with the number of files.
 """
 
 import mmap
@@ -27,9 +29,9 @@ DEFAULT_DIRECTORY = "/var/tmp"
 
 
 class Region:
-    """`size` zero bytes as `map`, of the file `fd`. The file's blocks are allocated as
-    it is made or grown (fallocate): a full disk is an error then, not a SIGBUS at the
-    first write to the mapping."""
+    """`size` zero bytes as `map`, of the file `fd`. The file's blocks are allocated
+    (fallocate) before they are written: as it is made or grown, or by allocate(). A full
+    disk is then one error, not a SIGBUS at the first write into the mapping."""
 
     def __init__(self, size: int, allocated: int | None = None):
         """`allocated`: how many of its first bytes have their blocks allocated now (all
@@ -120,7 +122,8 @@ def spool():
 
 class Scratch:
     """The regions of one pull, trimmed together: every TRIM_EVERY members planned or
-    extracted, each of which maps a page or two of a region, or 16 (see Region)."""
+    extracted, each of which maps a few pages of a region (a read fault maps up to 16
+    cached pages around it: the kernel's fault-around)."""
 
     TRIM_EVERY = 64  # a read of a page maps 16: at most 4 MB a region between trims
 
