@@ -68,6 +68,19 @@ def droot_peak_rss_mb(*args) -> float:
     return int(result.stdout) / 1024
 
 
+@contextlib.contextmanager
+def small_tmpfs(mountpoint: Path, size: str):
+    """A tmpfs of `size` (mount's units: 64k, 1m) of the test's own at `mountpoint`, made
+    here and unmounted afterwards: a filesystem the test can fill."""
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "droot-test-small",
+                    mountpoint], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", mountpoint], check=True)
+
+
 def make_busybox_root(path: Path) -> Path:
     """A minimal root filesystem: static busybox with its applets, passwd and group files."""
     (path / "bin").mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ import time
 import pytest
 from pathlib import Path
 
-from tests.conftest import DROOT, OpenWatch, docker_build, droot, make_busybox_root
+from tests.conftest import (DROOT, OpenWatch, docker_build, droot, make_busybox_root,
+                            small_tmpfs)
 from tests.deploy.conftest import leftovers
 from tests.delta.hostile import file, push_members  # noqa: F401
 from tests.delta.conftest import MIB, full_deploy, push, random_file, s3_size, summary, tree
@@ -217,20 +218,9 @@ def test_scratch_space_in_memory_or_out_of_room(versions, tmp_path):
     do, and the release stays as it was."""
     store, root = both_pushed_v1_pulled(versions, tmp_path)
     current, contents = os.readlink(root), tree(root)
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "droot-test-scratch",
-                    small], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "64k") as small:
         (small / "filler").write_bytes(b"x" * (64 << 10))  # full
-        result = droot("pull", store / "v2", "--root", root,
-                       env={**os.environ, "TMPDIR": str(small)})
-        assert result.returncode == 1
-        assert result.stderr == (f"droot: no room for the delta release's manifest in {small} "
-                                 "(No space left on device): set TMPDIR to a directory with "
-                                 "room\n")
-    finally:
-        subprocess.run(["umount", "-l", small], check=True)
+        pull_without_room(store / "v2", root, small)
     assert os.readlink(root) == current and tree(root) == contents
     result = droot("pull", store / "v2", "--root", root,
                    env={**os.environ, "TMPDIR": str(tmp_path / "missing")})
@@ -249,19 +239,18 @@ def test_a_manifest_the_room_holds_only_part_of_is_one_clear_error(push_members,
     push_members([file(f"f{n}", os.urandom(64)) for n in range(1000)], store / "big")
     manifest_size = (store / "big").stat().st_size
     assert manifest_size > 3 * 4096
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "droot-test-scratch",
-                    small], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "1m") as small:
         room = 4096 * (manifest_size // 8192)  # about half of it, in whole pages
         (small / "filler").write_bytes(b"x" * ((1 << 20) - room))
-        result = droot("pull", store / "big", "--root", root,
-                       env={**os.environ, "TMPDIR": str(small)})
-        assert result.returncode == 1
-        assert result.stderr == (f"droot: no room for the delta release's manifest in {small} "
-                                 "(No space left on device): set TMPDIR to a directory with "
-                                 "room\n")
-    finally:
-        subprocess.run(["umount", "-l", small], check=True)
+        pull_without_room(store / "big", root, small)
     assert not root.exists()
+
+
+def pull_without_room(source: Path, root: Path, scratch: Path):
+    """A pull from `source` with TMPDIR `scratch`, which has no room for the manifest: it
+    fails with one line that says where, and what to do."""
+    result = droot("pull", source, "--root", root, env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 1
+    assert result.stderr == (f"droot: no room for the delta release's manifest in {scratch} "
+                             "(No space left on device): set TMPDIR to a directory with "
+                             "room\n")

@@ -5,13 +5,13 @@ gives memory instead, or one clear error when the room runs out mid-way."""
 
 import os
 import re
-import subprocess
 
 import pytest
 
 from droot.core import scratch
 from droot.core.errors import DrootError
 from droot.core.indextable import IndexTable
+from tests.conftest import small_tmpfs
 
 
 def resident_kb(region: scratch.Region) -> int:
@@ -85,28 +85,22 @@ def test_a_directory_that_cannot_hold_scratch_gives_memory(tmp_path, monkeypatch
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 1 MiB tmpfs of the test's own, unmounted afterwards."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "droot-test-scratch",
-                    mountpoint], check=True)
-    try:
+def small(tmp_path):
+    """A 1 MiB tmpfs of the test's own."""
+    with small_tmpfs(tmp_path / "small", "1m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", mountpoint], check=True)
 
 
-def test_room_running_out_is_one_clear_error(small_tmpfs, monkeypatch):
+def test_room_running_out_is_one_clear_error(small, monkeypatch):
     """Blocks are allocated as a region is made or grown: a full filesystem is a
     DrootError that says where, not a SIGBUS at the first write into the mapping."""
-    monkeypatch.setenv("TMPDIR", str(small_tmpfs))
+    monkeypatch.setenv("TMPDIR", str(small))
     pool = scratch.Scratch()
     try:
         region = pool.region(256 << 10)
         assert region.on_disk
         with pytest.raises(DrootError, match=re.escape(
-                f"no room for a delta pull's tables in {small_tmpfs} (No space left on "
+                f"no room for a delta pull's tables in {small} (No space left on "
                 "device): set TMPDIR to a directory with room")):
             region.grow(4 << 20)
         assert not pool.region(4 << 20).on_disk  # a new one: in memory then
