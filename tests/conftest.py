@@ -60,10 +60,12 @@ _MEASURE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], "
             "print(usage.ru_maxrss if os.waitstatus_to_exitcode(status) == 0 else -1)")
 
 
-def droot_peak_rss_mb(*args) -> float:
-    """The peak RSS, in MB, of a `droot` command that must succeed."""
+def droot_peak_rss_mb(*args, stdin=None) -> float:
+    """The peak RSS, in MB, of a `droot` command that must succeed (its extraction child's
+    too: the measure is the largest of the processes it waited for)."""
     result = subprocess.run([sys.executable, "-c", _MEASURE, DROOT, *map(str, args)],
-                            capture_output=True, text=True, check=True, timeout=600)
+                            stdin=stdin, capture_output=True, text=True, check=True,
+                            timeout=600)
     assert int(result.stdout) > 0, result.stderr
     return int(result.stdout) / 1024
 

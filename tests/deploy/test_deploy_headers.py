@@ -169,11 +169,16 @@ def test_a_pax_header_up_to_the_limit_is_read(tmp_path):
 ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_OTHER = 0x01, 0x04, 0x20
 
 
-def default_acl(directory, user: int, group: int, other: int):
-    """Set a minimal default ACL (what `setfacl -d -m u::7,g::5,o::5` sets)."""
-    value = struct.pack("<I", 2) + b"".join(
+def minimal_default_acl(user: int, group: int, other: int) -> bytes:
+    """The xattr value of `setfacl -d -m u::7,g::5,o::5` (for 7, 5, 5)."""
+    return struct.pack("<I", 2) + b"".join(
         struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
         for tag, perm in ((ACL_USER_OBJ, user), (ACL_GROUP_OBJ, group), (ACL_OTHER, other)))
+
+
+def default_acl(directory, user: int, group: int, other: int):
+    """Set a minimal default ACL on `directory`."""
+    value = minimal_default_acl(user, group, other)
     try:
         os.setxattr(directory, "system.posix_acl_default", value)
     except OSError as error:

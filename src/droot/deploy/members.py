@@ -24,11 +24,12 @@ from droot.core.tarformat import (BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HAR
                              REGULAR_TYPES, SYMLINK, HeaderReader, TarFormatError, show)
 
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# Set last, with the directory times: a default ACL would change the modes of all that is
-# created below its directory afterwards.
-DEFERRED_XATTRS = frozenset((b"system.posix_acl_default",))
-ACL_XATTRS = (b"system.posix_acl_default", b"system.posix_acl_access")
+# Set with the directory's time, when the stream leaves it: a default ACL would change the
+# modes of all that is created below its directory afterwards.
+DEFAULT_ACL = b"system.posix_acl_default"
+ACL_XATTRS = (DEFAULT_ACL, b"system.posix_acl_access")
 MAX_WARNINGS = 10
+PATH_MAX = 4096  # Linux's: a longer path fails with ENAMETOOLONG, whatever it names
 
 
 class ArchiveError(TarFormatError):
@@ -184,17 +185,35 @@ def clear_default_acl(directory: bytes = b"."):
                 raise
 
 
+class _OpenDirectory:
+    """A directory on the path of the member being unpacked: its time is set when the
+    stream leaves it, and its default ACL (`mtime_ns` None for one made as a parent, with
+    no entry of its own)."""
+    __slots__ = ("path", "prefix", "mtime_ns", "setgid", "default_acl")
+
+    def __init__(self, path: bytes, mtime_ns: int | None, setgid: bool,
+                 default_acl: bytes | None = None):
+        self.path, self.mtime_ns, self.setgid = path, mtime_ns, setgid
+        self.default_acl = default_acl
+        self.prefix = path + b"/" if path else b""
+
+
 class Unpacker:
     def __init__(self, source: Input, *, devices: bool = True):
         self.source = source
         self.devices = devices
         self.stats = Stats()
-        self._directory_times: dict[bytes, int] = {}
-        self._deferred_xattrs: list[tuple[bytes, bytes, bytes]] = []
-        self._setgid_directories: set[bytes] = set()
+        # Only the directories on the current member's path wait for their times, not
+        # every directory of the image (a pull's memory must not grow with its size):
+        # tar writers walk depth first, so a directory is complete once the stream
+        # leaves it. _enter keeps the times right when an archive comes back to one.
+        self._open: list[_OpenDirectory] = []
+        self._parent_setgid = False  # the current member's directory is setgid
         self._warnings = 0
 
     def run(self) -> Stats:
+        root_setgid = bool(os.stat(b".").st_mode & stat.S_ISGID)
+        self._open = [_OpenDirectory(b"", None, root_setgid)]
         headers = HeaderReader(self.source.read)
         while (member := headers.next()) is not None:
             try:
@@ -216,18 +235,78 @@ class Unpacker:
         return self.stats
 
     def _finish(self):
-        for path, name, value in self._deferred_xattrs:
-            self._set_xattrs(path, [(name, value)], follow=False)
-        # Directory times last: creating entries inside changes them. Only on what is
-        # still a directory: a member named through a symlink (`e -> .`, `e/d`) may have
-        # replaced one by a file, which a delta pull may have hard-linked from another
-        # release (droot.deploy.reuse).
-        for path, mtime_ns in self._directory_times.items():
+        while self._open:
+            self._close(self._open.pop())
+
+    def _close(self, directory: _OpenDirectory):
+        """Set the time (and default ACL) of a directory the stream has left: creating
+        entries inside changes it. Only on what is still a directory: a member named
+        through a symlink (`e -> .`, `e/d`) may have replaced one by a file, which a delta
+        pull may have hard-linked from another release (droot.deploy.reuse)."""
+        if directory.mtime_ns is None:
+            return
+        path, mtime_ns = directory.path or b".", directory.mtime_ns
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed with a directory that a later member replaced
+        if directory.default_acl is not None:
+            self._set_xattrs(path, [(DEFAULT_ACL, directory.default_acl)], follow=False)
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def _enter(self, path: bytes):
+        """Set the times of the open directories that `path` is not in, and say whether
+        the member at `path` will be made in the innermost one left. If not, the archive
+        came back to a directory it had left (or names one through a symlink): return
+        that directory, its stat and its default ACL, lifted meanwhile (the member must
+        not inherit it), to put back once the member is made."""
+        directories = self._open
+        while len(directories) > 1:
+            top = directories[-1]
+            if path.startswith(top.prefix):
+                break
+            if path == top.path:  # its entry again, or a member that replaces it: its
+                directories.pop()  # last entry gives the time (_directory), if any
+            else:
+                self._close(directories.pop())
+        top = directories[-1]
+        parent = path.rpartition(b"/")[0]
+        if parent == top.path:
+            self._parent_setgid = top.setgid
+            return None
+        if len(parent) >= PATH_MAX:
+            return None  # making the member fails (a walk up it would take its length²)
+        # The nearest directory that exists: the member (and any missing parents) will
+        # be made in it, the kernel following symlinks as stat does.
+        existing = parent
+        while True:
             try:
-                if stat.S_ISDIR(os.lstat(path).st_mode):
-                    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
-                pass  # removed with a directory that a later member replaced
+                info = os.stat(existing or b".")
+                break
+            except OSError:
+                if not existing:
+                    return None
+                existing = existing.rpartition(b"/")[0]
+        if not stat.S_ISDIR(info.st_mode):
+            return None  # making the member fails, naming the culprit (_describe)
+        # The parents to be made are open directories from now on, setgid if it is
+        # (mkdir inherits the bit), so the members that follow them take the fast way.
+        self._parent_setgid = setgid = bool(info.st_mode & stat.S_ISGID)
+        made = parent
+        below = []
+        while len(made) > len(existing) and len(made) > len(top.path):
+            below.append(made)
+            made = made.rpartition(b"/")[0]
+        directories.extend(_OpenDirectory(p, None, setgid) for p in reversed(below))
+        if existing == top.path:
+            return None
+        try:
+            default_acl = os.getxattr(existing or b".", DEFAULT_ACL)
+            os.removexattr(existing or b".", DEFAULT_ACL)
+        except OSError:  # none (ENODATA), or no ACLs on this filesystem
+            default_acl = None
+        return existing, info, default_acl
 
     def _warn(self, message: str, count: bool = True):
         if count:
@@ -241,9 +320,6 @@ class Unpacker:
         (an unknown namespace, no xattrs here) is left out with a warning, as GNU tar
         does."""
         for name, value in xattrs:
-            if name in DEFERRED_XATTRS and path is not None:
-                self._deferred_xattrs.append((path, name, value))
-                continue
             try:
                 os.setxattr(target, name, value, follow_symlinks=follow)
             except OSError as error:
@@ -255,24 +331,15 @@ class Unpacker:
                 raise ArchiveError(f"{where}: cannot set extended attribute {show(name)}: "
                                    f"{error.strerror}") from None
 
-    def _replacing(self, path: bytes):
-        """A non-directory member takes `path`: a directory there, and its times, go."""
-        times = self._directory_times
-        if path in times:
-            del times[path]
-            prefix = path + b"/"
-            for inner in [inner for inner in times if inner.startswith(prefix)]:
-                del times[inner]
-        _remove(path)
-
-    def _create(self, make, path: bytes):
+    @staticmethod
+    def _create(make, path: bytes):
         """Run make(path), first making its parents, or replacing what is at path."""
         try:
             return make(path)
         except FileNotFoundError:
             _make_parents(path)
         except FileExistsError:
-            self._replacing(path)
+            _remove(path)
         return make(path)
 
     def _unpack(self, m):
@@ -280,11 +347,11 @@ class Unpacker:
         if m.sparse:
             raise ArchiveError(f"{show(m.path)}: sparse and multi-volume members are not "
                                "supported")
+        revisited = self._enter(m.path)
         if kind in REGULAR_TYPES:
             self._file(m)
-            return
         # Like tarfile and GNU tar, only regular members carry data.
-        if kind == DIRECTORY:
+        elif kind == DIRECTORY:
             self._directory(m)
         elif kind == SYMLINK:
             self._symlink(m)
@@ -295,13 +362,20 @@ class Unpacker:
         else:
             raise ArchiveError(f"{show(m.path)}: unsupported tar member type "
                                f"{bytes([kind])!r}")
+        if revisited is not None:
+            directory, before, default_acl = revisited
+            try:
+                if default_acl is not None:
+                    os.setxattr(directory or b".", DEFAULT_ACL, default_acl)
+                os.utime(directory or b".", ns=(before.st_atime_ns, before.st_mtime_ns))
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # the member replaced it, through a symlink
 
     def _chown_needed(self, m) -> bool:
         """Whether the new entry's owner differs from what creating it gave it: root's,
         or in a setgid directory the directory's group. (Skipped chowns count: each is a
         journal update on ext4.)"""
-        return bool(m.uid or m.gid or (self._setgid_directories and
-                                       m.path.rpartition(b"/")[0] in self._setgid_directories))
+        return bool(m.uid or m.gid or self._parent_setgid)
 
     def _file(self, m):
         # Created with its permission bits (the umask is 0, and no default ACL is
@@ -347,13 +421,19 @@ class Unpacker:
             made = False  # a setgid parent's bit may have been inherited
         if not made or m.mode & 0o7000:
             os.chmod(path, m.mode)
-        if m.mode & stat.S_ISGID:
-            self._setgid_directories.add(m.path)
+        default_acl = None
         if m.xattrs:
-            self._set_xattrs(path, m.xattrs, follow=False, path=path)
-        times = self._directory_times
-        times.pop(path, None)  # the last entry of a directory counts, after its contents
-        times[path] = m.mtime_ns
+            default_acl = next((value for name, value in m.xattrs if name == DEFAULT_ACL),
+                               None)
+            self._set_xattrs(path, [(name, value) for name, value in m.xattrs
+                                    if name != DEFAULT_ACL], follow=False, path=path)
+        # Its time and default ACL are set when the stream leaves it (_enter), after its
+        # contents; the last entry of a directory counts.
+        opened = _OpenDirectory(m.path, m.mtime_ns, bool(m.mode & stat.S_ISGID), default_acl)
+        if m.path:
+            self._open.append(opened)
+        else:
+            self._open[0] = opened
         self.stats.directories += 1
 
     def _symlink(self, m):

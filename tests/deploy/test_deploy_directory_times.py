@@ -1,0 +1,124 @@
+"""Directory times are set as the stream leaves each directory, so an extraction keeps only
+the directories on the current member's path in memory, not one entry per directory of
+the image (issue 14: a pull's memory does not grow with the image). Archives that are
+not written depth first, name a directory through a symlink or have no directory entries
+still get every directory's time from its last entry, as before."""
+
+import errno
+import os
+import stat
+import tarfile
+
+import pytest
+
+from tests.conftest import END, droot_peak_rss_mb, member_bytes
+from tests.deploy.conftest import deploy
+from tests.deploy.test_deploy_headers import minimal_default_acl
+
+T1, T2, T3, T4 = 1_100_000_000, 1_200_000_000, 1_300_000_000, 1_400_000_000
+
+
+def directory(name: str, mtime: int, **fields) -> bytes:
+    return member_bytes(name, type=tarfile.DIRTYPE, mode=fields.pop("mode", 0o755),
+                        mtime=mtime, **fields)
+
+
+def deployed(tmp_path, archive: bytes):
+    root = tmp_path / "app"
+    result = deploy(root, member_bytes("MARKER", b"x") + archive + END)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def mtime(path) -> int:
+    return int(os.lstat(path).st_mtime)
+
+
+def test_an_archive_that_comes_back_to_a_directory_keeps_its_time(tmp_path):
+    root = deployed(tmp_path, directory("a", T1) + directory("b", T2) +
+                    member_bytes("a/late", b"1") +          # back in a, after leaving it
+                    directory("a/inner", T3) +              # a directory made there too
+                    member_bytes("b/deep/er/file", b"2"))   # parents made in b
+    assert (root / "a" / "late").read_bytes() == b"1"
+    assert (mtime(root / "a"), mtime(root / "b"), mtime(root / "a" / "inner")) == (T1, T2, T3)
+    assert (root / "b" / "deep" / "er" / "file").read_bytes() == b"2"
+
+
+def test_a_directory_entry_after_its_contents_gives_its_time(tmp_path):
+    root = deployed(tmp_path, member_bytes("c/f", b"1") + member_bytes("c/d/g", b"2") +
+                    directory("c/d", T1) + directory("c", T2) + member_bytes("c/h", b"3"))
+    assert (mtime(root / "c"), mtime(root / "c" / "d")) == (T2, T1)
+    assert sorted(os.listdir(root / "c")) == ["d", "f", "h"]
+
+
+def test_a_directory_named_through_a_symlink_keeps_its_time(tmp_path):
+    root = deployed(tmp_path, directory("s", T1) + member_bytes("other", b"1") +
+                    member_bytes("alias", type=tarfile.SYMTYPE, linkname="s") +
+                    member_bytes("alias/z", b"2") + directory("t", T2) +
+                    member_bytes("here", type=tarfile.SYMTYPE, linkname=".") +
+                    member_bytes("here/t/y", b"3"))        # back into t, through the root
+    assert (root / "s" / "z").read_bytes() == b"2" and (root / "t" / "y").read_bytes() == b"3"
+    assert (mtime(root / "s"), mtime(root / "t")) == (T1, T2)
+
+
+def test_a_file_in_a_made_parent_of_a_setgid_directory_keeps_its_group(tmp_path):
+    """mkdir gives a parent made inside a setgid directory the bit and the group: a
+    file below it owned by group 0 in the archive must be chowned back to 0."""
+    root = deployed(tmp_path, directory("g", T1, mode=0o2775, gid=1234) +
+                    member_bytes("g/made/file", b"1") + member_bytes("g/file", b"2"))
+    assert os.lstat(root / "g" / "made").st_mode & stat.S_ISGID
+    assert os.lstat(root / "g" / "made" / "file").st_gid == 0
+    assert os.lstat(root / "g" / "file").st_gid == 0
+    assert mtime(root / "g") == T1
+
+
+def write_directories(path, count: int):
+    """An archive of `count` directories with 200-byte names, two levels deep."""
+    with open(path, "wb") as out:
+        out.write(member_bytes("MARKER", b"x"))
+        for top in range(max(1, count // 100)):
+            name = f"{top:04d}" + "t" * 200
+            out.write(directory(name, T1))
+            for inner in range(min(count, 100)):
+                out.write(directory(f"{name}/{inner:03d}" + "s" * 200, T2))
+        out.write(END)
+
+
+def test_memory_does_not_grow_with_the_number_of_directories(tmp_path):
+    """50,000 directories took 33 MB more than 100 when every directory's time waited
+    for the end of the archive; now what grows is only the current path."""
+    peaks = {}
+    for count in (100, 50_000):
+        archive = tmp_path / f"{count}.tar"
+        write_directories(archive, count)
+        with open(archive, "rb") as stdin:
+            peaks[count] = droot_peak_rss_mb("deploy", "--root", tmp_path / f"app{count}",
+                                             stdin=stdin)
+        archive.unlink()
+    assert peaks[50_000] - peaks[100] < 15, peaks
+    last = tmp_path / "app50000" / ("0499" + "t" * 200)
+    assert mtime(last) == T1 and mtime(last / ("099" + "s" * 200)) == T2
+
+
+def test_a_default_acl_is_set_after_the_directory_is_complete(tmp_path):
+    """A directory's default ACL (set when the stream leaves it) changes the modes of
+    nothing made in it, not even of members that come back to it afterwards."""
+    acl = minimal_default_acl(7, 5, 5)  # group and others: no write
+    with_acl = directory("d", T1, format=tarfile.PAX_FORMAT, pax_headers={
+        "SCHILY.xattr.system.posix_acl_default": acl.decode("utf-8", "surrogateescape")})
+    root = deployed(tmp_path, with_acl + member_bytes("d/f", b"1", mode=0o664) +
+                    member_bytes("other", b"2") +                    # d is left here
+                    member_bytes("d/late", b"3", mode=0o666) +
+                    member_bytes("d/made/g", b"4", mode=0o666))
+    try:
+        assert os.getxattr(root / "d", "system.posix_acl_default") == acl
+    except OSError as error:
+        if error.errno == errno.EOPNOTSUPP:
+            pytest.skip("no POSIX ACLs on the test filesystem")
+        raise
+    modes = {name: stat.S_IMODE(os.lstat(root / "d" / name).st_mode)
+             for name in ("f", "late", "made", "made/g")}
+    assert modes == {"f": 0o664, "late": 0o666, "made": 0o755, "made/g": 0o666}
+    for name in ("f", "late", "made"):
+        assert not os.listxattr(root / "d" / name), name  # nothing inherited
+    assert mtime(root / "d") == T1
