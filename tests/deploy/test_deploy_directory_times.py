@@ -7,11 +7,12 @@ still get every directory's time from its last entry, as before."""
 import errno
 import os
 import stat
+import subprocess
 import tarfile
 
 import pytest
 
-from tests.conftest import END, droot_peak_rss_mb, member_bytes
+from tests.conftest import DROOT, END, droot_peak_rss_mb, member_bytes
 from tests.deploy.conftest import deploy
 from tests.deploy.test_deploy_headers import minimal_default_acl
 
@@ -32,6 +33,23 @@ def deployed(tmp_path, archive: bytes):
 
 def mtime(path) -> int:
     return int(os.lstat(path).st_mtime)
+
+
+def with_default_acl(name: str, mtime: int, acl: bytes, **fields) -> bytes:
+    return directory(name, mtime, format=tarfile.PAX_FORMAT, pax_headers={
+        "SCHILY.xattr.system.posix_acl_default": acl.decode("utf-8", "surrogateescape")},
+        **fields)
+
+
+def default_acl_of(path) -> bytes | None:
+    try:
+        return os.getxattr(path, "system.posix_acl_default", follow_symlinks=False)
+    except OSError as error:
+        if error.errno == errno.EOPNOTSUPP:
+            pytest.skip("no POSIX ACLs on the test filesystem")
+        if error.errno == errno.ENODATA:
+            return None
+        raise
 
 
 def test_an_archive_that_comes_back_to_a_directory_keeps_its_time(tmp_path):
@@ -104,21 +122,77 @@ def test_a_default_acl_is_set_after_the_directory_is_complete(tmp_path):
     """A directory's default ACL (set when the stream leaves it) changes the modes of
     nothing made in it, not even of members that come back to it afterwards."""
     acl = minimal_default_acl(7, 5, 5)  # group and others: no write
-    with_acl = directory("d", T1, format=tarfile.PAX_FORMAT, pax_headers={
-        "SCHILY.xattr.system.posix_acl_default": acl.decode("utf-8", "surrogateescape")})
-    root = deployed(tmp_path, with_acl + member_bytes("d/f", b"1", mode=0o664) +
+    root = deployed(tmp_path, with_default_acl("d", T1, acl) +
+                    member_bytes("d/f", b"1", mode=0o664) +
                     member_bytes("other", b"2") +                    # d is left here
                     member_bytes("d/late", b"3", mode=0o666) +
                     member_bytes("d/made/g", b"4", mode=0o666))
-    try:
-        assert os.getxattr(root / "d", "system.posix_acl_default") == acl
-    except OSError as error:
-        if error.errno == errno.EOPNOTSUPP:
-            pytest.skip("no POSIX ACLs on the test filesystem")
-        raise
+    assert default_acl_of(root / "d") == acl
     modes = {name: stat.S_IMODE(os.lstat(root / "d" / name).st_mode)
              for name in ("f", "late", "made", "made/g")}
     assert modes == {"f": 0o664, "late": 0o666, "made": 0o755, "made/g": 0o666}
     for name in ("f", "late", "made"):
         assert not os.listxattr(root / "d" / name), name  # nothing inherited
     assert mtime(root / "d") == T1
+
+
+@pytest.mark.parametrize("same_name", [
+    member_bytes("d", type=tarfile.CHRTYPE, devmajor=1, devminor=3),  # skipped: no --devices
+    member_bytes("d", type=tarfile.LNKTYPE, linkname="d"),            # a hard link to itself
+], ids=["skipped-device", "self-link"])
+def test_a_member_that_leaves_a_directory_in_place_keeps_its_time_and_acl(tmp_path,
+                                                                          same_name):
+    acl = minimal_default_acl(7, 5, 5)
+    root = deployed(tmp_path, with_default_acl("d", T1, acl) + member_bytes("d/f", b"1") +
+                    same_name)
+    assert (root / "d").is_dir() and (mtime(root / "d"), default_acl_of(root / "d")) == (T1, acl)
+
+
+def test_an_entry_naming_an_open_directory_through_a_symlink_is_its_last(tmp_path):
+    """The last entry of a directory counts, whatever name it comes by: `g/up/g` names g
+    again (up -> ..) while g is still open."""
+    first, last = minimal_default_acl(7, 5, 5), minimal_default_acl(7, 0, 0)
+    root = deployed(tmp_path, with_default_acl("g", T1, first) +
+                    member_bytes("g/up", type=tarfile.SYMTYPE, linkname="..") +
+                    with_default_acl("g/up/g", T2, last, mode=0o700))
+    assert (mtime(root / "g"), default_acl_of(root / "g")) == (T2, last)
+    assert stat.S_IMODE(os.lstat(root / "g").st_mode) == 0o700
+
+
+def test_nothing_inherits_a_default_acl_set_before_the_directory_is_complete(tmp_path):
+    """A directory left (its default ACL set) and then named again, by its entry or as
+    the parent of a skipped device's missing parent: what is made in it afterwards
+    inherits nothing."""
+    acl = minimal_default_acl(7, 5, 0)  # others: nothing
+    root = deployed(tmp_path, with_default_acl("a", T1, acl) + member_bytes("a/f", b"1") +
+                    with_default_acl("b", T1, acl) + directory("c", T1) +
+                    directory("a", T2) +                          # a's entry again
+                    member_bytes("a/g", b"2", mode=0o644) + directory("a/sub", T3) +
+                    member_bytes("b/n/null", type=tarfile.CHRTYPE, devmajor=1, devminor=3) +
+                    member_bytes("b/n/f", b"3", mode=0o644))
+    modes = {name: stat.S_IMODE(os.lstat(root / name).st_mode)
+             for name in ("a/g", "a/sub", "b/n", "b/n/f")}
+    assert modes == {"a/g": 0o644, "a/sub": 0o755, "b/n": 0o755, "b/n/f": 0o644}
+    assert default_acl_of(root / "a/sub") is None and default_acl_of(root / "b/n") is None
+    assert (default_acl_of(root / "a"), default_acl_of(root / "b")) == (acl, acl)
+    assert (mtime(root / "a"), mtime(root / "b"), mtime(root / "a/sub")) == (T2, T1, T3)
+
+
+def test_deep_missing_parents_take_a_syscall_or_so_a_level(tmp_path):
+    """A member 1,000 levels below its nearest existing directory: the parents are found
+    by a binary search and made by descriptor. A walk up by path (stat and mkdir of each
+    level by its whole path) made the kernel resolve ~1,000 levels per call: 8 ms a
+    member, which a hostile archive multiplies."""
+    deep = "/".join(["d"] * 1000)
+    archive = member_bytes("MARKER", b"x") + member_bytes(f"{deep}/f", b"1") + END
+    log = tmp_path / "strace.log"
+    result = subprocess.run(["strace", "-f", "-qq", "-e", "trace=%stat,mkdir,mkdirat",
+                             "-o", log, DROOT, "deploy", "--root", tmp_path / "app"],
+                            input=archive, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "app" / deep / "f").read_bytes() == b"1"
+    calls = log.read_text().splitlines()
+    deep_stats = [call for call in calls if "stat" in call and "d/d/d/d" in call]
+    made = [call for call in calls if "mkdir" in call and '"d"' in call]
+    assert len(made) == 1000, f"{len(made)} of 1,000 parents made by descriptor"
+    assert len(deep_stats) < 40, f"{len(deep_stats)} stats of deep paths"

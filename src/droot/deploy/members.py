@@ -128,25 +128,52 @@ def _remove(path: bytes):
         os.unlink(path)
 
 
+def _deepest_existing(path: bytes) -> tuple[bytes, os.stat_result]:
+    """The longest leading part of `path` that exists (b"" for the root), as the kernel
+    resolves it to make what is below (following symlinks), and its stat. A binary
+    search: a part exists only if every shorter one does, and each stat walks the whole
+    part, so a walk up a path of thousands of levels would take their square."""
+    parts = path.split(b"/") if path else []
+    found, info = 0, os.stat(b".")
+    missing = len(parts) + 1  # the fewest parts known not to exist
+    while missing - found > 1:
+        middle = (found + missing) // 2
+        try:
+            info, found = os.stat(b"/".join(parts[:middle])), middle
+        except OSError:
+            missing = middle
+    return b"/".join(parts[:found]), info
+
+
 def _make_parents(path: bytes):
     """Create the missing parent directories of `path`, each 0755: they have no entry of
-    their own (yet), and nothing droot makes up may be writable by others."""
-    missing = []
+    their own (yet), and nothing droot makes up may be writable by others. Each is made
+    in the one above by descriptor, not by its whole path (linear time in the depth)."""
+    if len(path) >= PATH_MAX:
+        # Made by descriptor, parents could go deeper than any path the kernel takes.
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
     parent = path.rpartition(b"/")[0]
-    while parent:
-        try:
-            os.mkdir(parent, 0o755)
-        except FileNotFoundError:
-            missing.append(parent)
-            parent = parent.rpartition(b"/")[0]
-            continue
-        except FileExistsError:
-            if not os.path.isdir(parent):  # a symlink to a directory (in the root) is one
+    existing, info = _deepest_existing(parent)
+    if not stat.S_ISDIR(info.st_mode):
+        problem = _parent_problem(path) or "its parent is not a directory"
+        raise ArchiveError(f"{show(path)}: {problem}")
+    if existing == parent:
+        return
+    names = parent[len(existing):].lstrip(b"/").split(b"/")
+    fd = os.open(existing or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            except FileExistsError:  # a dangling symlink: its target does not exist
                 problem = _parent_problem(path) or "its parent is not a directory"
                 raise ArchiveError(f"{show(path)}: {problem}") from None
-        break
-    for directory in reversed(missing):
-        os.mkdir(directory, 0o755)
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                            dir_fd=fd)
+            os.close(fd)
+            fd = below
+    finally:
+        os.close(fd)
 
 
 def _parent_problem(path: bytes) -> str | None:
@@ -189,13 +216,14 @@ class _OpenDirectory:
     """A directory on the path of the member being unpacked: its time is set when the
     stream leaves it, and its default ACL (`mtime_ns` None for one made as a parent, with
     no entry of its own)."""
-    __slots__ = ("path", "prefix", "mtime_ns", "setgid", "default_acl")
+    __slots__ = ("path", "prefix", "mtime_ns", "setgid", "default_acl", "identity")
 
     def __init__(self, path: bytes, mtime_ns: int | None, setgid: bool,
                  default_acl: bytes | None = None):
         self.path, self.mtime_ns, self.setgid = path, mtime_ns, setgid
         self.default_acl = default_acl
         self.prefix = path + b"/" if path else b""
+        self.identity = None  # (st_dev, st_ino), looked up when an entry may name it again
 
 
 class Unpacker:
@@ -209,6 +237,7 @@ class Unpacker:
         # leaves it. _enter keeps the times right when an archive comes back to one.
         self._open: list[_OpenDirectory] = []
         self._parent_setgid = False  # the current member's directory is setgid
+        self._restated: _OpenDirectory | None = None  # an open directory's earlier entry
         self._warnings = 0
 
     def run(self) -> Stats:
@@ -255,7 +284,7 @@ class Unpacker:
             self._set_xattrs(path, [(DEFAULT_ACL, directory.default_acl)], follow=False)
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
-    def _enter(self, path: bytes):
+    def _enter(self, path: bytes, directory_member: bool = False):
         """Set the times of the open directories that `path` is not in, and say whether
         the member at `path` will be made in the innermost one left. If not, the archive
         came back to a directory it had left (or names one through a symlink): return
@@ -266,28 +295,20 @@ class Unpacker:
             top = directories[-1]
             if path.startswith(top.prefix):
                 break
-            if path == top.path:  # its entry again, or a member that replaces it: its
-                directories.pop()  # last entry gives the time (_directory), if any
-            else:
-                self._close(directories.pop())
+            if path == top.path and directory_member:  # its entry again: the last one
+                self._restated = directories.pop()    # gives the time (_directory)
+            else:  # left, or a member at its path replaces it (or leaves it as it is:
+                self._close(directories.pop())  # a hard link to itself)
         top = directories[-1]
         parent = path.rpartition(b"/")[0]
         if parent == top.path:
             self._parent_setgid = top.setgid
             return None
         if len(parent) >= PATH_MAX:
-            return None  # making the member fails (a walk up it would take its length²)
+            return None  # making the member fails (and `below` would take length²)
         # The nearest directory that exists: the member (and any missing parents) will
-        # be made in it, the kernel following symlinks as stat does.
-        existing = parent
-        while True:
-            try:
-                info = os.stat(existing or b".")
-                break
-            except OSError:
-                if not existing:
-                    return None
-                existing = existing.rpartition(b"/")[0]
+        # be made in it.
+        existing, info = _deepest_existing(parent)
         if not stat.S_ISDIR(info.st_mode):
             return None  # making the member fails, naming the culprit (_describe)
         # The parents to be made are open directories from now on, setgid if it is
@@ -307,6 +328,27 @@ class Unpacker:
         except OSError:  # none (ENODATA), or no ACLs on this filesystem
             default_acl = None
         return existing, info, default_acl
+
+    def _open_as(self, path: bytes) -> _OpenDirectory | None:
+        """The open directory with an entry of its own that `path` (an existing
+        directory) is, named another way, if any. Each open directory is looked up once."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        identity = (info.st_dev, info.st_ino)
+        for directory in self._open:
+            if directory.mtime_ns is None:
+                continue
+            if directory.identity is None:
+                try:
+                    found = os.lstat(directory.path or b".")
+                    directory.identity = (found.st_dev, found.st_ino)
+                except OSError:
+                    directory.identity = ()
+            if directory.identity == identity:
+                return directory
+        return None
 
     def _warn(self, message: str, count: bool = True):
         if count:
@@ -347,7 +389,10 @@ class Unpacker:
         if m.sparse:
             raise ArchiveError(f"{show(m.path)}: sparse and multi-volume members are not "
                                "supported")
-        revisited = self._enter(m.path)
+        if kind in (CHARDEV, BLOCKDEV) and not self.devices:
+            self.stats.skipped_devices += 1  # nothing made, not even its parents
+            return
+        revisited = self._enter(m.path, kind == DIRECTORY)
         if kind in REGULAR_TYPES:
             self._file(m)
         # Like tarfile and GNU tar, only regular members carry data.
@@ -416,6 +461,7 @@ class Unpacker:
             _make_parents(path)
             os.mkdir(path, m.mode & 0o777)
             made = True
+        existed = not made
         if self._chown_needed(m):
             os.chown(path, m.uid, m.gid, follow_symlinks=False)
             made = False  # a setgid parent's bit may have been inherited
@@ -427,9 +473,32 @@ class Unpacker:
                                None)
             self._set_xattrs(path, [(name, value) for name, value in m.xattrs
                                     if name != DEFAULT_ACL], follow=False, path=path)
+        restated, self._restated = self._restated, None
+        if not m.path and self._open[0].mtime_ns is not None:
+            restated = self._open[0]
+        same = None
+        if existed:
+            # A directory made before: a default ACL set when the stream left it is
+            # lifted until the stream leaves it again (what is made in it now must not
+            # inherit it), and kept unless this entry has its own, as an earlier entry's
+            # not yet set is.
+            try:
+                lifted = os.getxattr(path, DEFAULT_ACL, follow_symlinks=False)
+                os.removexattr(path, DEFAULT_ACL, follow_symlinks=False)
+            except OSError:  # none (ENODATA), or no ACLs on this filesystem
+                lifted = None
+            if default_acl is None:
+                default_acl = restated.default_acl if restated is not None else None
+            if default_acl is None:
+                default_acl = lifted
+            same = self._open_as(path)
         # Its time and default ACL are set when the stream leaves it (_enter), after its
         # contents; the last entry of a directory counts.
         opened = _OpenDirectory(m.path, m.mtime_ns, bool(m.mode & stat.S_ISGID), default_acl)
+        if same is not None:
+            # The entry names a directory still open through another path (a symlink
+            # inside it): that one is left after this one, and must get this entry's.
+            same.mtime_ns, same.default_acl = m.mtime_ns, default_acl
         if m.path:
             self._open.append(opened)
         else:
