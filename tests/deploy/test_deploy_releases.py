@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import DROOT, droot, make_busybox_root
+from tests.conftest import DROOT, END, droot, make_busybox_root, member_bytes
 from tests.deploy.conftest import (app_archive, compress, current, deploy, release_names,
                                    releases_dir, tar_of, tree)
 
@@ -148,6 +148,22 @@ def test_keep_prunes_by_deploy_order_not_mtime(tmp_path):
     remaining = release_names(root)
     assert remaining == sorted(remaining) and len(remaining) == 2
     assert remaining[0] == names[-1] and (root / "MARKER").read_text() == "v4"
+
+
+def test_a_release_of_a_deep_tree_is_pruned(tmp_path):
+    """A release holding 1,500 nested directories (an image may): pruning it was an
+    internal error (RecursionError in shutil.rmtree) in every deploy that followed."""
+    deep = "/".join(["d"] * 1500)
+    archive = member_bytes(f"{deep}/f", b"1") + member_bytes("MARKER", b"x") + END
+    root = tmp_path / "app"
+    try:
+        for _ in range(3):
+            result = deploy(root, archive, "--keep", "1")
+            assert result.returncode == 0, result.stderr
+        assert "pruned 1 old release" in result.stderr.decode()
+        assert len(release_names(root)) == 2
+    finally:  # pytest's clean-up is shutil.rmtree too
+        subprocess.run(["rm", "-rf", releases_dir(root)], check=True)
 
 
 def test_keep_never_prunes_the_current_the_previous_or_one_in_use(tmp_path):

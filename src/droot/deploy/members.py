@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 
+from droot.core.removetree import remove_tree
 from droot.core.tarformat import (BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK,
                              REGULAR_TYPES, SYMLINK, HeaderReader, TarFormatError, show)
 
@@ -122,8 +123,7 @@ def _remove(path: bytes):
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
-        import shutil
-        shutil.rmtree(path)
+        remove_tree(path)
     else:
         os.unlink(path)
 
@@ -330,16 +330,14 @@ class Unpacker:
         return existing, info, default_acl
 
     def _open_as(self, path: bytes) -> _OpenDirectory | None:
-        """The open directory with an entry of its own that `path` (an existing
-        directory) is, named another way, if any. Each open directory is looked up once."""
+        """The open directory that `path` (an existing directory) is, named another way,
+        if any: with an entry of its own or made as a parent. Each is looked up once."""
         try:
             info = os.lstat(path)
         except OSError:
             return None
         identity = (info.st_dev, info.st_ino)
         for directory in self._open:
-            if directory.mtime_ns is None:
-                continue
             if directory.identity is None:
                 try:
                     found = os.lstat(directory.path or b".")
@@ -462,7 +460,12 @@ class Unpacker:
             os.mkdir(path, m.mode & 0o777)
             made = True
         existed = not made
-        if self._chown_needed(m):
+        if existed:  # an earlier entry's owner, or a made parent's setgid group
+            info = os.lstat(path)
+            wrong_owner = (info.st_uid, info.st_gid) != (m.uid, m.gid)
+        else:
+            wrong_owner = self._chown_needed(m)
+        if wrong_owner:
             os.chown(path, m.uid, m.gid, follow_symlinks=False)
             made = False  # a setgid parent's bit may have been inherited
         if not made or m.mode & 0o7000:
@@ -491,14 +494,17 @@ class Unpacker:
                 default_acl = restated.default_acl if restated is not None else None
             if default_acl is None:
                 default_acl = lifted
-            same = self._open_as(path)
+            same = self._open_as(path) if m.path else None  # the root replaces its own
         # Its time and default ACL are set when the stream leaves it (_enter), after its
         # contents; the last entry of a directory counts.
         opened = _OpenDirectory(m.path, m.mtime_ns, bool(m.mode & stat.S_ISGID), default_acl)
         if same is not None:
             # The entry names a directory still open through another path (a symlink
             # inside it): that one is left after this one, and must get this entry's.
+            # This one sets nothing when left: a default ACL set then would be inherited
+            # by what the archive makes in the directory under its other name.
             same.mtime_ns, same.default_acl = m.mtime_ns, default_acl
+            opened.mtime_ns = None
         if m.path:
             self._open.append(opened)
         else:

@@ -59,6 +59,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from droot.core import removetree
 from droot.core.atomicfile import AtomicFile
 from droot.core.errors import DrootError, UsageError
 from droot.core.releasename import RELEASE_NAME, releases_dir_name
@@ -505,14 +506,9 @@ def _remove(dir_fd: int, name: str):
 
 def remove_tree(dir_fd: int, name: str, shown: Path):
     """Remove the directory `name` of `dir_fd` and everything in it, through descriptors
-    (shutil.rmtree with dir_fd, which never follows a symlink, even one swapped in while
-    it runs); `shown` is its path for messages."""
-    import shutil
-
-    def failed(function, path, exc_info):
-        error = exc_info[1]
-        if isinstance(error, FileNotFoundError):
-            return
-        raise DrootError(f"cannot remove {shown}: {getattr(error, 'strerror', None) or error}")
-
-    shutil.rmtree(name, onerror=failed, dir_fd=dir_fd)
+    (droot.core.removetree: no symlink followed, even one swapped in while it runs);
+    `shown` is its path for messages."""
+    try:
+        removetree.remove_tree(name, dir_fd)
+    except OSError as error:
+        raise DrootError(f"cannot remove {shown}: {error.strerror or error}") from None
