@@ -8,7 +8,7 @@ import subprocess
 import tarfile
 
 import pytest
-from tests.conftest import droot
+from tests.conftest import DROOT, droot
 from tests.image.conftest import (PREFIX, image_config, layer, listing, member, push_oci_layout,
                                   sha256, write_docker_archive, write_oci_layout)
 
@@ -267,3 +267,30 @@ def test_gnu_format_layers(tmp_path):
     assert files["g/hl"][0] == tarfile.REGTYPE and files["g/hl"][2:4] == (3_000_000, 3_000_001)
     assert member(out.read_bytes(), "g/hl") == b"G"
     assert member(out.read_bytes(), "g/" + "k" * 120) == b"K"  # copied through as it was
+
+
+def test_many_links_to_replaced_files_read_the_layer_a_few_times(tmp_path):
+    """1,100 hard links, each to its own file that the layer above replaces: each link
+    keeps its file's old content. They are carried in batches (of 1,024): the bottom
+    layer is read twice more per batch, not twice per link (an image of thousands of
+    such links took hours)."""
+    count = 1100
+    bottom = layer(("d", "dir"), *((f"d/t{n}", "file", b"old %d" % n) for n in range(count)),
+                   *((f"d/l{n}", "hardlink", f"d/t{n}") for n in range(count)))
+    top = layer(("d", "dir"), *((f"d/t{n}", "file", b"new") for n in range(count)))
+    layout = write_oci_layout(tmp_path / "links", [bottom, top])
+    out, log = tmp_path / "out.tar", tmp_path / "strace.log"
+    result = subprocess.run(["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", log,
+                             DROOT, "export", f"oci:{layout}", "-o", out],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    files = listing(data)
+    assert all(files[f"d/l{n}"][0] == tarfile.REGTYPE for n in range(count))
+    assert member(data, "d/l7") == b"old 7" and member(data, "d/l1099") == b"old 1099"
+    assert member(data, "d/t7") == b"new"
+    bottom_blob = sha256(bottom).split(":")[1]
+    reads = sum(bottom_blob in line for line in log.read_text().splitlines())
+    # Once as the layout is checked, once to be copied, twice for each of the 2 batches
+    # (2,202 times when each link read it twice).
+    assert reads <= 2 + 2 * 2, f"the bottom layer was opened {reads} times"

@@ -12,11 +12,13 @@ Two passes with bounded memory, nothing buffered or spooled:
 2. data of every layer, bottom up: an entry is copied through (header blocks verbatim,
    xattrs and all) unless a higher layer shadows it.
 A hardlink whose target a higher layer replaced or deleted must keep the content the
-target had: that version is found by reading its layer again (rare: e.g. a package
-upgrade replacing one name of a hardlinked file), and the link becomes a regular file
-with it. A single-layer image needs neither the first pass nor any of this.
+target had: that version is found by reading layers again (e.g. a package upgrade
+replacing one name of a hardlinked file), in batches of links (carry_links), and the
+link becomes a regular file with it. A single-layer image needs neither the first pass
+nor any of this.
 """
 
+import bisect
 import gzip
 import sys
 import tarfile
@@ -128,6 +130,7 @@ def flatten(layers, output):
 def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
     write = output.write
     hidden = shadows.hidden
+    links = []  # hard links whose target a higher layer replaced: carried in batches
     for entry in reader:
         path = entry.path
         if is_marker(path) or path in DROOT_FILES or hidden(path, index):
@@ -140,7 +143,10 @@ def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
         if entry.type == HARDLINK:
             target = normalise(entry.linkname)
             if hidden(target, index):
-                carry_link(entry, target, index, layers, shadows, output, carried, symlinks)
+                links.append(CarriedLink(entry, target, index))
+                if len(links) == CARRY_BATCH:
+                    carry_links(links, layers, shadows, output, carried, symlinks)
+                    links = []
                 continue
             symlinks.check(target, reader.what, f"{path}: hard link target ")
             if target in symlinks.targets:
@@ -155,81 +161,169 @@ def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
             symlinks.targets[path] = entry.linkname
         write(header if header is not None else entry.rewritten())
         reader.copy_data(write)
+    carry_links(links, layers, shadows, output, carried, symlinks)
 
 
-def carry_link(link, target, index, layers, shadows, output, carried, symlinks):
-    """Write `link` (in layer `index`) with the content its target had at that layer,
-    now that a higher layer replaced or deleted the target."""
-    key = (target, index)  # `carried` also maps (layer, entry index) of a version to its link
-    info = link.tarinfo()
-    if key in carried:  # another link to the same file already carries its content
-        info.linkname = carried[key]
-        output.write(header_for(info))
-        return
-    layer_index, before = index, link.index
-    while True:
-        found = find_version(layers, target, layer_index, before)
-        if found is None:
-            print(f"droot: warning: {layers[index].name}: hardlink {link.path} to {target}, "
-                  "which does not exist there, left out", file=sys.stderr)
-            return
-        layer_index, before = found
-        if found in carried:  # a link from another layer already carries this version
-            info.linkname = carried[found]
-            output.write(header_for(info))
-            break
-        with reading(layers[layer_index], verify=False) as reader:
-            entry = next(entry for entry in reader if entry.index == before)
-            if entry.type != HARDLINK:
-                info = entry.tarinfo()
-                info.name = link.path
-                info.type = tarfile.REGTYPE
-                output.write(header_for(info))
-                reader.copy_data(output.write)
-                carried[found] = link.path
-                break
-        target = normalise(entry.linkname)  # a link to a link: follow it
-        if not shadows.hidden(target, layer_index):
-            symlinks.check(target, layers[index].name, f"{link.path}: hard link target ")
-            if target in symlinks.targets:
-                info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
-                symlinks.targets[link.path] = info.linkname
+# A hard link whose target a higher layer replaced needs the content the target had: its
+# version is found, then copied, by reading layers again. Links are carried in batches
+# (of at most this many, each keeping its header) that read each layer at most twice a
+# round, where each link read one or two: thousands of them took hours.
+CARRY_BATCH = 1024
+
+
+class CarriedLink:
+    """A hard link of layer `layer` being written with the content its target had there
+    (`target`: the path of the version looked for, last before entry `before` of layer
+    `at`; a link to a link moves them down)."""
+
+    __slots__ = ("info", "path", "layer", "key", "target", "at", "before")
+
+    def __init__(self, link, target: str, layer: int):
+        self.info = link.tarinfo()
+        self.path, self.layer = link.path, layer
+        self.key = (target, layer)  # `carried` also maps (layer, entry index) to a link
+        self.target, self.at, self.before = target, layer, link.index
+
+
+def carry_links(links, layers, shadows, output, carried, symlinks):
+    """Write each of `links` as a regular file with its target's content, or as a link to
+    another link that carries it (or to the file a chain of links leads to)."""
+    write = output.write
+
+    def write_link(link, linkname: str):
+        info = link.info
+        info.linkname = linkname
+        write(header_for(info))
+        carried.setdefault(link.key, link.path)
+
+    work = []
+    for link in links:
+        # Written later than it came, so checked again against the symlinks since.
+        symlinks.check(link.path, layers[link.layer].name)
+        if link.key in carried:  # another link to the same file already carries it
+            write_link(link, carried[link.key])
+        else:
+            work.append(link)
+    while work:
+        wanted = {}  # layer -> entry index -> the links that carry that version
+        for link, version in zip(work, find_versions(layers, work)):
+            if version is None:
+                print(f"droot: warning: {layers[link.layer].name}: hardlink {link.path} to "
+                      f"{link.target}, which does not exist there, left out", file=sys.stderr)
+            elif version in carried:  # a link from another layer already carries it
+                write_link(link, carried[version])
             else:
-                info.linkname = target  # that file is in the output as it was
-            output.write(header_for(info))
+                wanted.setdefault(version[0], {}).setdefault(version[1], []).append(link)
+        work = []
+        for layer_index in sorted(wanted):
+            versions = wanted[layer_index]
+            last = max(versions)
+            with reading(layers[layer_index], verify=False) as reader:
+                for entry in reader:
+                    if entry.index > last:
+                        break
+                    for link in versions.get(entry.index, ()):
+                        if carry_one(link, entry, layer_index, reader, layers, shadows,
+                                     output, carried, symlinks, write_link):
+                            work.append(link)  # a link to a link: its target next
+
+
+def carry_one(link, entry, layer_index, reader, layers, shadows, output, carried, symlinks,
+              write_link) -> bool:
+    """Write `link` from `entry`, the version of its target in layer `layer_index`; True
+    if that version is itself a link whose target a higher layer replaced."""
+    version = (layer_index, entry.index)
+    if version in carried:  # an earlier link of this batch carries it
+        write_link(link, carried[version])
+        return False
+    if entry.type != HARDLINK:
+        info = entry.tarinfo()
+        info.name = link.path
+        info.type = tarfile.REGTYPE
+        output.write(header_for(info))
+        reader.copy_data(output.write)
+        carried[version] = carried[link.key] = link.path
+        return False
+    target = normalise(entry.linkname)  # a link to a link: follow it
+    if shadows.hidden(target, layer_index):
+        link.target, link.at, link.before = target, layer_index, entry.index
+        return True
+    symlinks.check(target, layers[link.layer].name, f"{link.path}: hard link target ")
+    if target in symlinks.targets:
+        info = link.info
+        info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
+        symlinks.targets[link.path] = info.linkname
+        output.write(header_for(info))
+        carried[link.key] = link.path
+    else:
+        write_link(link, target)  # that file is in the output as it was
+    return False
+
+
+def find_versions(layers, links) -> list:
+    """For each of `links`, (layer, entry index) of the version of its target it refers
+    to, or None if the target did not exist there. Each layer is read once, top down."""
+    versions = [None] * len(links)
+    searching = set(range(len(links)))
+    for layer_index in range(max(link.at for link in links), -1, -1):
+        here = sorted(n for n in searching if links[n].at >= layer_index)
+        if not here:
+            continue
+        found, removed = scan_layer(layers[layer_index], layer_index, [links[n] for n in here])
+        for position, n in enumerate(here):
+            if position in found:
+                versions[n] = (layer_index, found[position])
+                searching.discard(n)
+            elif position in removed:
+                searching.discard(n)
+        if not searching:
             break
-    carried[key] = link.path
+    return versions
 
 
-def find_version(layers, target: str, index: int, before: int):
-    """(layer, entry index) of the version of `target` that a hardlink at position
-    `before` of layer `index` refers to, or None if the target did not exist there."""
-    for layer_index in range(index, -1, -1):
-        found = None
-        removed = False
-        with reading(layers[layer_index], verify=False) as reader:
-            for entry in reader:
-                if layer_index == index and entry.index >= before:
-                    break
-                path = entry.path
-                if path == target:
-                    found = entry.index
-                elif target.startswith(path + "/") or path == "":
-                    directory, _, base = path.rpartition("/")
-                    if entry.type != DIRECTORY and not base.startswith(WHITEOUT_PREFIX):
-                        removed = True  # a non-directory where a parent of the target was
-                elif is_marker(path):
-                    directory, _, base = path.rpartition("/")
-                    gone = f"{directory}/{base[4:]}" if directory else base[4:]
-                    if base == OPAQUE_MARKER:
-                        removed |= target.startswith(directory + "/") if directory else True
-                    else:
-                        removed |= target == gone or target.startswith(gone + "/")
-        if found is not None:
-            return layer_index, found
-        if removed:
-            return None
-    return None
+def scan_layer(layer, layer_index: int, links) -> tuple[dict, set]:
+    """In one read of `layer`: for the links' targets, the last entry of each (of those
+    before a link in its own layer), and which of them the layer removes (a
+    non-directory at a parent, a whiteout, an opaque marker above). Returns {position in
+    `links`: entry index} and {positions}."""
+    by_target = {}
+    for position, link in enumerate(links):
+        by_target.setdefault(link.target, []).append(position)
+    targets = sorted(by_target)  # those below a path are a run of them
+
+    def counts(position, entry) -> bool:
+        link = links[position]
+        return link.at != layer_index or entry.index < link.before
+
+    def below(prefix: str, but: str | None = None):
+        """The positions of the targets below `prefix` ("" for all), but not below `but`."""
+        start = bisect.bisect_left(targets, prefix)
+        for target in targets[start:]:
+            if not target.startswith(prefix):
+                break
+            if but is None or not target.startswith(but):
+                yield from by_target[target]
+
+    found, removed = {}, set()
+    with reading(layer, verify=False) as reader:
+        for entry in reader:
+            path = entry.path
+            for position in by_target.get(path, ()):
+                if counts(position, entry):
+                    found[position] = entry.index
+            directory, _, base = path.rpartition("/")
+            whiteout = base.startswith(WHITEOUT_PREFIX)
+            if entry.type != DIRECTORY and not whiteout:  # nothing below it stays
+                gone = below(f"{path}/" if path else "")
+            elif base == OPAQUE_MARKER:
+                gone = below(f"{directory}/" if directory else "", but=f"{path}/")
+            elif whiteout:
+                name = f"{directory}/{base[4:]}" if directory else base[4:]
+                gone = [*by_target.get(name, ()), *below(f"{name}/", but=f"{path}/")]
+            else:
+                continue
+            removed.update(position for position in gone if counts(position, entry))
+    return found, removed
 
 
 class reading:
