@@ -213,9 +213,9 @@ def clear_default_acl(directory: bytes = b"."):
 
 
 class _OpenDirectory:
-    """A directory on the path of the member being unpacked: its time is set when the
-    stream leaves it, and its default ACL (`mtime_ns` None for one made as a parent, with
-    no entry of its own)."""
+    """A directory on the path of the member being unpacked, whose time and default ACL
+    are set when the stream leaves it (`mtime_ns` None: nothing to set, for one made as a
+    parent with no entry of its own, or for another name of an open directory)."""
     __slots__ = ("path", "prefix", "mtime_ns", "setgid", "default_acl", "identity")
 
     def __init__(self, path: bytes, mtime_ns: int | None, setgid: bool,

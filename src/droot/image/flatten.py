@@ -130,7 +130,14 @@ def flatten(layers, output):
 def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
     write = output.write
     hidden = shadows.hidden
-    links = []  # hard links whose target a higher layer replaced: carried in batches
+    batch = Batch()  # hard links whose target a higher layer replaced: carried in batches
+
+    def flush():
+        nonlocal batch
+        if batch.links:
+            carry_links(batch.links, layers, shadows, output, carried, symlinks)
+            batch = Batch()
+
     for entry in reader:
         path = entry.path
         if is_marker(path) or path in DROOT_FILES or hidden(path, index):
@@ -138,16 +145,19 @@ def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
         if entry.type not in SUPPORTED_TYPES or entry.parsed.sparse:
             raise TarFormatError(f"{reader.what}: {path}: sparse, multi-volume and other "
                                  f"members of type {bytes([entry.type])!r} are not supported")
+        if batch.links and batch.meets(path):  # the links waiting come first, as they came
+            flush()
         symlinks.check(path, reader.what)
         header = entry.header if entry.plain else None
         if entry.type == HARDLINK:
             target = normalise(entry.linkname)
             if hidden(target, index):
-                links.append(CarriedLink(entry, target, index))
-                if len(links) == CARRY_BATCH:
-                    carry_links(links, layers, shadows, output, carried, symlinks)
-                    links = []
+                batch.add(CarriedLink(entry, target, index))
+                if len(batch.links) == CARRY_BATCH:
+                    flush()
                 continue
+            if batch.links and batch.holds(target):  # a link to one waiting
+                flush()
             symlinks.check(target, reader.what, f"{path}: hard link target ")
             if target in symlinks.targets:
                 info = entry.tarinfo()
@@ -161,7 +171,50 @@ def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
             symlinks.targets[path] = entry.linkname
         write(header if header is not None else entry.rewritten())
         reader.copy_data(write)
-    carry_links(links, layers, shadows, output, carried, symlinks)
+    flush()
+
+
+def at_or_beneath(path: str, paths) -> bool:
+    """Whether `path` is one of `paths` or lies beneath one."""
+    if not paths:
+        return False
+    if path in paths:
+        return True
+    end = path.rfind("/")
+    while end > 0:
+        if path[:end] in paths:
+            return True
+        end = path.rfind("/", 0, end)
+    return False
+
+
+class Batch:
+    """Carried links waiting to be written at the end of their batch. What a later entry
+    of the layer does to one of their paths (the same path again, one beneath it, one of
+    its parents, a hard link to it) must follow it: the batch is written first. So the
+    paths of one batch are neither the same nor one beneath another, and their order
+    among themselves does not change what an extractor makes of them."""
+
+    def __init__(self):
+        self.links = []
+        self.paths = set()
+        self.parents = set()  # the parents of those paths
+
+    def holds(self, path: str) -> bool:
+        """Whether `path` is one of the paths or lies beneath one."""
+        return at_or_beneath(path, self.paths)
+
+    def meets(self, path: str) -> bool:
+        return path in self.parents or at_or_beneath(path, self.paths)
+
+    def add(self, link):
+        self.links.append(link)
+        path = link.path
+        self.paths.add(path)
+        end = path.rfind("/")
+        while end > 0:
+            self.parents.add(path[:end])
+            end = path.rfind("/", 0, end)
 
 
 # A hard link whose target a higher layer replaced needs the content the target had: its
@@ -189,17 +242,39 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
     """Write each of `links` as a regular file with its target's content, or as a link to
     another link that carries it (or to the file a chain of links leads to)."""
     write = output.write
+    unwritten = {link.path for link in links}  # of this batch, neither written nor left out
+    waiting = []  # links to a path of `unwritten`: written after it, as they came
+
+    def writing(link):
+        # Written later than it came, so checked again against the symlinks since.
+        symlinks.check(link.path, layers[link.layer].name)
+        unwritten.discard(link.path)
 
     def write_link(link, linkname: str):
+        writing(link)
         info = link.info
         info.linkname = linkname
         write(header_for(info))
         carried.setdefault(link.key, link.path)
 
+    def link_to(link, target: str) -> None:
+        """Write `link` as a link to `target`, a file in the output as it was."""
+        if at_or_beneath(target, unwritten):
+            waiting.append(link)
+            return
+        symlinks.check(target, layers[link.layer].name, f"{link.path}: hard link target ")
+        if target in symlinks.targets:
+            writing(link)
+            info = link.info
+            info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
+            symlinks.targets[link.path] = info.linkname
+            write(header_for(info))
+            carried[link.key] = link.path
+        else:
+            write_link(link, target)
+
     work = []
     for link in links:
-        # Written later than it came, so checked again against the symlinks since.
-        symlinks.check(link.path, layers[link.layer].name)
         if link.key in carried:  # another link to the same file already carries it
             write_link(link, carried[link.key])
         else:
@@ -210,6 +285,7 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
             if version is None:
                 print(f"droot: warning: {layers[link.layer].name}: hardlink {link.path} to "
                       f"{link.target}, which does not exist there, left out", file=sys.stderr)
+                unwritten.discard(link.path)
             elif version in carried:  # a link from another layer already carries it
                 write_link(link, carried[version])
             else:
@@ -223,13 +299,19 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
                     if entry.index > last:
                         break
                     for link in versions.get(entry.index, ()):
-                        if carry_one(link, entry, layer_index, reader, layers, shadows,
-                                     output, carried, symlinks, write_link):
+                        if carry_one(link, entry, layer_index, reader, shadows, output,
+                                     carried, symlinks, writing, write_link, link_to):
                             work.append(link)  # a link to a link: its target next
+    if waiting:
+        order = {id(link): position for position, link in enumerate(links)}
+        waiting.sort(key=lambda link: order[id(link)])
+        unwritten.clear()  # what is still to come came after them: as before
+        for link in waiting:
+            link_to(link, link.target)
 
 
-def carry_one(link, entry, layer_index, reader, layers, shadows, output, carried, symlinks,
-              write_link) -> bool:
+def carry_one(link, entry, layer_index, reader, shadows, output, carried, symlinks,
+              writing, write_link, link_to) -> bool:
     """Write `link` from `entry`, the version of its target in layer `layer_index`; True
     if that version is itself a link whose target a higher layer replaced."""
     version = (layer_index, entry.index)
@@ -237,10 +319,16 @@ def carry_one(link, entry, layer_index, reader, layers, shadows, output, carried
         write_link(link, carried[version])
         return False
     if entry.type != HARDLINK:
+        writing(link)
         info = entry.tarinfo()
         info.name = link.path
-        info.type = tarfile.REGTYPE
-        output.write(header_for(info))
+        if entry.type == SYMLINK:  # a copy of it, as for a link to a symlink that stays
+            symlinks.targets[link.path] = info.linkname  # (no link to it: a copy each)
+            output.write(header_for(info))
+            return False
+        if entry.type in REGULAR_TYPES:
+            info.type = tarfile.REGTYPE
+        output.write(header_for(info))  # or the device node, the FIFO, as it was
         reader.copy_data(output.write)
         carried[version] = carried[link.key] = link.path
         return False
@@ -248,15 +336,8 @@ def carry_one(link, entry, layer_index, reader, layers, shadows, output, carried
     if shadows.hidden(target, layer_index):
         link.target, link.at, link.before = target, layer_index, entry.index
         return True
-    symlinks.check(target, layers[link.layer].name, f"{link.path}: hard link target ")
-    if target in symlinks.targets:
-        info = link.info
-        info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
-        symlinks.targets[link.path] = info.linkname
-        output.write(header_for(info))
-        carried[link.key] = link.path
-    else:
-        write_link(link, target)  # that file is in the output as it was
+    link.target = target
+    link_to(link, target)  # that file is in the output as it was
     return False
 
 
