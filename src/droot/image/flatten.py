@@ -378,8 +378,8 @@ def scan_layer(layer, layer_index: int, links) -> tuple[dict, set]:
 
     def below(prefix: str, but: str | None = None):
         """The positions of the targets below `prefix` ("" for all), but not below `but`."""
-        start = bisect.bisect_left(targets, prefix)
-        for target in targets[start:]:
+        for n in range(bisect.bisect_left(targets, prefix), len(targets)):
+            target = targets[n]  # (not a slice: a copy of the rest, for every entry)
             if not target.startswith(prefix):
                 break
             if but is None or not target.startswith(but):
