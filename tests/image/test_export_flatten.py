@@ -350,3 +350,19 @@ def test_a_link_to_a_deleted_symlink_or_device_keeps_its_kind(tmp_path):
     assert files["p"][0] == tarfile.SYMTYPE and files["p"][4] == "/etc/os-release"
     assert files["q"][0] == tarfile.CHRTYPE and files["q"][6] == (1, 3)
     assert "s" not in files and "n" not in files
+
+
+def test_links_to_one_name_replaced_between_them_keep_their_own_content(tmp_path):
+    """`T` comes twice in a layer, a link to it after each: each link holds the T it
+    followed, once a higher layer replaces T (both held the first T's content when
+    links were matched by target name and layer; `m`, a link to l1, puts them in two
+    batches)."""
+    layers = [layer(("T", "file", b"first"), ("l1", "hardlink", "T"), ("m", "hardlink", "l1"),
+                    ("T", "file", b"second"), ("l2", "hardlink", "T")),
+              layer(("T", "file", b"new"))]
+    out = tmp_path / "out.tar"
+    result = droot("export", f"oci:{write_oci_layout(tmp_path / 'twice', layers)}", "-o", out)
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    assert (member(data, "l1"), member(data, "l2"), member(data, "T")) == (
+        b"first", b"second", b"new")

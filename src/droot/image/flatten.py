@@ -118,7 +118,7 @@ def flatten(layers, output):
         with reading(layers[index], verify=False) as reader:
             for entry in reader:
                 shadows.add(entry, index)
-    carried = {}
+    carried = {}  # (layer, entry index) of a target's version -> the link carrying it
     symlinks = Symlinks()
     for index, layer in enumerate(layers):
         if progress is not None:
@@ -229,12 +229,11 @@ class CarriedLink:
     (`target`: the path of the version looked for, last before entry `before` of layer
     `at`; a link to a link moves them down)."""
 
-    __slots__ = ("info", "path", "layer", "key", "target", "at", "before")
+    __slots__ = ("info", "path", "layer", "target", "at", "before")
 
     def __init__(self, link, target: str, layer: int):
         self.info = link.tarinfo()
         self.path, self.layer = link.path, layer
-        self.key = (target, layer)  # `carried` also maps (layer, entry index) to a link
         self.target, self.at, self.before = target, layer, link.index
 
 
@@ -255,7 +254,6 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
         info = link.info
         info.linkname = linkname
         write(header_for(info))
-        carried.setdefault(link.key, link.path)
 
     def link_to(link, target: str) -> None:
         """Write `link` as a link to `target`, a file in the output as it was."""
@@ -269,16 +267,10 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
             info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
             symlinks.targets[link.path] = info.linkname
             write(header_for(info))
-            carried[link.key] = link.path
         else:
             write_link(link, target)
 
-    work = []
-    for link in links:
-        if link.key in carried:  # another link to the same file already carries it
-            write_link(link, carried[link.key])
-        else:
-            work.append(link)
+    work = links
     while work:
         wanted = {}  # layer -> entry index -> the links that carry that version
         for link, version in zip(work, find_versions(layers, work)):
@@ -286,7 +278,7 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
                 print(f"droot: warning: {layers[link.layer].name}: hardlink {link.path} to "
                       f"{link.target}, which does not exist there, left out", file=sys.stderr)
                 unwritten.discard(link.path)
-            elif version in carried:  # a link from another layer already carries it
+            elif version in carried:  # an earlier link carries that content
                 write_link(link, carried[version])
             else:
                 wanted.setdefault(version[0], {}).setdefault(version[1], []).append(link)
@@ -330,7 +322,7 @@ def carry_one(link, entry, layer_index, reader, shadows, output, carried, symlin
             info.type = tarfile.REGTYPE
         output.write(header_for(info))  # or the device node, the FIFO, as it was
         reader.copy_data(output.write)
-        carried[version] = carried[link.key] = link.path
+        carried[version] = link.path
         return False
     target = normalise(entry.linkname)  # a link to a link: follow it
     if shadows.hidden(target, layer_index):
