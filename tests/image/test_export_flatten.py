@@ -366,3 +366,20 @@ def test_links_to_one_name_replaced_between_them_keep_their_own_content(tmp_path
     data = out.read_bytes()
     assert (member(data, "l1"), member(data, "l2"), member(data, "T")) == (
         b"first", b"second", b"new")
+
+
+def test_a_link_is_never_linked_to_what_took_its_carriers_name(tmp_path):
+    """l1 carries T's old content; then a symlink to a host file takes the name l1. l2,
+    a link to the same T, must hold that content itself: a hard link to l1 would be one
+    to the symlink, which an extractor that follows it makes a link to the host file."""
+    layers = [layer(("T", "file", b"old")),
+              layer(("l1", "hardlink", "T"), ("l1", "symlink", "/etc/shadow"),
+                    ("l2", "hardlink", "T")),
+              layer(("T", "file", b"new"))]
+    out = tmp_path / "out.tar"
+    result = droot("export", f"oci:{write_oci_layout(tmp_path / 'taken', layers)}", "-o", out)
+    assert result.returncode == 0, result.stderr
+    data = out.read_bytes()
+    files = listing(data)
+    assert files["l1"][0] == tarfile.SYMTYPE and files["l2"][0] == tarfile.REGTYPE
+    assert member(data, "l2") == b"old"

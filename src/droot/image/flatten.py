@@ -118,7 +118,7 @@ def flatten(layers, output):
         with reading(layers[index], verify=False) as reader:
             for entry in reader:
                 shadows.add(entry, index)
-    carried = {}  # (layer, entry index) of a target's version -> the link carrying it
+    carried = Carriers()
     symlinks = Symlinks()
     for index, layer in enumerate(layers):
         if progress is not None:
@@ -148,6 +148,7 @@ def copy_layer(reader, index, layers, shadows, output, carried, symlinks):
         if batch.links and batch.meets(path):  # the links waiting come first, as they came
             flush()
         symlinks.check(path, reader.what)
+        carried.forget(path)
         header = entry.header if entry.plain else None
         if entry.type == HARDLINK:
             target = normalise(entry.linkname)
@@ -224,6 +225,29 @@ class Batch:
 CARRY_BATCH = 1024
 
 
+class Carriers:
+    """The links written with a replaced target's content: (layer, entry index) of that
+    version -> the link's path, which later links to the version are linked to. Forgotten
+    once something else is written at that path (a later link must not be linked to
+    whatever took the name: a symlink there, to a host file)."""
+
+    def __init__(self):
+        self._paths, self._versions = {}, {}
+
+    def get(self, version) -> str | None:
+        return self._paths.get(version)
+
+    def add(self, version, path: str):
+        self.forget(path)
+        self._paths[version], self._versions[path] = path, version
+
+    def forget(self, path: str):
+        if self._versions:
+            version = self._versions.pop(path, None)
+            if version is not None:
+                del self._paths[version]
+
+
 class CarriedLink:
     """A hard link of layer `layer` being written with the content its target had there
     (`target`: the path of the version looked for, last before entry `before` of layer
@@ -248,6 +272,7 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
         # Written later than it came, so checked again against the symlinks since.
         symlinks.check(link.path, layers[link.layer].name)
         unwritten.discard(link.path)
+        carried.forget(link.path)
 
     def write_link(link, linkname: str):
         writing(link)
@@ -278,8 +303,8 @@ def carry_links(links, layers, shadows, output, carried, symlinks):
                 print(f"droot: warning: {layers[link.layer].name}: hardlink {link.path} to "
                       f"{link.target}, which does not exist there, left out", file=sys.stderr)
                 unwritten.discard(link.path)
-            elif version in carried:  # an earlier link carries that content
-                write_link(link, carried[version])
+            elif carried.get(version) is not None:  # an earlier link carries that content
+                write_link(link, carried.get(version))
             else:
                 wanted.setdefault(version[0], {}).setdefault(version[1], []).append(link)
         work = []
@@ -307,8 +332,8 @@ def carry_one(link, entry, layer_index, reader, shadows, output, carried, symlin
     """Write `link` from `entry`, the version of its target in layer `layer_index`; True
     if that version is itself a link whose target a higher layer replaced."""
     version = (layer_index, entry.index)
-    if version in carried:  # an earlier link of this batch carries it
-        write_link(link, carried[version])
+    if carried.get(version) is not None:  # an earlier link of this batch carries it
+        write_link(link, carried.get(version))
         return False
     if entry.type != HARDLINK:
         writing(link)
@@ -322,7 +347,7 @@ def carry_one(link, entry, layer_index, reader, shadows, output, carried, symlin
             info.type = tarfile.REGTYPE
         output.write(header_for(info))  # or the device node, the FIFO, as it was
         reader.copy_data(output.write)
-        carried[version] = link.path
+        carried.add(version, link.path)
         return False
     target = normalise(entry.linkname)  # a link to a link: follow it
     if shadows.hidden(target, layer_index):
