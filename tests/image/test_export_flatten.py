@@ -269,6 +269,14 @@ def test_gnu_format_layers(tmp_path):
     assert member(out.read_bytes(), "g/" + "k" * 120) == b"K"  # copied through as it was
 
 
+def exported(tmp_path, name: str, layers: list[bytes]) -> bytes:
+    """droot's export of `layers`, from an OCI layout."""
+    out = tmp_path / f"{name}.tar"
+    result = droot("export", f"oci:{write_oci_layout(tmp_path / name, layers)}", "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out.read_bytes()
+
+
 def test_carried_links_keep_their_place_among_the_layers_entries(tmp_path):
     """Carried links are written where they came: before a later link to one, before
     the same path again, and a link beneath a symlink carried at its parent is refused
@@ -316,10 +324,8 @@ def test_a_link_to_a_deleted_symlink_or_device_keeps_its_kind(tmp_path):
     layers = [layer(("s", "symlink", "/etc/os-release"), ("n", "chardev", (1, 3))),
               layer(("p", "hardlink", "s"), ("q", "hardlink", "n")),
               layer((".wh.s", "file"), (".wh.n", "file"))]
-    out = tmp_path / "out.tar"
-    result = droot("export", f"oci:{write_oci_layout(tmp_path / 'kinds', layers)}", "-o", out)
-    assert result.returncode == 0, result.stderr
-    files = listing(out.read_bytes())
+    data = exported(tmp_path, "kinds", layers)
+    files = listing(data)
     assert files["p"][0] == tarfile.SYMTYPE and files["p"][4] == "/etc/os-release"
     assert files["q"][0] == tarfile.CHRTYPE and files["q"][6] == (1, 3)
     assert "s" not in files and "n" not in files
@@ -332,10 +338,7 @@ def test_links_to_one_name_replaced_between_them_keep_their_own_content(tmp_path
     layers = [layer(("T", "file", b"first"), ("l1", "hardlink", "T"), ("m", "hardlink", "l1"),
                     ("T", "file", b"second"), ("l2", "hardlink", "T")),
               layer(("T", "file", b"new"))]
-    out = tmp_path / "out.tar"
-    result = droot("export", f"oci:{write_oci_layout(tmp_path / 'twice', layers)}", "-o", out)
-    assert result.returncode == 0, result.stderr
-    data = out.read_bytes()
+    data = exported(tmp_path, "twice", layers)
     assert (member(data, "l1"), member(data, "l2"), member(data, "T")) == (
         b"first", b"second", b"new")
 
@@ -348,10 +351,7 @@ def test_a_link_is_never_linked_to_what_took_its_carriers_name(tmp_path):
               layer(("l1", "hardlink", "T"), ("l1", "symlink", "/etc/shadow"),
                     ("l2", "hardlink", "T")),
               layer(("T", "file", b"new"))]
-    out = tmp_path / "out.tar"
-    result = droot("export", f"oci:{write_oci_layout(tmp_path / 'taken', layers)}", "-o", out)
-    assert result.returncode == 0, result.stderr
-    data = out.read_bytes()
+    data = exported(tmp_path, "taken", layers)
     files = listing(data)
     assert files["l1"][0] == tarfile.SYMTYPE and files["l2"][0] == tarfile.REGTYPE
     assert member(data, "l2") == b"old"
@@ -364,9 +364,6 @@ def test_a_link_is_never_linked_through_a_symlink_at_its_carriers_parent(tmp_pat
               layer(("d", "dir"), ("d/p", "hardlink", "T"), ("d", "symlink", "/outside"),
                     ("q", "hardlink", "T")),
               layer(("T", "file", b"new"))]
-    out = tmp_path / "out.tar"
-    result = droot("export", f"oci:{write_oci_layout(tmp_path / 'parent', layers)}", "-o", out)
-    assert result.returncode == 0, result.stderr
-    data = out.read_bytes()
+    data = exported(tmp_path, "parent", layers)
     files = listing(data)
     assert files["q"][0] == tarfile.REGTYPE and member(data, "q") == b"old"
