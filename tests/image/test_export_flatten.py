@@ -367,3 +367,21 @@ def test_a_link_is_never_linked_through_a_symlink_at_its_carriers_parent(tmp_pat
     data = exported(tmp_path, "parent", layers)
     files = listing(data)
     assert files["q"][0] == tarfile.REGTYPE and member(data, "q") == b"old"
+
+
+def test_links_to_a_deleted_symlink_are_all_copies_of_it(tmp_path):
+    """Every link to a deleted symlink (directly or through a link to it, in its layer or
+    a later one) is a copy of the symlink, made from what the first copy kept (reading
+    the layers again for each link took time quadratic in their number); a link to a
+    deleted directory is an empty file, as no directory has a hard link to it."""
+    layers = [layer(("S", "symlink", "/etc/os-release"), ("T", "hardlink", "S"), ("D", "dir")),
+              layer(*[(f"l{i}", "hardlink", "S") for i in range(3)],
+                    *[(f"m{i}", "hardlink", "T") for i in range(3)],
+                    ("d1", "hardlink", "D"), ("d2", "hardlink", "D")),
+              layer(("n", "hardlink", "l0")),
+              layer((".wh.S", "file"), (".wh.T", "file"), (".wh.D", "file"))]
+    files = listing(exported(tmp_path, "copies", layers))
+    for name in ("l0", "l1", "l2", "m0", "m1", "m2", "n"):
+        assert files[name][0] == tarfile.SYMTYPE and files[name][4] == "/etc/os-release", name
+    assert files["d1"][0] == tarfile.REGTYPE
+    assert files["d2"][0] in (tarfile.REGTYPE, tarfile.LNKTYPE)

@@ -17,6 +17,7 @@ upgrade replacing one name of a hardlinked file), and the link becomes a regular
 with it. A single-layer image needs neither the first pass nor any of this.
 """
 
+import copy
 import gzip
 import sys
 import tarfile
@@ -121,20 +122,29 @@ class Carriers:
     its entry) or by its name ((target, the links' layer), until that layer names the
     target again). A link's path is forgotten once anything else is written there, and
     never linked to through a symlink written since: a tar that follows it would link a
-    file of the host."""
+    file of the host. Where the content is a symlink, later links are copies of it too:
+    what it was is kept (a TarInfo), rather than read again for each link."""
 
     def __init__(self):
         self._paths = {}  # key -> the carrying link's path
         self._keys = {}   # a carrying link's path -> its keys
+        self._copies = {}  # key -> the symlink (TarInfo) its links are copies of
 
-    def find(self, key, symlinks: Symlinks) -> str | None:
+    def find(self, key, symlinks: Symlinks) -> "str | tarfile.TarInfo | None":
+        if self._copies and (symlink := self._copies.get(key)) is not None:
+            return symlink
         path = self._paths.get(key)
         if path is not None and symlinks.through(path):
             self.forget(path)
             return None
         return path
 
-    def add(self, path: str, key):
+    def add(self, path: str, key, symlink: tarfile.TarInfo | None = None):
+        if symlink is not None:
+            self._copies[key] = symlink
+            self._paths.pop(key, None)
+            return
+        self._copies.pop(key, None)
         self._paths[key] = path
         self._keys.setdefault(path, []).append(key)
 
@@ -150,6 +160,8 @@ class Carriers:
         are to this entry."""
         if self._paths:
             self._paths.pop((path, layer), None)
+        if self._copies:
+            self._copies.pop((path, layer), None)
 
 
 def is_marker(path: str) -> bool:
@@ -219,9 +231,9 @@ def carry_link(link, target, index, layers, shadows, output, carried, symlinks):
     carried.forget(link.path)
     carrier = carried.find(key, symlinks)
     if carrier is not None:  # another link to the same file already carries its content
-        info.linkname = carrier
-        output.write(header_for(info))
+        write_carried(link, info, carrier, output, symlinks)
         return
+    symlink = None
     layer_index, before = index, link.index
     while True:
         found = find_version(layers, target, layer_index, before)
@@ -232,8 +244,7 @@ def carry_link(link, target, index, layers, shadows, output, carried, symlinks):
         layer_index, before = found
         carrier = carried.find(found, symlinks)
         if carrier is not None:  # a link from another layer already carries this version
-            info.linkname = carrier
-            output.write(header_for(info))
+            symlink = write_carried(link, info, carrier, output, symlinks)
             break
         with reading(layers[layer_index], verify=False) as reader:
             entry = next(entry for entry in reader if entry.index == before)
@@ -242,11 +253,12 @@ def carry_link(link, target, index, layers, shadows, output, carried, symlinks):
                 info.name = link.path
                 if entry.type == SYMLINK:  # a copy, as for a link to a symlink that stays
                     symlinks.targets[link.path] = info.linkname
-                elif entry.type in REGULAR_TYPES:
-                    info.type = tarfile.REGTYPE
+                    symlink = info
+                elif entry.type in REGULAR_TYPES or entry.type == DIRECTORY:
+                    info.type = tarfile.REGTYPE  # (no directory has a hard link to it)
                 output.write(header_for(info))  # or the device node, the FIFO, as it was
                 reader.copy_data(output.write)
-                carried.add(link.path, found)
+                carried.add(link.path, found, symlink)
                 break
         target = normalise(entry.linkname)  # a link to a link: follow it
         if not shadows.hidden(target, layer_index):
@@ -254,11 +266,26 @@ def carry_link(link, target, index, layers, shadows, output, carried, symlinks):
             if target in symlinks.targets:
                 info.type, info.linkname = tarfile.SYMTYPE, symlinks.targets[target]
                 symlinks.targets[link.path] = info.linkname
+                symlink = info
             else:
                 info.linkname = target  # that file is in the output as it was
             output.write(header_for(info))
             break
-    carried.add(link.path, key)  # (never linked to once a symlink: Carriers.find)
+    carried.add(link.path, key, symlink)
+
+
+def write_carried(link, info, carrier, output, symlinks) -> tarfile.TarInfo | None:
+    """Write `link` as a hard link to the carrier path, or (a TarInfo) a copy of the
+    symlink that carries its content; returns that copy."""
+    if isinstance(carrier, str):
+        info.linkname = carrier
+        output.write(header_for(info))
+        return None
+    symlink = copy.copy(carrier)
+    symlink.name = link.path
+    symlinks.targets[link.path] = symlink.linkname
+    output.write(header_for(symlink))
+    return symlink
 
 
 def find_version(layers, target: str, index: int, before: int):
