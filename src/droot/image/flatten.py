@@ -131,6 +131,8 @@ class Carriers:
         self._copies = {}  # key -> the symlink (TarInfo) its links are copies of
 
     def find(self, key, symlinks: Symlinks) -> "str | tarfile.TarInfo | None":
+        """The path to link to for `key` (a version or a name), the symlink to copy, or
+        None: the content is to be carried again."""
         if self._copies and (symlink := self._copies.get(key)) is not None:
             return symlink
         path = self._paths.get(key)
@@ -140,6 +142,8 @@ class Carriers:
         return path
 
     def add(self, path: str, key, symlink: tarfile.TarInfo | None = None):
+        """The link at `path` carries the content of `key`; if that is `symlink`, later
+        links are copies of it, not links to `path`."""
         if symlink is not None:
             self._copies[key] = symlink
             self._paths.pop(key, None)
