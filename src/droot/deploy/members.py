@@ -20,7 +20,7 @@ import errno
 import os
 import stat
 
-from droot.core.removetree import remove_tree
+from droot.core.removetree import DIRECTORY_FLAGS, remove_tree
 from droot.core.tarformat import (BLOCK, BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK,
                              REGULAR_TYPES, SYMLINK, HeaderReader, TarFormatError, show)
 
@@ -155,25 +155,29 @@ def _make_parents(path: bytes):
     parent = path.rpartition(b"/")[0]
     existing, info = _deepest_existing(parent)
     if not stat.S_ISDIR(info.st_mode):
-        problem = _parent_problem(path) or "its parent is not a directory"
-        raise ArchiveError(f"{show(path)}: {problem}")
+        raise _no_parent(path)
     if existing == parent:
         return
     names = parent[len(existing):].lstrip(b"/").split(b"/")
+    # The nearest existing one is opened as the kernel resolves it; those made here
+    # follow no symlink.
     fd = os.open(existing or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name in names:
             try:
                 os.mkdir(name, 0o755, dir_fd=fd)
             except FileExistsError:  # a dangling symlink: its target does not exist
-                problem = _parent_problem(path) or "its parent is not a directory"
-                raise ArchiveError(f"{show(path)}: {problem}") from None
-            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                            dir_fd=fd)
+                raise _no_parent(path) from None
+            below = os.open(name, DIRECTORY_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = below
     finally:
         os.close(fd)
+
+
+def _no_parent(path: bytes) -> ArchiveError:
+    problem = _parent_problem(path) or "its parent is not a directory"
+    return ArchiveError(f"{show(path)}: {problem}")
 
 
 def _parent_problem(path: bytes) -> str | None:

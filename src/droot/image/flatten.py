@@ -93,27 +93,23 @@ class Symlinks:
         if not role and path in targets:  # a layer with two members of one name
             raise DrootError(f"{what}: {path} comes again after a symlink of that name: a "
                              "tar would write through it")
-        end = path.rfind("/")
-        while end > 0:
-            parent = path[:end]
-            if parent in targets:
-                raise DrootError(f"{what}: {role}{path} lies beneath the symlink {parent} "
-                                 f"(-> {targets[parent]}): a tar would write through it")
-            end = path.rfind("/", 0, end)
+        if (parent := self._above(path)) is not None:
+            raise DrootError(f"{what}: {role}{path} lies beneath the symlink {parent} "
+                             f"(-> {targets[parent]}): a tar would write through it")
 
     def through(self, path: str) -> bool:
         """Whether `path` is a symlink written so far, or lies beneath one."""
-        targets = self.targets
-        if not targets:
-            return False
-        if path in targets:
-            return True
+        return bool(self.targets) and (path in self.targets or
+                                       self._above(path) is not None)
+
+    def _above(self, path: str) -> str | None:
+        """The nearest of `path`'s parents that is a symlink written so far."""
         end = path.rfind("/")
         while end > 0:
-            if path[:end] in targets:
-                return True
+            if (parent := path[:end]) in self.targets:
+                return parent
             end = path.rfind("/", 0, end)
-        return False
+        return None
 
 
 class Carriers:
